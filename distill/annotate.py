@@ -1,0 +1,169 @@
+"""Pseudo-labeling a set of images: teacher -> multi-transform inference -> log -> COCO.
+
+``Teacher`` loads a checkpoint once and holds the wrapped predictor;
+``infer_to_log`` streams images through it in batches, appending each
+finished batch to a :class:`PredictionLog` (so a restarted run skips
+finished images); ``finalize`` calibrates over everything logged and writes
+the COCO file. The CLI's ``distill annotate`` and the RQ worker both run
+exactly these functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from distill.card import ModelCard, load_checkpoint
+from distill.coco import write_json_atomic
+from distill.errors import DistillError, ImageDecodeError
+from distill.images import DEFAULT_MAX_PIXELS, list_images, load_image
+from distill.models.zoo import build_from_card
+from distill.predictions import ImageRecord, PredictionLog
+from distill.pseudolabels import SelectionConfig, select, to_coco
+from distill.tta import Combine, FusionParams, Predictor, build_predictor
+
+# An image source: a name (metadata only, never a path we open) and its bytes or file.
+ImageSource = tuple[str, bytes | Path]
+ProgressCallback = Callable[[int, int], None]  # (images done, images failed) this run
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How the teacher is run; everything with the method's defaults."""
+
+    tta: str = "standard"
+    fusion: FusionParams = field(default_factory=FusionParams)
+    combine: Combine = "avg"
+    size_dependent: bool = False
+    device: str = "cpu"
+    half: bool = False
+    batch_size: int = 4
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def describe(self) -> dict[str, Any]:
+        """JSON form for the output's info block."""
+        return {"tta": self.tta, "fusion": vars(self.fusion), "heatmap_combine": self.combine,
+                "size_dependent": self.size_dependent}
+
+
+class Teacher:
+    """A teacher checkpoint loaded once, wrapped for multi-transform inference."""
+
+    def __init__(self, checkpoint: Path, options: InferenceOptions) -> None:
+        self.checkpoint = Path(checkpoint)
+        card, state, _ = load_checkpoint(self.checkpoint)
+        self.card = _with_checksum(card, self.checkpoint)
+        self.options = options
+        model = build_from_card(card, state)
+        self.predictor: Predictor = build_predictor(
+            model, card, tta=options.tta, fusion=options.fusion, combine=options.combine,
+            size_dependent=options.size_dependent, device=options.device, half=options.half)
+
+    def info(self) -> dict[str, Any]:
+        """What the output's info block says about how it was produced."""
+        return {**self.options.describe(),
+                "transforms": [str(t) for t in self.predictor.transforms]}
+
+
+def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: PredictionLog, *,
+                 on_progress: ProgressCallback | None = None) -> tuple[int, int]:
+    """Runs the teacher over every source not yet in ``log``; returns (done, failed).
+
+    Unreadable images become failed records instead of stopping the run.
+    """
+    finished = log.done()
+    todo = [s for s in sources if s[0] not in finished]
+    done = failed = 0
+    for batch in _batches(todo, teacher.options.batch_size):
+        records: list[ImageRecord] = []
+        images: list[torch.Tensor] = []
+        names: list[str] = []
+        for name, data in batch:
+            try:
+                images.append(load_image(data, max_pixels=teacher.options.max_pixels))
+                names.append(name)
+            except (ImageDecodeError, OSError) as exc:
+                records.append(ImageRecord.failed(name, str(exc)))
+        if images:
+            outputs = teacher.predictor(images)
+            for name, img, out in zip(names, images, outputs, strict=True):
+                records.append(ImageRecord.from_output(
+                    name, int(img.shape[-1]), int(img.shape[-2]), out, teacher.card))
+        log.append(records)
+        failed += sum(r.error is not None for r in records)
+        done += sum(r.error is None for r in records)
+        if on_progress is not None:
+            on_progress(done, failed)
+    return done, failed
+
+
+def finalize(records: Iterable[ImageRecord], card: ModelCard, selection: SelectionConfig,
+             info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Calibrates over all records and builds the COCO pseudo-label dict."""
+    recs = list(records)
+    chosen = select(recs, card, selection)
+    return to_coco(recs, card, chosen, {"selection": selection.describe(), **(info or {})})
+
+
+@dataclass(frozen=True)
+class AnnotateReport:
+    """What ``annotate_folder`` did."""
+
+    images: int
+    failed: int
+    annotations: int
+    skipped_as_done: int
+    output: Path
+
+
+def annotate_folder(teacher: Path, images: Path, out: Path, *,
+                    options: InferenceOptions | None = None,
+                    selection: SelectionConfig | None = None,
+                    progress: bool = True) -> AnnotateReport:
+    """``distill annotate``: every image in a folder -> one COCO pseudo-label file.
+
+    Raw predictions stream to ``<out>.predictions.jsonl``; a rerun after an
+    interruption resumes from it.
+    """
+    options = options or InferenceOptions()
+    selection = selection or SelectionConfig()
+    files = list_images(Path(images))
+    if not files:
+        raise DistillError(f"no images (png, jpg, ...) in {str(images)!r}")
+    model = Teacher(teacher, options)
+    log = PredictionLog(Path(str(out) + ".predictions.jsonl"))
+    already = len(log.done() & {f.name for f in files})
+    bar = tqdm(total=len(files), initial=already, unit="img", disable=not progress,
+               desc="annotating")
+
+    def advance(done: int, failed: int) -> None:
+        bar.update(done + failed - (bar.n - already))
+        bar.set_postfix(failed=failed)
+
+    infer_to_log(model, ((f.name, f) for f in files), log, on_progress=advance)
+    bar.close()
+    names = {f.name for f in files}
+    records = [r for name, r in log.read().items() if name in names]
+    coco = finalize(records, model.card, selection, model.info())
+    write_json_atomic(Path(out), coco)
+    return AnnotateReport(images=len(coco["images"]), failed=coco["info"]["num_failed"],
+                          annotations=len(coco["annotations"]), skipped_as_done=already,
+                          output=Path(out))
+
+
+def _batches(items: list[ImageSource], size: int) -> Iterator[list[ImageSource]]:
+    for i in range(0, len(items), max(1, size)):
+        yield items[i:i + size]
+
+
+def _with_checksum(card: ModelCard, path: Path) -> ModelCard:
+    """Records which file the teacher came from, so outputs name their teacher exactly."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    prov = {**card.provenance, "checkpoint": path.name, "sha256": digest}
+    return ModelCard.from_dict({**card.to_dict(), "provenance": prov})

@@ -1,0 +1,220 @@
+"""The teacher checkpoint contract (DESIGN section 4).
+
+A checkpoint is one file that ``torch.load(path, weights_only=True)`` reads:
+``{"format": "distill-checkpoint", "version": 1, "card": {...}, "state_dict": {...}}``.
+The card holds only JSON-compatible values (strings, numbers, lists, dicts
+with string keys) so that it can be served over HTTP as it is, and so that
+loading never has to unpickle an arbitrary object.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from distill.errors import CardError
+
+Task = Literal["keypoints", "boxes"]
+TASKS: tuple[Task, ...] = ("keypoints", "boxes")
+CHECKPOINT_FORMAT = "distill-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LabeledStats:
+    """Statistics of the labeled training set, which calibration matches.
+
+    ``instances_per_image`` maps a COCO category id (as a string, JSON style)
+    to the mean number of non-crowd instances of that category per image.
+    ``visible_keypoints_per_instance`` is the mean number of keypoints with
+    v > 0 per keypoint instance (``None`` for box tasks).
+    """
+
+    images: int
+    instances_per_image: dict[str, float]
+    visible_keypoints_per_instance: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to rebuild a teacher and to calibrate its pseudo-labels."""
+
+    arch: str
+    task: Task
+    categories: list[dict[str, Any]]
+    min_size: int
+    max_size: int
+    labeled_stats: LabeledStats
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    flip_map: list[list[int]] = field(default_factory=list)
+    oks_sigmas: list[float] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the detector, background included."""
+        return len(self.categories) + 1
+
+    @property
+    def keypoint_names(self) -> list[str]:
+        """Keypoint names of the keypoint category ([] for box tasks)."""
+        if self.task != "keypoints":
+            return []
+        return list(self.categories[0].get("keypoints", []))
+
+    def category_id(self, label: int) -> int:
+        """COCO category id of contiguous model label ``label`` (1-based)."""
+        return int(self.categories[label - 1]["id"])
+
+    def flip_permutation(self) -> list[int]:
+        """Keypoint index permutation that swaps each left/right pair."""
+        perm = list(range(len(self.keypoint_names)))
+        for i, j in self.flip_map:
+            perm[i], perm[j] = j, i
+        return perm
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible form, as stored in the checkpoint and served by the API."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Validates and builds a card; raises :class:`CardError` naming the bad field."""
+        if not isinstance(data, dict):
+            raise CardError(f"card must be a mapping, got {type(data).__name__}")
+        missing = [k for k in ("arch", "task", "categories", "min_size", "max_size",
+                               "labeled_stats") if k not in data]
+        if missing:
+            raise CardError(f"card lacks required fields {missing}")
+        if data["task"] not in TASKS:
+            raise CardError(f"card task must be one of {TASKS}, got {data['task']!r}")
+        cats = data["categories"]
+        if not isinstance(cats, list) or not cats or not all(
+            isinstance(c, dict) and "id" in c and "name" in c for c in cats
+        ):
+            raise CardError("card categories must be a non-empty list of {'id', 'name', ...}")
+        if data["task"] == "keypoints" and (len(cats) != 1 or not cats[0].get("keypoints")):
+            raise CardError("a keypoint card needs exactly one category with 'keypoints' names")
+        stats = data["labeled_stats"]
+        try:
+            labeled = LabeledStats(
+                images=int(stats["images"]),
+                instances_per_image={str(k): float(v)
+                                     for k, v in stats["instances_per_image"].items()},
+                visible_keypoints_per_instance=(
+                    None if stats.get("visible_keypoints_per_instance") is None
+                    else float(stats["visible_keypoints_per_instance"])),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CardError(f"card labeled_stats malformed: {exc!r}") from exc
+        known = {f for f in cls.__dataclass_fields__}
+        extra = {k: v for k, v in data.items() if k not in known}
+        card = cls(
+            arch=str(data["arch"]),
+            task=data["task"],
+            categories=cats,
+            min_size=int(data["min_size"]),
+            max_size=int(data["max_size"]),
+            labeled_stats=labeled,
+            arch_options=dict(data.get("arch_options") or {}),
+            flip_map=[[int(i), int(j)] for i, j in data.get("flip_map") or []],
+            oks_sigmas=(None if data.get("oks_sigmas") is None
+                        else [float(s) for s in data["oks_sigmas"]]),
+            provenance={**dict(data.get("provenance") or {}), **extra},
+        )
+        k = len(card.keypoint_names)
+        if any(not (0 <= i < k and 0 <= j < k) for i, j in card.flip_map):
+            raise CardError(f"flip_map {card.flip_map} has indices outside 0..{k - 1}")
+        if card.oks_sigmas is not None and len(card.oks_sigmas) != k:
+            raise CardError(f"oks_sigmas has {len(card.oks_sigmas)} entries for {k} keypoints")
+        return card
+
+
+def flip_map_from_names(names: list[str], explicit: list[list[str]] | None = None
+                        ) -> list[list[int]]:
+    """Left/right keypoint index pairs.
+
+    COCO's convention pairs ``left_x`` with ``right_x`` (prefix; ``x_left`` /
+    ``x_right`` suffixes are accepted too). ``explicit`` name pairs, when a
+    category supplies them, replace the derivation.
+    """
+    index = {n: i for i, n in enumerate(names)}
+    if explicit is not None:
+        try:
+            return [[index[a], index[b]] for a, b in explicit]
+        except KeyError as exc:
+            raise CardError(f"flip map names keypoint {exc.args[0]!r}, not in {names}") from exc
+    pairs: list[list[int]] = []
+    for name, i in index.items():
+        j = index.get(_mirrored_name(name) or "")
+        if j is not None and i < j:
+            pairs.append([i, j])
+    return pairs
+
+
+def _mirrored_name(name: str) -> str | None:
+    """``left_eye`` -> ``right_eye`` (and suffix forms); None for unpaired names."""
+    for a, b in (("left_", "right_"), ("right_", "left_")):
+        if name.startswith(a):
+            return b + name[len(a):]
+    for a, b in (("_left", "_right"), ("_right", "_left")):
+        if name.endswith(a):
+            return name[: -len(a)] + b
+    return None
+
+
+def save_checkpoint(path: Path, card: ModelCard, state_dict: dict[str, torch.Tensor],
+                    extra: dict[str, Any] | None = None) -> None:
+    """Writes a checkpoint atomically (temp file, fsync, rename)."""
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "card": card.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        **(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[str, Any]]:
+    """Reads a checkpoint without unpickling arbitrary objects.
+
+    Returns the card, the model's state dict, and the remaining entries
+    (optimizer state, iteration and the like for training checkpoints).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CardError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling failure means "not our format"
+        raise CardError(f"{str(path)!r} is not a readable checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CardError(f"{str(path)!r} is not a distill checkpoint (no card); "
+                        "wrap torchvision weights with `distill card` first")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CardError(f"checkpoint version {payload.get('version')!r} is not supported "
+                        f"(expected {CHECKPOINT_VERSION})")
+    card = ModelCard.from_dict(payload["card"])
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise CardError(f"{str(path)!r} holds no state_dict")
+    rest = {k: v for k, v in payload.items()
+            if k not in ("format", "version", "card", "state_dict")}
+    return card, state, rest

@@ -1,0 +1,139 @@
+"""The ``distill`` command line.
+
+Core subcommands (``synth``, ``annotate``, ``card``) live here; ``train``,
+``eval``, ``experiment`` come from ``training``, and ``serve``, ``worker``,
+``client`` from ``service`` / ``worker``. Those packages are imported only
+when present, so the core stays free of HTTP and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from distill.errors import DistillError
+
+# Packages that add subcommands through a `register(subparsers)` function.
+_PLUGINS = ("training.cli", "service.cli", "worker.cli")
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from distill.data import generate
+
+    splits = generate(Path(args.out), labeled=args.labeled, unlabeled=args.unlabeled,
+                      test=args.test, seed=args.seed, shifted=args.shifted, progress=True)
+    for name, files in splits.items():
+        print(f"{name:10s} {files.images_dir}  {files.keypoints_json.name}  "
+              f"{files.boxes_json.name}")
+    return 0
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    from distill.annotate import InferenceOptions, annotate_folder
+    from distill.pseudolabels import SelectionConfig
+    from distill.tta import FusionParams
+
+    options = InferenceOptions(
+        tta=args.tta, fusion=FusionParams(method=args.fusion, vote_threshold=args.vote_iou,
+                                          scoring=args.vote_scoring),
+        combine=args.heatmap_combine, size_dependent=args.size_dependent,
+        device=args.device, half=args.half, batch_size=args.batch_size)
+    selection = SelectionConfig(score_threshold=args.score_thresh,
+                                keypoint_threshold=args.keypoint_thresh)
+    report = annotate_folder(Path(args.teacher), Path(args.images), Path(args.out),
+                             options=options, selection=selection, progress=not args.quiet)
+    print(f"wrote {report.output}: {report.annotations} pseudo-labels on {report.images} "
+          f"images ({report.failed} failed, {report.skipped_as_done} resumed from an earlier run)")
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from distill.card import load_checkpoint
+
+    card, _, _ = load_checkpoint(Path(args.checkpoint))
+    print(json.dumps(card.to_dict(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, plugins included."""
+    parser = argparse.ArgumentParser(prog="distill", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate the synthetic data set")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--labeled", type=int, default=150)
+    p.add_argument("--unlabeled", type=int, default=600)
+    p.add_argument("--test", type=int, default=200)
+    p.add_argument("--shifted", type=int, default=0, help="unlabeled images of another look")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("annotate", help="pseudo-label a folder of images with a teacher")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt with a card)")
+    p.add_argument("--images", required=True, help="folder of unlabeled images")
+    p.add_argument("--out", required=True, help="COCO pseudo-label JSON to write")
+    add_inference_arguments(p)
+    p.add_argument("--score-thresh", type=float, default=None,
+                   help="explicit detection-score threshold (default: calibrated)")
+    p.add_argument("--keypoint-thresh", type=float, default=None,
+                   help="explicit keypoint-score threshold (default: calibrated)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_annotate)
+
+    p = sub.add_parser("card", help="print a checkpoint's card")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=_cmd_card)
+
+    for module in _PLUGINS:
+        try:
+            plugin = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module.startswith(exc.name):
+                continue  # that part of the project is not installed
+            raise
+        plugin.register(sub)
+    return parser
+
+
+def add_inference_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs a teacher."""
+    p.add_argument("--tta", default="standard",
+                   help="transform preset: identity, flip, standard, paper, paper-relative, "
+                        "or a list like '224,256,320+flip' / 'x0.75,x1,x1.25+flip'")
+    p.add_argument("--fusion", choices=("vote", "wbf"), default="vote",
+                   help="box fusion: NMS + box voting, or weighted boxes fusion")
+    p.add_argument("--vote-iou", type=float, default=0.8, help="box-voting IoU threshold")
+    p.add_argument("--vote-scoring", choices=("ID", "AVG", "IOU_AVG"), default="ID")
+    p.add_argument("--heatmap-combine", choices=("avg", "max"), default="avg")
+    p.add_argument("--size-dependent", action="store_true",
+                   help="small boxes ignore down-scaled passes, large ones up-scaled passes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--half", action="store_true", help="float16 on CUDA")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``distill`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except DistillError as exc:
+        print(f"distill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"distill {args.command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

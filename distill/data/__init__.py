@@ -1,0 +1,21 @@
+"""Data for tests, the demo and the benchmarks: a synthetic COCO data set generator."""
+
+from distill.data.synth import (
+    BOX_CATEGORIES,
+    KEYPOINT_NAMES,
+    OKS_SIGMAS,
+    PERSON_CATEGORY,
+    SKELETON,
+    SplitFiles,
+    generate,
+)
+
+__all__ = [
+    "BOX_CATEGORIES",
+    "KEYPOINT_NAMES",
+    "OKS_SIGMAS",
+    "PERSON_CATEGORY",
+    "SKELETON",
+    "SplitFiles",
+    "generate",
+]

@@ -1,0 +1,298 @@
+"""A deterministic synthetic COCO data set of stick figures, balls, cones and kites.
+
+No real data can be downloaded where the tests, the demo and the benchmarks run, so
+they train tiny detectors on this instead. Each image draws its own random generator
+from ``(seed, split, index)``: splits are independent, and asking for more images of a
+split leaves the first ones unchanged. Figures face the viewer, so the figure's left
+side is on the image's right, and a horizontal flip must swap left and right labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from distill.data import figures as fg
+
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "nose",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
+"""The keypoints, in order, COCO's 17 without the eyes and ears."""
+
+SKELETON: list[list[int]] = [
+    [12, 10], [10, 8], [13, 11], [11, 9], [8, 9], [2, 8], [3, 9],
+    [2, 3], [2, 4], [3, 5], [4, 6], [5, 7], [1, 2], [1, 3],
+]
+"""COCO-style limbs as 1-based index pairs into :data:`KEYPOINT_NAMES`."""
+
+OKS_SIGMAS: tuple[float, ...] = (
+    0.026, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
+    0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+)
+"""COCO's per-joint OKS sigmas for the joints kept, in :data:`KEYPOINT_NAMES` order."""
+
+PERSON_CATEGORY: dict[str, Any] = {
+    "id": 1, "name": "person", "supercategory": "person",
+    "keypoints": list(KEYPOINT_NAMES), "skeleton": SKELETON,
+}
+"""The only category of the keypoints files."""
+
+BOX_CATEGORIES: list[dict[str, Any]] = [
+    {"id": 1, "name": "person", "supercategory": "person"},
+    {"id": 2, "name": "ball", "supercategory": "sports"},
+    {"id": 3, "name": "cone", "supercategory": "outdoor"},
+    {"id": 4, "name": "kite", "supercategory": "sports"},
+]
+"""The categories of the boxes files: person plus box-only objects, common to rare."""
+
+SPLITS: tuple[str, ...] = ("labeled", "unlabeled", "test", "shifted")
+_SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}
+# Poisson means per image: strongly skewed, so rare classes gain most from pseudo-labels.
+_OBJECTS = (("ball", 2, fg.ball, 1.5, 6), ("cone", 3, fg.cone, 0.6, 4),
+            ("kite", 4, fg.kite, 0.12, 2))
+_PERSON_COUNT_P = (0.1, 0.3, 0.3, 0.2, 0.1)  # 0..4 figures
+MIN_VISIBLE = 3
+_SUPERSAMPLE = 2  # drawn at 2x and box-filtered down: cheap anti-aliasing
+_GENERATOR_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """The paths written for one split."""
+
+    images_dir: Path
+    keypoints_json: Path
+    boxes_json: Path
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One annotated object of a rendered scene (persons carry COCO keypoints)."""
+
+    category_id: int
+    bbox: tuple[float, float, float, float]  # x, y, w, h
+    keypoints: list[float] | None
+
+
+def _smooth_noise(rng: np.random.Generator, w: int, h: int, cells: int, amp: float) -> np.ndarray:
+    """Low-frequency colour noise: a coarse random grid, bilinearly upsampled."""
+    gw, gh = cells, max(2, round(cells * h / w))
+    grid = np.clip(rng.normal(128, amp, (gh, gw, 3)), 0, 255).astype(np.uint8)
+    up = Image.fromarray(grid).resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(up, dtype=np.float32) - 128.0
+
+
+def _background(rng: np.random.Generator, shifted: bool, w: int, h: int) -> Image.Image:
+    """A gradient, blotches and stripes (or, shifted: a dark scanned street-like scene)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if shifted:
+        hue = rng.uniform(0.45, 0.7)
+        c0 = fg.hsv(hue, rng.uniform(0.2, 0.6), rng.uniform(0.08, 0.25))
+        c1 = fg.hsv(hue + rng.uniform(-0.08, 0.08), rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.4))
+        t = (yy / h)[..., None]  # mostly vertical, like sky over ground
+    else:
+        c0 = fg.hsv(rng.uniform(), rng.uniform(0.05, 0.5), rng.uniform(0.35, 0.95))
+        c1 = fg.hsv(rng.uniform(), rng.uniform(0.05, 0.5), rng.uniform(0.35, 0.95))
+        ang = rng.uniform(0, 2 * math.pi)
+        proj = xx * math.cos(ang) + yy * math.sin(ang)
+        t = ((proj - proj.min()) / max(float(np.ptp(proj)), 1.0))[..., None]
+    arr = np.asarray(c0, np.float32) * (1 - t) + np.asarray(c1, np.float32) * t
+    arr += _smooth_noise(rng, w, h, int(rng.integers(3, 8)), 8.0 if shifted else 18.0)
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    mix = [tuple(int(v) for v in np.clip(np.asarray(c) + rng.normal(0, 35, 3), 0, 255))
+           for c in (c0, c1) for _ in range(3)]
+    for _ in range(int(rng.integers(2, 7))):
+        color = mix[int(rng.integers(len(mix)))]
+        x0, y0 = rng.uniform(-0.2, 1.0) * w, rng.uniform(-0.2, 1.0) * h
+        x1, y1 = x0 + rng.uniform(0.1, 0.5) * w, y0 + rng.uniform(0.1, 0.5) * h
+        if shifted:  # blocky buildings rather than soft blotches
+            draw.rectangle((x0, y0, x1, y1), fill=color)
+        else:
+            draw.ellipse((x0, y0, x1, y1), fill=color)
+    if shifted:
+        for _ in range(int(rng.integers(3, 12))):  # small lit windows
+            x, y, s = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, 6)
+            draw.rectangle((x, y, x + s, y + s), fill=fg.hsv(rng.uniform(0.1, 0.16), 0.5, 0.9))
+    else:
+        for _ in range(int(rng.integers(0, 4))):
+            ang = rng.uniform(0, math.pi)
+            cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), float(w + h)
+            dx, dy = r * math.cos(ang), r * math.sin(ang)
+            color = mix[int(rng.integers(len(mix)))]
+            draw.line((cx - dx, cy - dy, cx + dx, cy + dy), fill=color,
+                      width=int(rng.integers(3, 24)))
+    arr = np.asarray(img, dtype=np.float32)
+    if shifted:
+        arr += 6.0 * np.sin(yy * (2 * math.pi / rng.uniform(3, 6)))[..., None]  # scanlines
+        r2 = ((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2)[..., None]
+        arr *= 1.0 - 0.6 * r2  # vignette
+    sigma = rng.uniform(8, 16) if shifted else rng.uniform(3, 9)
+    arr += rng.standard_normal(arr.shape, dtype=np.float32) * np.float32(sigma)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _mask_box(prims: tuple[fg.Prim, ...] | list[fg.Prim], w: int, h: int
+              ) -> tuple[float, float, float, float] | None:
+    """Tight box of what ``prims`` draw inside the frame, ``x, y, w, h`` in 1x pixels."""
+    s = _SUPERSAMPLE
+    mask = Image.new("L", (w * s, h * s))
+    fg.render(ImageDraw.Draw(mask), prims, s, mask=True)
+    box = mask.getbbox()
+    if box is None:
+        return None
+    x0, y0, x1, y1 = (v / s for v in box)
+    if x1 - x0 < 2 or y1 - y0 < 2:  # a sliver at the edge: not a useful target
+        return None
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def _place_figures(rng: np.random.Generator, style: fg.Style, w: int, h: int
+                   ) -> list[fg.Figure]:
+    """0-4 figures, each with enough keypoints in frame and not stacked on another."""
+    placed: list[fg.Figure] = []
+    for _ in range(int(rng.choice(len(_PERSON_COUNT_P), p=_PERSON_COUNT_P))):
+        for _attempt in range(8):
+            fig = fg.sample_figure(rng, style, w, h)
+            visible = sum(_in_frame(x, y, w, h) for x, y in fig.keypoints.values())
+            too_close = any(math.dist(fig.center, o.center) < 0.25 * max(fig.height, o.height)
+                            for o in placed)
+            if visible >= MIN_VISIBLE and not too_close:
+                placed.append(fig)
+                break
+    return placed
+
+
+def _in_frame(x: float, y: float, w: int, h: int) -> bool:
+    # Judged on the stored (rounded) value, so that a point at 255.999 in a 256 px image
+    # is not written as a visible 256.0.
+    return 0 <= round(x, 2) < w and 0 <= round(y, 2) < h
+
+
+def _keypoints(fig: fg.Figure, w: int, h: int) -> list[float]:
+    """COCO ``[x, y, v] * K``: v=2 inside the frame, all zeros outside."""
+    out: list[float] = []
+    for name in KEYPOINT_NAMES:
+        x, y = fig.keypoints[name]
+        out += [round(x, 2) + 0.0, round(y, 2) + 0.0, 2] if _in_frame(x, y, w, h) else [0, 0, 0]
+    return out
+
+
+def render_scene(seed: int, split: str, index: int, min_side: int = 192,
+                 max_side: int = 320) -> tuple[Image.Image, list[Instance]]:
+    """Draws image ``index`` of ``split``; returns it with its annotated instances."""
+    rng = np.random.default_rng(np.random.SeedSequence((seed, _SPLIT_CODE[split], index)))
+    shifted = split == "shifted"
+    style = fg.SHIFTED_STYLE if shifted else fg.NORMAL_STYLE
+    w, h = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
+    s = _SUPERSAMPLE
+    canvas = _background(rng, shifted, w, h).resize((w * s, h * s), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(canvas)
+    fg.render(draw, fg.clutter(rng, style, w, h), s)
+    items: list[tuple[int, tuple[fg.Prim, ...], fg.Figure | None]] = [
+        (1, f.prims, f) for f in _place_figures(rng, style, w, h)]
+    for _name, cat_id, make, mean, cap in _OBJECTS:
+        for _ in range(min(int(rng.poisson(mean)), cap)):
+            items.append((cat_id, tuple(make(rng, style, w, h)), None))
+    instances: list[Instance] = []
+    # Figures and objects interleave in depth, so either may hide part of the other.
+    for i in rng.permutation(len(items)):
+        cat_id, prims, fig = items[int(i)]
+        fg.render(draw, prims, s)
+        box = _mask_box(prims, w, h)
+        if box is not None:
+            kps = None if fig is None else _keypoints(fig, w, h)
+            instances.append(Instance(cat_id, box, kps))
+    # Persons first, then by category, so annotation ids read naturally.
+    instances.sort(key=lambda inst: inst.category_id)
+    return canvas.reduce(s), instances
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    """Atomically: a reader never sees a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, separators=(",", ":"))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary data files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: int,
+             shifted: int = 0, min_side: int = 192, max_side: int = 320,
+             progress: bool = False) -> dict[str, SplitFiles]:
+    """Writes ``out_dir/images/<split>/<name>.png`` and
+    ``out_dir/annotations/<split>_keypoints.json``, ``<split>_boxes.json`` for splits
+    "labeled", "unlabeled", "test" and (if ``shifted > 0``) "shifted".
+
+    The same arguments give byte-identical files. Image ids and file names are unique
+    across splits (``<split>_<index>.png``), so splits can be merged. The keypoints file
+    holds person annotations only; the boxes file holds the same persons (same ids,
+    without keypoint fields) plus balls, cones and kites. Returns split -> paths.
+    """
+    if min(labeled, unlabeled, test, shifted) < 0 or seed < 0:
+        raise ValueError("image counts and seed must be non-negative")
+    if not 32 <= min_side <= max_side:
+        raise ValueError(f"need 32 <= min_side <= max_side, got {min_side}, {max_side}")
+    counts = {"labeled": labeled, "unlabeled": unlabeled, "test": test}
+    if shifted > 0:
+        counts["shifted"] = shifted
+    out_dir = Path(out_dir)
+    ann_dir = out_dir / "annotations"
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, SplitFiles] = {}
+    with tqdm(total=sum(counts.values()), desc="synth", disable=not progress) as bar:
+        for split, n in counts.items():
+            images_dir = out_dir / "images" / split
+            images_dir.mkdir(parents=True, exist_ok=True)
+            for stale in images_dir.glob(f"{split}_*.png"):  # left by an earlier, larger run
+                number = stale.stem[len(split) + 1:]
+                if number.isdigit() and int(number) >= n:
+                    stale.unlink()
+            images: list[dict[str, Any]] = []
+            kp_anns: list[dict[str, Any]] = []
+            box_anns: list[dict[str, Any]] = []
+            for index in range(n):
+                image, instances = render_scene(seed, split, index, min_side, max_side)
+                image_id = _SPLIT_CODE[split] * 1_000_000 + index + 1
+                file_name = f"{split}_{index:06d}.png"
+                image.save(images_dir / file_name, format="PNG", optimize=False)
+                images.append({"id": image_id, "file_name": file_name,
+                               "width": image.width, "height": image.height})
+                for k, inst in enumerate(instances, start=1):
+                    x, y, bw, bh = inst.bbox
+                    ann = {"id": image_id * 100 + k, "image_id": image_id,
+                           "category_id": inst.category_id, "bbox": [x, y, bw, bh],
+                           "area": bw * bh, "iscrowd": 0}
+                    box_anns.append(ann)
+                    if inst.keypoints is not None:
+                        kp_anns.append({**ann, "keypoints": inst.keypoints,
+                                        "num_keypoints": sum(v > 0 for v in inst.keypoints[2::3])})
+                bar.update(1)
+            info = {"description": "distill synthetic stick figures", "split": split,
+                    "seed": seed, "version": _GENERATOR_VERSION}
+            files = SplitFiles(images_dir, ann_dir / f"{split}_keypoints.json",
+                               ann_dir / f"{split}_boxes.json")
+            _write_json(files.keypoints_json, {"info": info, "licenses": [], "images": images,
+                                               "annotations": kp_anns,
+                                               "categories": [PERSON_CATEGORY]})
+            _write_json(files.boxes_json, {"info": info, "licenses": [], "images": images,
+                                           "annotations": box_anns,
+                                           "categories": BOX_CATEGORIES})
+            result[split] = files
+    return result

@@ -1,0 +1,140 @@
+"""The model zoo: one function builds any supported detector from explicit arguments.
+
+``tiny`` is our small CPU-trainable architecture (keypoint and box variants);
+the others are torchvision's standard detectors, built without downloading
+anything. Pretrained backbone weights come from a local file when the user
+supplies one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import detection as tvd
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+
+from distill.card import ModelCard, Task
+from distill.errors import CardError, ConfigError
+from distill.models.tiny import TinyBackbone
+
+# Settings that make the tiny model fast on a CPU; every one can be overridden
+# through the card's arch_options.
+TINY_DEFAULTS: dict[str, Any] = {
+    "rpn_pre_nms_top_n_train": 1000,
+    "rpn_post_nms_top_n_train": 500,
+    "rpn_pre_nms_top_n_test": 500,
+    "rpn_post_nms_top_n_test": 200,
+    "rpn_batch_size_per_image": 128,
+    "box_batch_size_per_image": 128,
+    "box_score_thresh": 0.02,
+}
+
+_TORCHVISION: dict[str, tuple[Task, Callable[..., GeneralizedRCNN]]] = {
+    "keypointrcnn_resnet50_fpn": ("keypoints", tvd.keypointrcnn_resnet50_fpn),
+    "fasterrcnn_resnet50_fpn": ("boxes", tvd.fasterrcnn_resnet50_fpn),
+    "fasterrcnn_resnet50_fpn_v2": ("boxes", tvd.fasterrcnn_resnet50_fpn_v2),
+    "fasterrcnn_mobilenet_v3_large_fpn": ("boxes", tvd.fasterrcnn_mobilenet_v3_large_fpn),
+}
+ARCHITECTURES: tuple[str, ...] = ("tiny", *_TORCHVISION)
+DEFAULT_SIZES: dict[str, tuple[int, int]] = {"tiny": (256, 416)}
+
+
+def default_sizes(arch: str) -> tuple[int, int]:
+    """(min_size, max_size) an architecture is trained and tested at by default."""
+    return DEFAULT_SIZES.get(arch, (800, 1333))
+
+
+def build_model(arch: str, task: Task, *, num_classes: int, num_keypoints: int = 0,
+                min_size: int, max_size: int, options: dict[str, Any] | None = None,
+                backbone_weights: Path | None = None) -> GeneralizedRCNN:
+    """Builds an untrained detector (random init, or a local backbone weights file).
+
+    ``num_classes`` counts the background. ``options`` are passed to the
+    torchvision detector's constructor (thresholds, RPN sizes and the like).
+    """
+    opts = dict(options or {})
+    if arch == "tiny":
+        model = _build_tiny(task, num_classes, num_keypoints, min_size, max_size, opts)
+    elif arch in _TORCHVISION:
+        arch_task, builder = _TORCHVISION[arch]
+        if arch_task != task:
+            raise ConfigError(f"architecture {arch!r} does {arch_task}, not {task}")
+        if task == "keypoints":
+            opts["num_keypoints"] = num_keypoints
+        model = builder(weights=None, weights_backbone=None, num_classes=num_classes,
+                        min_size=min_size, max_size=max_size, **opts)
+    else:
+        raise ConfigError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+    if backbone_weights is not None:
+        load_backbone_weights(model, backbone_weights)
+    return model
+
+
+def build_from_card(card: ModelCard, state_dict: dict[str, torch.Tensor] | None = None
+                    ) -> GeneralizedRCNN:
+    """Rebuilds the detector a card describes and loads ``state_dict`` into it."""
+    model = build_model(card.arch, card.task, num_classes=card.num_classes,
+                        num_keypoints=len(card.keypoint_names), min_size=card.min_size,
+                        max_size=card.max_size, options=card.arch_options)
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise CardError(f"weights do not fit architecture {card.arch!r}: {exc}") from exc
+    return model
+
+
+def _build_tiny(task: Task, num_classes: int, num_keypoints: int, min_size: int,
+                max_size: int, opts: dict[str, Any]) -> GeneralizedRCNN:
+    backbone = TinyBackbone()
+    c = backbone.out_channels
+    # Smaller anchors than torchvision's (32..512): objects here are 15-250 px.
+    anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)),
+                              aspect_ratios=((0.5, 1.0, 2.0),) * 5)
+    box_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
+    kwargs: dict[str, Any] = {
+        **TINY_DEFAULTS,
+        "rpn_anchor_generator": anchors,
+        "box_roi_pool": box_pool,
+        "box_head": TwoMLPHead(c * 7 * 7, 256),
+        "box_predictor": FastRCNNPredictor(256, num_classes),
+        "min_size": min_size,
+        "max_size": max_size,
+        **opts,
+    }
+    if task == "boxes":
+        return tvd.FasterRCNN(backbone, num_classes=None, **kwargs)
+    if num_keypoints < 1:
+        raise ConfigError(f"a keypoint model needs num_keypoints >= 1, got {num_keypoints}")
+    return tvd.KeypointRCNN(
+        backbone, num_classes=None,
+        keypoint_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=14,
+                                             sampling_ratio=2),
+        keypoint_head=KeypointRCNNHeads(c, [64] * 4),
+        keypoint_predictor=KeypointRCNNPredictor(64, num_keypoints),
+        **kwargs,
+    )
+
+
+def load_backbone_weights(model: GeneralizedRCNN, path: Path) -> None:
+    """Loads a local classification checkpoint (e.g. ResNet-50 ImageNet weights)
+    into the detector's backbone body; the classifier's own keys are ignored."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    body: nn.Module = getattr(model.backbone, "body", model.backbone)
+    own = body.state_dict()
+    # MobileNet checkpoints prefix their layers with "features."; the detector's body does not.
+    renamed = {k.removeprefix("features."): v for k, v in state.items()}
+    matched = {k: v for k, v in renamed.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CardError(f"no tensor of {str(path)!r} fits the backbone of this architecture")
+    body.load_state_dict(matched, strict=False)

@@ -1,0 +1,140 @@
+"""Raw ensembled predictions per image, streamed to disk as JSON lines.
+
+One line per image, appended (and fsynced) as soon as its batch finishes, so
+an interrupted run loses at most the batch in flight and a resumed one skips
+what is already written. Selection happens later, over the whole set, from
+these raw records: thresholds can change without re-running inference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from distill.card import ModelCard
+
+_DECIMALS = 2  # a hundredth of a pixel is far below any detector's precision
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """The ensembled predictions for one image, in original pixel coordinates.
+
+    ``boxes`` are xyxy; ``category_ids`` are COCO ids; ``keypoints`` is one
+    list of [x, y] pairs per instance, with ``keypoint_scores`` beside it.
+    ``error`` is set (and the lists empty) when the image could not be read.
+    """
+
+    file_name: str
+    width: int = 0
+    height: int = 0
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    scores: tuple[float, ...] = ()
+    category_ids: tuple[int, ...] = ()
+    keypoints: tuple[tuple[tuple[float, float], ...], ...] | None = None
+    keypoint_scores: tuple[tuple[float, ...], ...] | None = None
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, file_name: str, error: str) -> ImageRecord:
+        """A record for an image that could not be processed."""
+        return cls(file_name=file_name, error=error)
+
+    @classmethod
+    def from_output(cls, file_name: str, width: int, height: int,
+                    output: dict[str, Tensor], card: ModelCard) -> ImageRecord:
+        """Converts a detector/TTA output dict (contiguous labels) to a record (COCO ids)."""
+        def r(x: float) -> float:
+            return round(float(x), _DECIMALS)
+
+        boxes = tuple(tuple(r(v) for v in b) for b in output["boxes"].tolist())
+        kps = kp_scores = None
+        if "keypoints" in output:
+            kps = tuple(tuple((r(x), r(y)) for x, y, _ in inst)
+                        for inst in output["keypoints"].tolist())
+            kp_scores = tuple(tuple(round(s, 4) for s in inst)
+                              for inst in output["keypoints_scores"].tolist())
+        return cls(
+            file_name=file_name, width=width, height=height,
+            boxes=boxes,  # type: ignore[arg-type]
+            scores=tuple(round(float(s), 5) for s in output["scores"].tolist()),
+            category_ids=tuple(card.category_id(int(lbl)) for lbl in output["labels"].tolist()),
+            keypoints=kps, keypoint_scores=kp_scores,
+        )
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageRecord:
+        """Inverse of :meth:`to_json`."""
+        kps = data.get("keypoints")
+        kp_scores = data.get("keypoint_scores")
+        return cls(
+            file_name=str(data["file_name"]), width=int(data.get("width", 0)),
+            height=int(data.get("height", 0)),
+            boxes=tuple(tuple(b) for b in data.get("boxes", [])),  # type: ignore[misc]
+            scores=tuple(data.get("scores", [])),
+            category_ids=tuple(int(c) for c in data.get("category_ids", [])),
+            keypoints=None if kps is None else tuple(tuple(tuple(p) for p in inst)  # type: ignore[misc]
+                                                     for inst in kps),
+            keypoint_scores=None if kp_scores is None else tuple(tuple(s) for s in kp_scores),
+            error=data.get("error"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict (tuples become lists)."""
+        return asdict(self)
+
+
+class PredictionLog:
+    """Append-only JSON-lines file of :class:`ImageRecord`, keyed by file name.
+
+    A line cut short by a crash is ignored on reading (its image is simply
+    redone); a file name written twice keeps its last record, so a retried
+    image is never counted twice.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def append(self, records: Iterable[ImageRecord]) -> None:
+        """Appends records and forces them to disk before returning."""
+        lines = "".join(json.dumps(r.to_json(), allow_nan=False) + "\n" for r in records)
+        if not lines:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            if fh.tell() > 0 and not self._ends_with_newline():
+                fh.write("\n")  # seal a line torn by an earlier crash
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read(self) -> dict[str, ImageRecord]:
+        """All complete records, by file name (later lines win)."""
+        records: dict[str, ImageRecord] = {}
+        if not self.path.exists():
+            return records
+        with open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # torn last line
+                try:
+                    rec = ImageRecord.from_json(json.loads(line))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue
+                records[rec.file_name] = rec
+        return records
+
+    def done(self) -> set[str]:
+        """File names that already have a record (successful or failed)."""
+        return set(self.read())
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"

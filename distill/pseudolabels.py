@@ -1,0 +1,152 @@
+"""From raw ensembled predictions to COCO pseudo-labels: selection, then writing.
+
+Selection keeps the reliable predictions. By default the thresholds are
+calibrated over the whole set being annotated so that it carries as many
+instances per image per category (and, for keypoints, as many keypoints per
+instance) as the teacher's labeled set; explicit thresholds replace that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from distill.calibrate import Selection, keypoint_score_threshold, score_thresholds
+from distill.card import ModelCard
+from distill.errors import ConfigError
+from distill.predictions import ImageRecord
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Calibrated (default) or explicit thresholds.
+
+    ``score_threshold`` applies to every category, ``category_thresholds``
+    (COCO id -> score) to the ones it names; either turns calibration off for
+    boxes. ``keypoint_threshold`` does the same for keypoint scores.
+    """
+
+    score_threshold: float | None = None
+    category_thresholds: Mapping[int, float] = field(default_factory=dict)
+    keypoint_threshold: float | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """True when any threshold is left to calibration."""
+        return self.score_threshold is None and not self.category_thresholds \
+            or self.keypoint_threshold is None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON form for the output's info block."""
+        return {"score_threshold": self.score_threshold,
+                "category_thresholds": {str(k): v for k, v in self.category_thresholds.items()},
+                "keypoint_threshold": self.keypoint_threshold}
+
+
+def select(records: Iterable[ImageRecord], card: ModelCard, config: SelectionConfig
+           ) -> Selection:
+    """Computes the thresholds for a whole set of images."""
+    ok = [r for r in records if r.error is None]
+    cat_ids = [int(c["id"]) for c in card.categories]
+    if config.score_threshold is not None or config.category_thresholds:
+        default = config.score_threshold if config.score_threshold is not None else math.inf
+        thresholds = {c: float(config.category_thresholds.get(c, default)) for c in cat_ids}
+    else:
+        by_cat: dict[int, list[float]] = {c: [] for c in cat_ids}
+        for r in ok:
+            for s, c in zip(r.scores, r.category_ids, strict=True):
+                by_cat.setdefault(c, []).append(s)
+        targets = {int(k): v for k, v in card.labeled_stats.instances_per_image.items()}
+        thresholds = score_thresholds(by_cat, targets, len(ok))
+    kp_threshold: float | None = None
+    if card.task == "keypoints":
+        if config.keypoint_threshold is not None:
+            kp_threshold = float(config.keypoint_threshold)
+        else:
+            kept = [kps for r in ok for kps, s, c in
+                    zip(r.keypoint_scores or (), r.scores, r.category_ids, strict=True)
+                    if s >= thresholds.get(c, math.inf)]
+            visible = card.labeled_stats.visible_keypoints_per_instance
+            if visible is None:
+                raise ConfigError("the teacher card has no visible-keypoint statistics; "
+                                  "give an explicit keypoint threshold")
+            kp_threshold = keypoint_score_threshold(kept, visible)
+    return Selection(score_thresholds=thresholds, keypoint_threshold=kp_threshold)
+
+
+def to_coco(records: Iterable[ImageRecord], card: ModelCard, selection: Selection,
+            info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Builds the COCO pseudo-label file (DESIGN section 4) from kept predictions.
+
+    Images are numbered 1..N in file-name order; failed images are left out
+    of ``images`` and listed under ``info.errors``.
+    """
+    recs = sorted(records, key=lambda r: r.file_name)
+    images, annotations, errors = [], [], []
+    for rec in recs:
+        if rec.error is not None:
+            errors.append({"file_name": rec.file_name, "error": rec.error})
+            continue
+        image_id = len(images) + 1
+        images.append({"id": image_id, "file_name": rec.file_name,
+                       "width": rec.width, "height": rec.height})
+        for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
+                                                  strict=True)):
+            if score < selection.score_thresholds.get(cat, math.inf):
+                continue
+            x1, y1, x2, y2 = box
+            w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
+            ann: dict[str, Any] = {
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
+                "bbox": [x1, y1, round(w, 2), round(h, 2)], "area": round(w * h, 2),
+                "iscrowd": 0, "score": score,
+            }
+            if rec.keypoints is not None and rec.keypoint_scores is not None:
+                _add_keypoints(ann, rec.keypoints[i], rec.keypoint_scores[i],
+                               selection.keypoint_threshold)
+            annotations.append(ann)
+    block = {
+        "description": "pseudo-labels by data distillation (Radosavovic et al., CVPR 2018)",
+        "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "teacher": {"arch": card.arch, "task": card.task, **_provenance(card)},
+        "thresholds": _thresholds_json(selection),
+        "labeled_stats": card.to_dict()["labeled_stats"],
+        "num_images": len(images), "num_failed": len(errors), "errors": errors,
+        **(info or {}),
+    }
+    return {"info": block, "images": images, "annotations": annotations,
+            "categories": card.categories}
+
+
+def _add_keypoints(ann: dict[str, Any], points: tuple[tuple[float, float], ...],
+                   scores: tuple[float, ...], threshold: float | None) -> None:
+    """Kept keypoints get v=2; dropped ones are written 0,0,0 as COCO does for unlabeled."""
+    flat: list[float] = []
+    kept = 0
+    for (x, y), s in zip(points, scores, strict=True):
+        if threshold is not None and s >= threshold:
+            flat += [x, y, 2]
+            kept += 1
+        else:
+            flat += [0, 0, 0]
+    ann["keypoints"] = flat
+    ann["num_keypoints"] = kept
+
+
+def _thresholds_json(selection: Selection) -> dict[str, Any]:
+    # JSON has no infinity: a category that keeps nothing is written as null.
+    return {
+        "score": {str(c): (None if math.isinf(t) else t)
+                  for c, t in selection.score_thresholds.items()},
+        "keypoint": (None if selection.keypoint_threshold is None
+                     or math.isinf(selection.keypoint_threshold)
+                     else selection.keypoint_threshold),
+    }
+
+
+def _provenance(card: ModelCard) -> dict[str, Any]:
+    keep = ("name", "checkpoint", "sha256", "created", "iterations", "train_json")
+    return {k: card.provenance[k] for k in keep if k in card.provenance}

@@ -1,0 +1,147 @@
+"""Multi-transform keypoint inference on shared boxes (Detectron's keypoint TTA).
+
+Only the keypoint branch is ensembled, so every transform scores the same
+RoIs and the heatmaps can simply be averaged:
+
+1. the full detector runs once on the identity transform; its boxes are the RoIs;
+2. each transform resizes (and mirrors) the image, runs the backbone, projects
+   the boxes into its frame and runs keypoint RoIAlign + head + predictor;
+3. mirrored heatmaps are flipped back and their left/right channels swapped;
+4. the logits are combined (mean: ``HM_AVG``; max: ``HM_MAX``), optionally
+   letting small boxes ignore down-scaled passes and large ones up-scaled passes;
+5. the combined heatmap becomes keypoints exactly as torchvision's
+   ``heatmaps_to_keypoints`` does, in the identity pass's frame, then is
+   rescaled to the original image like the model's own postprocessing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torchvision.models.detection import KeypointRCNN
+from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
+from torchvision.models.detection.transform import resize_boxes, resize_keypoints
+
+from distill.errors import ConfigError
+from distill.tta.transforms import Transform
+
+Combine = Literal["avg", "max"]
+# Detectron's size-dependent threshold was 180 px at its base scale of 800.
+SIZE_DEP_FRACTION = 180 / 800
+
+
+class KeypointTTA:
+    """Wraps a Keypoint R-CNN with the model's own call signature:
+    ``tta(images) -> [{"boxes", "labels", "scores", "keypoints", "keypoints_scores"}]``."""
+
+    def __init__(self, model: KeypointRCNN, transforms: Sequence[Transform],
+                 flip_perm: Sequence[int], *, combine: Combine = "avg",
+                 size_dependent: bool = False) -> None:
+        if not transforms:
+            raise ConfigError("keypoint TTA needs at least one transform")
+        if combine not in ("avg", "max"):
+            raise ConfigError(f"heatmap combine must be 'avg' or 'max', got {combine!r}")
+        self.model = model.eval()
+        self.transforms = list(transforms)
+        self.flip_perm = torch.as_tensor(list(flip_perm), dtype=torch.long)
+        self.combine = combine
+        self.size_dependent = size_dependent
+        base = model.transform
+        self.identity = Transform(int(base.min_size[-1]), int(base.max_size), False)
+        self.area_threshold = (SIZE_DEP_FRACTION * self.identity.scale) ** 2
+        if size_dependent and all(t.scale != self.identity.scale for t in self.transforms):
+            # Every RoI must keep at least the base-scale passes, as in Detectron.
+            raise ConfigError("size-dependent heatmap selection needs a transform at the "
+                              f"base scale {self.identity.scale}")
+
+    @torch.inference_mode()
+    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        model = self.model
+        original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+        # 1. identity pass: the full detector's boxes become the shared RoIs.
+        batch = self.identity.apply(images, model.transform)
+        features = model.backbone(batch.tensors)
+        proposals, _ = model.rpn(batch, features)
+        boxes, scores, labels = _detect(model, features, proposals, batch.image_sizes)
+        base_sizes = [(int(h), int(w)) for h, w in batch.image_sizes]
+        rois_orig = [resize_boxes(b, list(s), list(o))
+                     for b, s, o in zip(boxes, base_sizes, original, strict=True)]
+        areas = torch.cat([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in boxes])
+        # 2-4. keypoint logits of every transform, accumulated to keep memory flat.
+        total: Tensor | None = None
+        count: Tensor | None = None
+        for t in self.transforms:
+            if t == self.identity:
+                logits = _keypoint_logits(model, features, boxes, batch.image_sizes)
+            else:
+                tb = t.apply(images, model.transform)
+                sizes = [(int(h), int(w)) for h, w in tb.image_sizes]
+                rois = [t.boxes_to_pass(b, o, s)
+                        for b, o, s in zip(rois_orig, original, sizes, strict=True)]
+                feats = model.backbone(tb.tensors)
+                logits = _keypoint_logits(model, feats, rois, tb.image_sizes)
+            logits = t.heatmaps_to_original(logits, self.flip_perm.to(logits.device)).float()
+            use = self._uses(t, areas).to(logits.device)
+            total, count = self._accumulate(total, count, logits, use)
+        assert total is not None and count is not None
+        combined = total / count.clamp(min=1)[:, None, None, None] \
+            if self.combine == "avg" else total
+        # 5. heatmaps -> keypoints in the identity frame, then to the original image.
+        results = []
+        for i, per_image in enumerate(combined.split([len(b) for b in boxes])):
+            if len(boxes[i]):
+                kps, kp_scores = heatmaps_to_keypoints(per_image, boxes[i])
+            else:
+                k = per_image.shape[1]
+                kps, kp_scores = per_image.new_zeros((0, k, 3)), per_image.new_zeros((0, k))
+            results.append({
+                "boxes": rois_orig[i],
+                "labels": labels[i],
+                "scores": scores[i],
+                "keypoints": resize_keypoints(kps, list(base_sizes[i]), list(original[i])),
+                "keypoints_scores": kp_scores,
+            })
+        return results
+
+    def _uses(self, t: Transform, areas: Tensor) -> Tensor:
+        """Which RoIs take this transform's heatmaps (Detectron's HM_SIZE_DEP)."""
+        if not self.size_dependent or t.scale == self.identity.scale:
+            return torch.ones_like(areas, dtype=torch.bool)
+        small = areas < self.area_threshold
+        return ~small if t.scale < self.identity.scale else small
+
+    def _accumulate(self, total: Tensor | None, count: Tensor | None, logits: Tensor,
+                    use: Tensor) -> tuple[Tensor, Tensor]:
+        mask = use[:, None, None, None]
+        if total is None or count is None:
+            count = torch.zeros(len(logits), device=logits.device)
+            total = torch.zeros_like(logits) if self.combine == "avg" \
+                else torch.full_like(logits, float("-inf"))
+        if self.combine == "avg":
+            total = total + torch.where(mask, logits, torch.zeros_like(logits))
+        else:
+            total = torch.where(mask, torch.maximum(total, logits), total)
+        return total, count + use.float()
+
+
+def _detect(model: KeypointRCNN, features: OrderedDict[str, Tensor], proposals: list[Tensor],
+            image_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """The box branch of ``RoIHeads.forward`` in eval mode, without the keypoint branch."""
+    heads = model.roi_heads
+    x = heads.box_head(heads.box_roi_pool(features, proposals, image_sizes))
+    class_logits, box_regression = heads.box_predictor(x)
+    boxes, scores, labels = heads.postprocess_detections(class_logits, box_regression,
+                                                         proposals, image_sizes)
+    return boxes, scores, labels
+
+
+def _keypoint_logits(model: KeypointRCNN, features: OrderedDict[str, Tensor], rois: list[Tensor],
+                     image_sizes: list[tuple[int, int]]) -> Tensor:
+    """Keypoint RoIAlign + head + predictor: logits (N, K, 56, 56) in each RoI's frame."""
+    heads = model.roi_heads
+    x = heads.keypoint_roi_pool(features, rois, image_sizes)
+    return heads.keypoint_predictor(heads.keypoint_head(x))
