@@ -232,7 +232,7 @@ class MixedDataset(Dataset[tuple[Tensor, Target, int]]):
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
 
-    def __getitem__(self, key: tuple[int, int, bool]) -> tuple[Tensor, Target, int]:  # type: ignore[override]
+    def __getitem__(self, key: tuple[int, int, bool]) -> tuple[Tensor, Target, int]:
         source, index, flip = key
         image, target = self.sources[source].load(index, flip=flip)
         return image, target, source

@@ -127,6 +127,17 @@ class MixedBatchSampler:
                 "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
                 "sizes": list(self.sizes)}
 
+    def restart(self, seed: int, batches: int) -> None:
+        """Fresh streams from ``seed``, counting on from ``batches`` (resuming a run on a
+        different number of processes, where the old per-rank streams do not apply)."""
+        self.seed = seed
+        self._gen.manual_seed(_mix(seed, 1, self.rank))
+        self._epochs = [0] * len(self.sizes)
+        self._positions = [0] * len(self.sizes)
+        self._perms = [None] * len(self.sizes)
+        self.batches = batches
+        self._history.clear()
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continues exactly where ``state`` was taken; the data must be the same."""
         mine = (self.seed, self.rank, self.world_size, self.sizes)

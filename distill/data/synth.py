@@ -193,6 +193,8 @@ def _keypoints(fig: fg.Figure, w: int, h: int) -> list[float]:
 def render_scene(seed: int, split: str, index: int, min_side: int = 192,
                  max_side: int = 320) -> tuple[Image.Image, list[Instance]]:
     """Draws image ``index`` of ``split``; returns it with its annotated instances."""
+    if split not in _SPLIT_CODE:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     rng = np.random.default_rng(np.random.SeedSequence((seed, _SPLIT_CODE[split], index)))
     shifted = split == "shifted"
     style = fg.SHIFTED_STYLE if shifted else fg.NORMAL_STYLE

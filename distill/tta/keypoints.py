@@ -68,44 +68,64 @@ class KeypointTTA:
         proposals, _ = model.rpn(batch, features)
         boxes, scores, labels = _detect(model, features, proposals, batch.image_sizes)
         base_sizes = [(int(h), int(w)) for h, w in batch.image_sizes]
-        rois_orig = [resize_boxes(b, list(s), list(o))
-                     for b, s, o in zip(boxes, base_sizes, original, strict=True)]
-        areas = torch.cat([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in boxes])
+        rois = [resize_boxes(b, list(s), list(o))
+                for b, s, o in zip(boxes, base_sizes, original, strict=True)]
+        keypoints, kp_scores = self.keypoints_on_boxes(images, rois, identity_features=features)
+        return [{"boxes": r, "labels": lbl, "scores": s, "keypoints": k, "keypoints_scores": ks}
+                for r, lbl, s, k, ks in zip(rois, labels, scores, keypoints, kp_scores,
+                                            strict=True)]
+
+    @torch.inference_mode()
+    def keypoints_on_boxes(self, images: list[Tensor], boxes: list[Tensor], *,
+                           identity_features: OrderedDict[str, Tensor] | None = None
+                           ) -> tuple[list[Tensor], list[Tensor]]:
+        """Ensembled keypoints (N, K, 3) and scores (N, K) for given boxes (original
+        coordinates), one entry per image; steps 2-5 of the module docstring.
+
+        ``identity_features`` lets the caller reuse the identity pass's backbone output.
+        """
+        model = self.model
+        original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+        base_sizes = [self._resized_size(o) for o in original]
+        base_boxes = [resize_boxes(b, list(o), list(s))
+                      for b, o, s in zip(boxes, original, base_sizes, strict=True)]
+        areas = torch.cat([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in base_boxes])
         # 2-4. keypoint logits of every transform, accumulated to keep memory flat.
         total: Tensor | None = None
         count: Tensor | None = None
         for t in self.transforms:
-            if t == self.identity:
-                logits = _keypoint_logits(model, features, boxes, batch.image_sizes)
+            if t == self.identity and identity_features is not None:
+                logits = _keypoint_logits(model, identity_features, base_boxes, base_sizes)
             else:
                 tb = t.apply(images, model.transform)
                 sizes = [(int(h), int(w)) for h, w in tb.image_sizes]
                 rois = [t.boxes_to_pass(b, o, s)
-                        for b, o, s in zip(rois_orig, original, sizes, strict=True)]
-                feats = model.backbone(tb.tensors)
-                logits = _keypoint_logits(model, feats, rois, tb.image_sizes)
+                        for b, o, s in zip(boxes, original, sizes, strict=True)]
+                logits = _keypoint_logits(model, model.backbone(tb.tensors), rois, sizes)
             logits = t.heatmaps_to_original(logits, self.flip_perm.to(logits.device)).float()
-            use = self._uses(t, areas).to(logits.device)
-            total, count = self._accumulate(total, count, logits, use)
+            total, count = self._accumulate(total, count, logits, self._uses(t, areas))
         assert total is not None and count is not None
         combined = total / count.clamp(min=1)[:, None, None, None] \
             if self.combine == "avg" else total
         # 5. heatmaps -> keypoints in the identity frame, then to the original image.
-        results = []
-        for i, per_image in enumerate(combined.split([len(b) for b in boxes])):
-            if len(boxes[i]):
-                kps, kp_scores = heatmaps_to_keypoints(per_image, boxes[i])
+        keypoints, scores = [], []
+        for b, maps, s, o in zip(base_boxes, combined.split([len(b) for b in base_boxes]),
+                                 base_sizes, original, strict=True):
+            if len(b):
+                kps, kp_scores = heatmaps_to_keypoints(maps, b)
             else:
-                k = per_image.shape[1]
-                kps, kp_scores = per_image.new_zeros((0, k, 3)), per_image.new_zeros((0, k))
-            results.append({
-                "boxes": rois_orig[i],
-                "labels": labels[i],
-                "scores": scores[i],
-                "keypoints": resize_keypoints(kps, list(base_sizes[i]), list(original[i])),
-                "keypoints_scores": kp_scores,
-            })
-        return results
+                k = maps.shape[1]
+                kps, kp_scores = maps.new_zeros((0, k, 3)), maps.new_zeros((0, k))
+            keypoints.append(resize_keypoints(kps, list(s), list(o)))
+            scores.append(kp_scores)
+        return keypoints, scores
+
+    def _resized_size(self, original: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of an image after the identity pass's resize, as torchvision computes it."""
+        h, w = original
+        scale = min(self.identity.scale / min(h, w), self.identity.max_size / max(h, w))
+        # interpolate(scale_factor=..., recompute_scale_factor=True) floors the product.
+        return int(h * scale), int(w * scale)
 
     def _uses(self, t: Transform, areas: Tensor) -> Tensor:
         """Which RoIs take this transform's heatmaps (Detectron's HM_SIZE_DEP)."""
@@ -116,6 +136,7 @@ class KeypointTTA:
 
     def _accumulate(self, total: Tensor | None, count: Tensor | None, logits: Tensor,
                     use: Tensor) -> tuple[Tensor, Tensor]:
+        use = use.to(logits.device)
         mask = use[:, None, None, None]
         if total is None or count is None:
             count = torch.zeros(len(logits), device=logits.device)

@@ -1,0 +1,202 @@
+"""Multi-transform inference: identity reproduces the model, flips invert exactly, presets parse."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.detection import KeypointRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign
+
+from distill.errors import ConfigError
+from distill.models.zoo import build_model
+from distill.tta import BoxTTA, FusionParams, KeypointTTA, Transform, parse_preset
+from distill.tta.transforms import hflip_boxes
+
+IMAGE_SIZES = [(240, 300), (200, 180), (333, 177)]
+
+
+def _images(seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(3, h, w, generator=g) for h, w in IMAGE_SIZES]
+
+
+@pytest.fixture(scope="module")
+def kp_model() -> KeypointRCNN:
+    torch.manual_seed(0)
+    return build_model("tiny", "keypoints", num_classes=2, num_keypoints=13,
+                       min_size=256, max_size=416).eval()
+
+
+@pytest.fixture(scope="module")
+def box_model() -> nn.Module:
+    torch.manual_seed(1)
+    return build_model("tiny", "boxes", num_classes=4, min_size=256, max_size=416).eval()
+
+
+def test_identity_preset_reproduces_keypoint_rcnn(kp_model: KeypointRCNN) -> None:
+    images = _images()
+    with torch.inference_mode():
+        expected = kp_model(images)
+    got = KeypointTTA(kp_model, parse_preset("identity", 256, 416), list(range(13)))(images)
+    for e, g in zip(expected, got, strict=True):
+        assert len(e["boxes"]) > 0
+        torch.testing.assert_close(g["boxes"], e["boxes"])
+        torch.testing.assert_close(g["scores"], e["scores"])
+        assert torch.equal(g["labels"], e["labels"])
+        # Boxes make one round trip original -> resized frame: float rounding only.
+        torch.testing.assert_close(g["keypoints"], e["keypoints"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(g["keypoints_scores"], e["keypoints_scores"],
+                                   atol=1e-4, rtol=0)
+
+
+def test_identity_preset_reproduces_faster_rcnn(box_model: nn.Module) -> None:
+    images = _images(1)
+    with torch.inference_mode():
+        expected = box_model(images)
+    got = BoxTTA(box_model, parse_preset("identity", 256, 416), FusionParams("vote"))(images)
+    for e, g in zip(expected, got, strict=True):
+        assert len(e["boxes"]) > 0
+        # Voting over one pass: survivors of the model's own NMS(0.5) never overlap at 0.8.
+        order_e, order_g = e["scores"].argsort(stable=True), g["scores"].argsort(stable=True)
+        torch.testing.assert_close(g["boxes"][order_g], e["boxes"][order_e])
+        torch.testing.assert_close(g["scores"][order_g], e["scores"][order_e])
+        assert torch.equal(g["labels"][order_g], e["labels"][order_e])
+
+
+def test_flipped_box_pass_is_mirrored_identity_pass(box_model: nn.Module) -> None:
+    """Flip-only TTA on an image equals identity TTA on its mirror, mirrored back."""
+    image = _images(2)[0]
+    flip_only = [Transform(256, 416, hflip=True)]
+    identity = [Transform(256, 416, hflip=False)]
+    got = BoxTTA(box_model, flip_only)([image])[0]
+    ref = BoxTTA(box_model, identity)([image.flip(-1)])[0]
+    torch.testing.assert_close(got["boxes"], hflip_boxes(ref["boxes"], image.shape[-1]))
+    torch.testing.assert_close(got["scores"], ref["scores"])
+
+
+# An oracle keypoint branch: backbone = the image, head = colour matching with a
+# side preference. Each left/right pair shares one colour; the left channel prefers
+# the RoI's right half (a person facing the viewer), the right channel its left half.
+COLOURS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+KEYPOINTS = ["nose", "left_hand", "right_hand"]  # nose: red; hands: green
+
+
+class _ImageBackbone(nn.Module):
+    out_channels = 3
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"0": x}
+
+
+class _ColourOracle(nn.Module):
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = feats.shape
+        match = [-((feats - COLOURS[i].view(1, 3, 1, 1)) ** 2).sum(1) * 4 for i in (0, 1, 1)]
+        ramp = torch.linspace(-1, 1, w).view(1, 1, w).expand(n, h, w)
+        logits = torch.stack([match[0], match[1] + ramp, match[2] - ramp], dim=1)
+        return nn.functional.interpolate(logits, size=(56, 56), mode="bilinear",
+                                         align_corners=False)
+
+
+def _oracle_model() -> KeypointRCNN:
+    return KeypointRCNN(
+        _ImageBackbone(), num_classes=2, min_size=128, max_size=256,
+        image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
+        rpn_anchor_generator=AnchorGenerator(((32,),), ((1.0,),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),
+        keypoint_roi_pool=MultiScaleRoIAlign(["0"], 14, 2),
+        keypoint_head=nn.Identity(), keypoint_predictor=_ColourOracle(),
+    ).eval()
+
+
+def _symmetric_image() -> torch.Tensor:
+    img = torch.zeros(3, 128, 160)
+    # Blobs larger than a RoIAlign bin, so both hands are sampled equally well.
+    img[:, 24:44, 70:90] = COLOURS[0].view(3, 1, 1)  # nose, on the axis
+    img[:, 76:96, 34:54] = COLOURS[1].view(3, 1, 1)  # a hand on the left ...
+    img[:, 76:96, 106:126] = COLOURS[1].view(3, 1, 1)  # ... and its mirror
+    assert torch.equal(img, img.flip(-1))
+    return img
+
+
+@pytest.mark.parametrize("box", [[16.0, 10.0, 144.0, 120.0], [20.0, 14.0, 150.0, 118.0]])
+def test_flip_pass_with_channel_swap_lands_on_identity_keypoints(box: list[float]) -> None:
+    model = _oracle_model()
+    image = _symmetric_image()
+    boxes = [torch.tensor([box])]
+    flip_perm = [0, 2, 1]
+    ident = KeypointTTA(model, [Transform(128, 256)], flip_perm)
+    flip = KeypointTTA(model, [Transform(128, 256, hflip=True)], flip_perm)
+    k_id, _ = ident.keypoints_on_boxes([image], boxes)
+    k_fl, _ = flip.keypoints_on_boxes([image], boxes)
+    # The identity pass finds the person's left hand on the image's right.
+    assert k_id[0][0, 1, 0] > 100 and k_id[0][0, 2, 0] < 60
+    # RoIAlign (aligned=False) samples half a pixel off-centre, so a mirrored
+    # pass can land one pixel away; a missing swap would miss by ~70 pixels.
+    torch.testing.assert_close(k_fl[0][..., :2], k_id[0][..., :2], atol=2.0, rtol=0)
+    no_swap = KeypointTTA(model, [Transform(128, 256, hflip=True)], [0, 1, 2])
+    k_wrong, _ = no_swap.keypoints_on_boxes([image], boxes)
+    assert (k_wrong[0][0, 1, 0] - k_id[0][0, 1, 0]).abs() > 50
+
+
+def test_heatmap_max_and_avg_agree_on_a_single_pass(kp_model: KeypointRCNN) -> None:
+    images = _images(3)[:1]
+    avg = KeypointTTA(kp_model, [Transform(256, 416)], list(range(13)), combine="avg")(images)
+    mx = KeypointTTA(kp_model, [Transform(256, 416)], list(range(13)), combine="max")(images)
+    torch.testing.assert_close(avg[0]["keypoints"], mx[0]["keypoints"])
+
+
+def test_multi_transform_keypoints_keep_boxes_and_shapes(kp_model: KeypointRCNN) -> None:
+    images = _images(4)
+    single = KeypointTTA(kp_model, parse_preset("identity", 256, 416), list(range(13)))(images)
+    multi = KeypointTTA(kp_model, parse_preset("standard", 256, 416), list(range(13)),
+                        size_dependent=True)(images)
+    for s, m, (h, w) in zip(single, multi, IMAGE_SIZES, strict=True):
+        torch.testing.assert_close(m["boxes"], s["boxes"])  # all passes share the boxes
+        assert m["keypoints"].shape == s["keypoints"].shape
+        assert (m["keypoints"][..., 0] <= w + 1).all() and (m["keypoints"][..., 1] <= h + 1).all()
+
+
+def test_size_dependent_selection_needs_the_base_scale(kp_model: KeypointRCNN) -> None:
+    with pytest.raises(ConfigError, match="base scale"):
+        KeypointTTA(kp_model, [Transform(320, 520)], list(range(13)), size_dependent=True)
+
+
+def test_size_dependent_masks_follow_detectron() -> None:
+    tta = KeypointTTA(_oracle_model(), [Transform(128, 256)], [0, 2, 1], size_dependent=True)
+    areas = torch.tensor([10.0, tta.area_threshold + 1])
+    assert tta._uses(Transform(64, 128), areas).tolist() == [False, True]  # down-scaled
+    assert tta._uses(Transform(256, 512), areas).tolist() == [True, False]  # up-scaled
+    assert tta._uses(Transform(128, 256, hflip=True), areas).tolist() == [True, True]
+
+
+def test_presets() -> None:
+    paper = parse_preset("paper", 800, 1333)
+    assert len(paper) == 18
+    assert sorted(t.scale for t in paper if not t.hflip) == list(range(400, 1201, 100))
+    assert paper[0] == Transform(800, 1333, False)  # identity first
+    rel = parse_preset("paper-relative", 256, 416)
+    assert len(rel) == 18 and min(t.scale for t in rel) == 128 and max(t.scale for t in rel) == 384
+    assert parse_preset("identity", 256, 416) == [Transform(256, 416)]
+    assert parse_preset("flip", 256, 416) == [Transform(256, 416), Transform(256, 416, True)]
+    custom = parse_preset("224,256,320+flip", 256, 416)
+    assert len(custom) == 6 and custom[0] == Transform(256, 416)
+    assert [t.scale for t in parse_preset("x0.5,x2", 256, 416)] == [128, 512]
+    # The longer-side cap keeps the teacher's own max/min ratio.
+    assert parse_preset("x2", 256, 416)[0].max_size == 832
+
+
+@pytest.mark.parametrize("spec", ["bogus", "", "x1,300", "x1,abc", "5"])
+def test_bad_presets_are_clear_errors(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_preset(spec, 256, 416)
+
+
+def test_box_projection_round_trip() -> None:
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 80.0], [0.0, 0.0, 300.0, 240.0]])
+    t = Transform(512, 832, hflip=True)
+    projected = t.boxes_to_pass(boxes, (240, 300), (480, 600))
+    torch.testing.assert_close(projected[0], torch.tensor([500.0, 40.0, 580.0, 160.0]))
+    torch.testing.assert_close(hflip_boxes(hflip_boxes(boxes, 300), 300), boxes)

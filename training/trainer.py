@@ -1,0 +1,390 @@
+"""The training loop: teacher (labeled only) or student (labeled + pseudo-labeled).
+
+SGD with momentum and weight decay on the warm-up/step schedule; every minibatch
+drawn by the mixed sampler; checkpoints at intervals (atomic) that ``resume``
+continues exactly (iteration, optimizer, sampler and RNG states); metrics as JSON
+lines next to the checkpoint; DistributedDataParallel when run under torchrun,
+each rank drawing its own share of the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from tqdm import tqdm
+
+from distill.card import ModelCard, Task, load_checkpoint, save_checkpoint
+from distill.coco import load_coco
+from distill.errors import ConfigError, DistillError
+from distill.models.zoo import ARCHITECTURES, build_model, default_sizes
+from training import checkpoint as ckpt
+from training import distributed as dd
+from training.augment import jitter_sizes
+from training.data import (
+    DetectionDataset,
+    MixedDataset,
+    check_compatible,
+    collate,
+    prepare_records,
+    training_categories,
+)
+from training.sampler import MixedBatchSampler
+from training.schedule import WarmupStepSchedule, default_warmup
+
+log = logging.getLogger(__name__)
+
+# Defaults for `tiny` on the synthetic set, chosen on its labeled split (see docs/RESULTS.md).
+DEFAULT_LR = 0.02
+DEFAULT_BATCH = 4
+DEFAULT_ITERS = 1500
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; the CLI maps its flags onto this one-to-one."""
+
+    task: Task
+    train_json: Path
+    images: Path
+    out: Path
+    arch: str = "tiny"
+    pseudo_json: Path | None = None
+    pseudo_images: Path | None = None
+    labeled_ratio: float = 0.6
+    iters: int = DEFAULT_ITERS
+    batch_size: int = DEFAULT_BATCH  # global: split over the ranks
+    lr: float = DEFAULT_LR
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int | None = None  # None: default_warmup(iters)
+    steps: tuple[float, ...] = (0.7, 0.9)
+    init: str = "scratch"  # or a checkpoint path to start from
+    resume: bool = False
+    seed: int = 0
+    min_size: int | None = None  # None: the architecture's default
+    max_size: int | None = None
+    scale_jitter: tuple[float, float] = (0.75, 1.25)
+    flip_prob: float = 0.5
+    checkpoint_every: int = 500
+    log_every: int = 20
+    num_workers: int = 0
+    device: str = "auto"
+    arch_options: dict[str, Any] = field(default_factory=dict)
+    backbone_weights: Path | None = None
+    max_grad_norm: float | None = None
+    tensorboard: bool | None = None  # None: when installed
+    progress: bool = True
+    command: list[str] | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-compatible form for the card's provenance."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        out.pop("command")
+        return out
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    checkpoint: Path
+    iterations: int
+    start_iteration: int
+    seconds: float
+    history: list[dict[str, Any]]
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Trains a detector as ``cfg`` says and writes ``cfg.out``; see the module docstring."""
+    _validate(cfg)
+    env = dd.setup(cfg.device)
+    try:
+        return _train(cfg, env)
+    finally:
+        dd.teardown(env)
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if cfg.arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {cfg.arch!r}; choose one of {ARCHITECTURES}")
+    if cfg.iters < 1:
+        raise ConfigError(f"--iters must be >= 1, got {cfg.iters}")
+    if (cfg.pseudo_json is None) != (cfg.pseudo_images is None):
+        raise ConfigError("--pseudo-json and --pseudo-images go together")
+    if cfg.pseudo_json is not None and not 0.0 < cfg.labeled_ratio < 1.0:
+        raise ConfigError(f"--labeled-ratio must lie in (0, 1), got {cfg.labeled_ratio}")
+    if cfg.checkpoint_every < 1 or cfg.log_every < 1:
+        raise ConfigError(f"checkpoint and log intervals must be >= 1, got "
+                          f"{cfg.checkpoint_every} and {cfg.log_every}")
+
+
+def _train(cfg: TrainConfig, env: dd.DistEnv) -> TrainResult:
+    if cfg.batch_size % env.world_size:
+        raise ConfigError(f"batch size {cfg.batch_size} does not split over "
+                          f"{env.world_size} processes")
+    labeled = load_coco(cfg.train_json)
+    categories = training_categories(labeled, cfg.task)
+    min_size, max_size = default_sizes(cfg.arch)
+    min_size, max_size = cfg.min_size or min_size, cfg.max_size or max_size
+    card = ckpt.build_card(arch=cfg.arch, task=cfg.task, labeled=labeled,
+                           categories=categories, min_size=min_size, max_size=max_size,
+                           arch_options=cfg.arch_options,
+                           provenance=ckpt.provenance(cfg.command, cfg.settings()))
+    sources = _sources(cfg, card, labeled, env)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every rerun
+    model = build_model(cfg.arch, cfg.task, num_classes=card.num_classes,
+                        num_keypoints=len(card.keypoint_names), min_size=min_size,
+                        max_size=max_size, options=cfg.arch_options,
+                        backbone_weights=cfg.backbone_weights)
+    if cfg.init != "scratch":
+        _load_init(model, Path(cfg.init), card)
+    _set_jitter(model, cfg, min_size, max_size)
+    model.to(env.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    schedule = WarmupStepSchedule(
+        cfg.lr, cfg.iters, default_warmup(cfg.iters) if cfg.warmup_iters is None
+        else cfg.warmup_iters, steps=tuple(cfg.steps))
+    probs = [1.0] if len(sources) == 1 else [cfg.labeled_ratio, 1.0 - cfg.labeled_ratio]
+    sampler = MixedBatchSampler([len(s) for s in sources], probs,
+                                cfg.batch_size // env.world_size, seed=cfg.seed,
+                                rank=env.rank, world_size=env.world_size,
+                                flip_prob=cfg.flip_prob)
+    torch.manual_seed(cfg.seed * 1000 + 17 + env.rank)  # this rank's scale-jitter stream
+    start = _maybe_resume(cfg, env, card, model, optimizer, schedule, sampler)
+    if start >= cfg.iters:
+        log.info("%s already trained for %d iterations; nothing to do", cfg.out, start)
+        if env.is_main and not cfg.out.is_file():
+            save_checkpoint(cfg.out, card, _unwrap(model).state_dict(), {"iteration": start})
+        return TrainResult(cfg.out, start, start, 0.0, [])
+
+    net: nn.Module = model
+    if env.distributed:
+        net = DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    loader = DataLoader(MixedDataset(sources), batch_sampler=sampler,
+                        collate_fn=collate, num_workers=cfg.num_workers,
+                        pin_memory=env.device.type == "cuda")
+    loop = _Loop(cfg, env, card, net, optimizer, schedule, sampler, len(sources))
+    return loop.run(iter(loader), start)
+
+
+def _sources(cfg: TrainConfig, card: ModelCard, labeled: dict[str, Any],
+             env: dd.DistEnv) -> list[DetectionDataset]:
+    perm = card.flip_permutation() if cfg.task == "keypoints" else []
+    records, counts = prepare_records(labeled, cfg.images, cfg.task, card.categories)
+    if env.is_main:
+        log.info(counts.describe(f"labeled {cfg.train_json}"))
+    sources = [DetectionDataset(records, cfg.task, perm)]
+    if cfg.pseudo_json is not None and cfg.pseudo_images is not None:
+        pseudo = load_coco(cfg.pseudo_json)
+        check_compatible(card.categories, pseudo, cfg.task, str(cfg.pseudo_json))
+        records, counts = prepare_records(pseudo, cfg.pseudo_images, cfg.task, card.categories)
+        if env.is_main:
+            log.info(counts.describe(f"pseudo-labeled {cfg.pseudo_json}"))
+        sources.append(DetectionDataset(records, cfg.task, perm))
+    if not sources[0].records:
+        raise DistillError(f"{cfg.train_json} has no images to train on")
+    return sources
+
+
+def _set_jitter(model: GeneralizedRCNN, cfg: TrainConfig, min_size: int, max_size: int) -> None:
+    """Training-time sizes: several shorter sides (test size last, which eval uses), with
+    the longer-side cap scaled so the largest size is not clipped back by it."""
+    sizes = jitter_sizes(min_size, *cfg.scale_jitter)
+    transform = model.transform
+    transform.min_size = sizes
+    transform.max_size = max(max_size, round(max(sizes) * max_size / min_size))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _load_init(model: nn.Module, path: Path, card: ModelCard) -> None:
+    """Starts from a checkpoint's weights (fine-tuning); tensors whose name or shape do
+    not fit (another class count, say) keep their initial values and are listed."""
+    other, state, _ = load_checkpoint(path)
+    if (other.arch, other.task) != (card.arch, card.task):
+        raise ConfigError(f"--init {path} is a {other.arch}/{other.task} model; this run "
+                          f"trains {card.arch}/{card.task}")
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(fitting))
+    model.load_state_dict(fitting, strict=False)
+    log.info("initialised from %s (%d tensors; %d left at their initial values%s)", path,
+             len(fitting), len(skipped), f": {skipped[:5]}" if skipped else "")
+
+
+def _maybe_resume(cfg: TrainConfig, env: dd.DistEnv, card: ModelCard, model: nn.Module,
+                  optimizer: torch.optim.Optimizer, schedule: WarmupStepSchedule,
+                  sampler: MixedBatchSampler) -> int:
+    """Loads the last training state when ``cfg.resume`` and one exists; returns the
+    iteration to start from."""
+    last = ckpt.resume_path(cfg.out)
+    if not cfg.resume:
+        return 0
+    if not last.is_file():
+        log.info("--resume: no %s yet, starting from iteration 0", last)
+        return 0
+    old, state, extra = load_checkpoint(last)
+    why = ckpt.same_model(old, card)
+    if why is not None:
+        raise ConfigError(f"cannot resume from {last}: it trains another model ({why})")
+    if "optimizer" not in extra:
+        raise ConfigError(f"{last} holds no training state to resume from")
+    model.load_state_dict(state)
+    optimizer.load_state_dict(extra["optimizer"])
+    start = int(extra["iteration"])
+    if extra.get("schedule") != schedule.state_dict():
+        log.warning("resuming with a different schedule: %s (was %s)", schedule.state_dict(),
+                    extra.get("schedule"))
+    samplers, rngs = extra.get("sampler", []), extra.get("rng", [])
+    if len(samplers) == env.world_size:
+        sampler.load_state_dict(samplers[env.rank])
+        ckpt.set_rng_state(rngs[env.rank])
+    else:
+        # Another world size: the old per-rank streams do not map onto the new ranks.
+        log.warning("resuming on %d processes from a %d-process run: fresh sampler streams",
+                    env.world_size, len(samplers))
+        sampler.restart(sampler.seed + 7919 * start, start)
+    if env.is_main:
+        ckpt.truncate_metrics(ckpt.metrics_path(cfg.out), start)
+        log.info("resumed from %s at iteration %d", last, start)
+    return start
+
+
+class _Loop:
+    """The iteration loop with its bookkeeping (metrics window, writers, checkpoints)."""
+
+    def __init__(self, cfg: TrainConfig, env: dd.DistEnv, card: ModelCard, net: nn.Module,
+                 optimizer: torch.optim.Optimizer, schedule: WarmupStepSchedule,
+                 sampler: MixedBatchSampler, num_sources: int) -> None:
+        self.cfg, self.env, self.card, self.net = cfg, env, card, net
+        self.optimizer, self.schedule, self.sampler = optimizer, schedule, sampler
+        self.num_sources = num_sources
+        self.history: list[dict[str, Any]] = []
+        self.tb = _tensorboard(cfg) if env.is_main else None
+
+    def run(self, batches: Iterator[tuple[list[Tensor], list[dict[str, Tensor]], list[int]]],
+            start: int) -> TrainResult:
+        cfg, env = self.cfg, self.env
+        self.net.train()
+        sums: dict[str, float] = {}
+        per_source = [0] * self.num_sources
+        steps = 0
+        t_start = t_window = time.perf_counter()
+        bar = tqdm(total=cfg.iters, initial=start, unit="it", dynamic_ncols=True,
+                   disable=not (cfg.progress and env.is_main), desc=cfg.out.stem)
+        for it in range(start, cfg.iters):
+            images, targets, srcs = next(batches)
+            images = [img.to(env.device, non_blocking=True) for img in images]
+            targets = [{k: v.to(env.device) for k, v in t.items()} for t in targets]
+            lr = self.schedule.apply(self.optimizer, it)
+            losses = self.net(images, targets)
+            loss = sum(losses.values(), torch.zeros((), device=env.device))
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise DistillError(f"loss became {loss_value} at iteration {it} (lr {lr:g}); "
+                                   "lower --lr or raise --warmup-iters")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            sums["loss"] = sums.get("loss", 0.0) + loss_value
+            for s in srcs:
+                per_source[s] += 1
+            steps += 1
+            done = it + 1
+            if done % cfg.log_every == 0 or done == cfg.iters:
+                record = self._log(done, lr, sums, steps, per_source,
+                                   time.perf_counter() - t_window, t_start)
+                bar.set_postfix(loss=f"{record['loss']:.3f}",
+                                img_s=f"{record['images_per_s']:.1f}")
+                sums, per_source, steps = {}, [0] * self.num_sources, 0
+                t_window = time.perf_counter()
+            if done % cfg.checkpoint_every == 0 or done == cfg.iters:
+                self._save_state(done)
+            bar.update(1)
+        bar.close()
+        if env.is_main:
+            save_checkpoint(cfg.out, self.card, _unwrap(self.net).state_dict(),
+                            {"iteration": cfg.iters})
+            log.info("wrote %s after %d iterations", cfg.out, cfg.iters)
+        if self.tb is not None:
+            self.tb.close()
+        dd.barrier(env)
+        return TrainResult(cfg.out, cfg.iters, start, time.perf_counter() - t_start,
+                           self.history)
+
+    def _log(self, done: int, lr: float, sums: dict[str, float], steps: int,
+             per_source: list[int], window_s: float, t_start: float) -> dict[str, Any]:
+        keys = sorted(sums)
+        # Averaged over ranks, so the log reads the same however many processes ran.
+        values = dd.mean_over_ranks(self.env, torch.tensor(
+            [sums[k] / steps for k in keys] + [float(n) for n in per_source],
+            dtype=torch.float64)).tolist()
+        counts = [n * self.env.world_size for n in values[len(keys):]]
+        images = sum(counts)
+        record: dict[str, Any] = {"iter": done, "lr": lr,
+                                  **{k: round(v, 5) for k, v in zip(keys, values, strict=False)},
+                                  "labeled_fraction": round(counts[0] / max(images, 1), 4),
+                                  "images_per_s": round(images / max(window_s, 1e-9), 2),
+                                  "elapsed_s": round(time.perf_counter() - t_start, 1)}
+        self.history.append(record)
+        if self.env.is_main:
+            path = ckpt.metrics_path(self.cfg.out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if self.tb is not None:
+                for k, v in record.items():
+                    if k != "iter":
+                        self.tb.add_scalar(f"train/{k}", v, done)
+        return record
+
+    def _save_state(self, done: int) -> None:
+        # Every rank contributes its sampler and RNG states; rank 0 writes.
+        samplers = dd.all_gather(self.env, self.sampler.state_dict(after_batch=done))
+        rngs = dd.all_gather(self.env, ckpt.rng_state())
+        if self.env.is_main:
+            extra = {"iteration": done, "optimizer": self.optimizer.state_dict(),
+                     "schedule": self.schedule.state_dict(), "sampler": samplers, "rng": rngs}
+            save_checkpoint(ckpt.resume_path(self.cfg.out), self.card,
+                            _unwrap(self.net).state_dict(), extra)
+        dd.barrier(self.env)
+
+
+def _tensorboard(cfg: TrainConfig) -> Any:
+    """A SummaryWriter when TensorBoard is installed (and not switched off), else None."""
+    if cfg.tensorboard is False:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if cfg.tensorboard:
+            log.warning("--tensorboard asked for, but the tensorboard package is not installed")
+        return None
+    return SummaryWriter(log_dir=str(ckpt.tensorboard_dir(cfg.out)))
