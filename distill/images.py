@@ -31,7 +31,7 @@ def open_image(data: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
         with warnings.catch_warnings():
-            # Pillow warns, rather than fails, between its limit and twice it; both are refusals here.
+            # Pillow warns, rather than fails, between its limit and twice it: refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(source)
             w, h = img.size

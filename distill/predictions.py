@@ -76,10 +76,10 @@ class ImageRecord:
         return cls(
             file_name=str(data["file_name"]), width=int(data.get("width", 0)),
             height=int(data.get("height", 0)),
-            boxes=tuple(tuple(b) for b in data.get("boxes", [])),  # type: ignore[misc]
+            boxes=tuple(tuple(b) for b in data.get("boxes", [])),
             scores=tuple(data.get("scores", [])),
             category_ids=tuple(int(c) for c in data.get("category_ids", [])),
-            keypoints=None if kps is None else tuple(tuple(tuple(p) for p in inst)  # type: ignore[misc]
+            keypoints=None if kps is None else tuple(tuple(tuple(p) for p in inst)
                                                      for inst in kps),
             keypoint_scores=None if kp_scores is None else tuple(tuple(s) for s in kp_scores),
             error=data.get("error"),

@@ -36,7 +36,7 @@ class SelectionConfig:
     @property
     def calibrated(self) -> bool:
         """True when any threshold is left to calibration."""
-        return self.score_threshold is None and not self.category_thresholds \
+        return (self.score_threshold is None and not self.category_thresholds) \
             or self.keypoint_threshold is None
 
     def describe(self) -> dict[str, Any]:
@@ -85,7 +85,9 @@ def to_coco(records: Iterable[ImageRecord], card: ModelCard, selection: Selectio
     of ``images`` and listed under ``info.errors``.
     """
     recs = sorted(records, key=lambda r: r.file_name)
-    images, annotations, errors = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
     for rec in recs:
         if rec.error is not None:
             errors.append({"file_name": rec.file_name, "error": rec.error})

@@ -35,9 +35,11 @@ def make_teacher(path: Path, labeled_json: Path, task: str = "keypoints", seed: 
     card = ModelCard(arch="tiny", task=task, categories=cats, min_size=min_size,  # type: ignore[arg-type]
                      max_size=max_size, labeled_stats=labeled_statistics(coco, task),  # type: ignore[arg-type]
                      flip_map=flip, oks_sigmas=[0.07] * k if k else None,
-                     provenance={"name": "test-teacher"})
+                     provenance={"name": "test-teacher"},
+                     # Fewer RoIs per image keep the tests fast; plumbing is the same.
+                     arch_options={"box_detections_per_img": 20})
     torch.manual_seed(seed)
     model = build_model("tiny", task, num_classes=card.num_classes, num_keypoints=k,  # type: ignore[arg-type]
-                        min_size=min_size, max_size=max_size)
+                        min_size=min_size, max_size=max_size, options=card.arch_options)
     save_checkpoint(path, card, model.state_dict())
     return card
