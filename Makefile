@@ -1,0 +1,48 @@
+# One way to set up, test and run: the README's commands, which .ci/run calls.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= out
+
+.PHONY: setup test lint types unit demo bench bench-tta bench-service bench-distill clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+## setup: create .venv with the project and its pinned dependencies
+setup: $(STAMP)
+
+## test: lint, type-check and run the whole suite (starts its own Redis when none answers)
+test: lint types unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+types: $(STAMP)
+	$(BIN)/mypy distill service worker training
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## demo: the main job end to end on synthetic data (TASK=keypoints|boxes)
+TASK ?= keypoints
+demo: $(STAMP)
+	$(BIN)/python -m training.demo --task $(TASK) --out $(OUT)/demo-$(TASK)
+
+## bench-tta: shared-box keypoint TTA vs naive vs floor, and pseudo-label quality
+bench-tta: $(STAMP)
+	$(BIN)/python benchmarks/tta_bench.py --out $(OUT)/bench-tta
+
+bench-service: $(STAMP)
+	$(BIN)/python benchmarks/service_bench.py
+
+bench-distill: $(STAMP)
+	$(BIN)/python benchmarks/distill_experiment.py
+
+bench: bench-tta bench-service
+
+clean:
+	rm -rf $(OUT) .mypy_cache .ruff_cache .pytest_cache

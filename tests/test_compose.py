@@ -1,0 +1,112 @@
+"""compose.yaml and docker/Dockerfile agree with the code they run.
+
+Docker cannot run here, so these tests check what can be checked: the files
+parse, every command is a real ``distill`` subcommand that parses, every
+environment variable is a real setting with a valid value, ports and volumes
+match the settings, the GPU profile reserves devices, and the image installs
+exactly the project's pinned dependencies.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from distill.cli import build_parser
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_SERVICES = ("api", "worker", "worker-gpu", "train")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def _resolve(value: str) -> str:
+    """Compose interpolation with defaults: ${X:-d} -> d; ${X:?msg} -> a sample value."""
+    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+    return re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "sample-key", value)
+
+
+def _settings_for(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in env.items():
+        monkeypatch.setenv(key, _resolve(value))
+    return Settings()
+
+
+def test_services_and_profiles(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"redis", "api", "worker", "worker-gpu", "train", "dashboard"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["redis"]["healthcheck"]["test"][-1] == "ping"
+    assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["worker-gpu"]["profiles"] == ["gpu"]
+    assert services["train"]["profiles"] == ["train"]
+    assert services["dashboard"]["profiles"] == ["monitoring"]
+    assert "ports" not in services["worker"], "workers must scale with --scale worker=N"
+
+
+def test_gpu_profile_reserves_nvidia_devices(compose: dict[str, Any]) -> None:
+    gpu = compose["services"]["worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert gpu["environment"]["DISTILL_DEVICE"] == "cuda"
+    assert gpu["build"]["args"]["VARIANT"] == "cuda"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_commands_are_real_subcommands(compose: dict[str, Any], service: str) -> None:
+    command = compose["services"][service]["command"]
+    assert command[0] == "distill"
+    build_parser().parse_args(command[1:])  # exits (fails the test) on an unknown option
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_environment_holds_only_real_settings(compose: dict[str, Any], service: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    env = compose["services"][service]["environment"]
+    fields = set(Settings.model_fields)
+    for key in env:
+        if key == "REDIS_URL":
+            continue
+        assert key.startswith("DISTILL_"), key
+        assert key.removeprefix("DISTILL_").lower() in fields, f"{key} is not a setting"
+    settings = _settings_for(env, monkeypatch)  # every value validates
+    assert settings.redis_url == "redis://redis:6379/0"
+    assert str(settings.data_dir) == "/data"
+    assert any(v.endswith(":/data") for v in compose["services"][service]["volumes"])
+
+
+def test_api_port_and_keys(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    api = compose["services"]["api"]
+    settings = _settings_for(api["environment"], monkeypatch)
+    published = _resolve(api["ports"][0])
+    assert published.split(":")[-1] == str(settings.port) == "8000"
+    assert Settings.model_fields["port"].default == 8000
+    # No default secret: compose must fail when keys are unset.
+    assert ":?" in api["environment"]["DISTILL_API_KEYS"]
+
+
+def test_dockerfile_targets_and_pins() -> None:
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, re.M))
+    assert {"build", "api", "worker", "train"} <= targets
+    assert "USER distill" in text and "HEALTHCHECK" in text
+    # Dependencies come from pyproject.toml only: no pins of its own that could drift.
+    assert "COPY pyproject.toml" in text
+    assert not re.search(r"pip install[^\n]*==", text)
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "torch==2.14.1" in pins and "torchvision==0.29.1" in pins
+    # Every CMD the images run parses as a distill command.
+    commands = [yaml.safe_load(c) for c in re.findall(r'CMD (\[.*\])$', text, re.M)]
+    commands = [c for c in commands if c[0] == "distill" and "--help" not in c]
+    assert {c[1] for c in commands} >= {"serve", "worker"}
+    for argv in commands:  # healthchecks included
+        build_parser().parse_args(argv[1:])
