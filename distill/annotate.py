@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from tqdm import tqdm
 
 from distill.card import ModelCard, load_checkpoint
@@ -53,17 +54,32 @@ class InferenceOptions:
 
 
 class Teacher:
-    """A teacher checkpoint loaded once, wrapped for multi-transform inference."""
+    """A teacher model wrapped for multi-transform inference.
 
-    def __init__(self, checkpoint: Path, options: InferenceOptions) -> None:
-        self.checkpoint = Path(checkpoint)
-        card, state, _ = load_checkpoint(self.checkpoint)
-        self.card = _with_checksum(card, self.checkpoint)
+    :meth:`load` reads a checkpoint once; :meth:`with_options` rewraps the same
+    loaded model for another transform set or fusion without reloading it.
+    """
+
+    def __init__(self, card: ModelCard, model: GeneralizedRCNN, options: InferenceOptions,
+                 checkpoint: Path | None = None) -> None:
+        self.card = card
+        self.model = model
         self.options = options
-        model = build_from_card(card, state)
+        self.checkpoint = checkpoint
         self.predictor: Predictor = build_predictor(
             model, card, tta=options.tta, fusion=options.fusion, combine=options.combine,
             size_dependent=options.size_dependent, device=options.device, half=options.half)
+
+    @classmethod
+    def load(cls, checkpoint: Path, options: InferenceOptions) -> Teacher:
+        """Loads a checkpoint (weights_only) and records its checksum in the card."""
+        card, state, _ = load_checkpoint(Path(checkpoint))
+        model = build_from_card(card, state)
+        return cls(card_with_checksum(card, Path(checkpoint)), model, options, Path(checkpoint))
+
+    def with_options(self, options: InferenceOptions) -> Teacher:
+        """The same loaded model under other inference options (no weights copied)."""
+        return Teacher(self.card, self.model, options, self.checkpoint)
 
     def info(self) -> dict[str, Any]:
         """What the output's info block says about how it was produced."""
@@ -136,7 +152,7 @@ def annotate_folder(teacher: Path, images: Path, out: Path, *,
     files = list_images(Path(images))
     if not files:
         raise DistillError(f"no images (png, jpg, ...) in {str(images)!r}")
-    model = Teacher(teacher, options)
+    model = Teacher.load(teacher, options)
     log = PredictionLog(Path(str(out) + ".predictions.jsonl"))
     already = len(log.done() & {f.name for f in files})
     bar = tqdm(total=len(files), initial=already, unit="img", disable=not progress,
@@ -162,8 +178,9 @@ def _batches(items: list[ImageSource], size: int) -> Iterator[list[ImageSource]]
         yield items[i:i + size]
 
 
-def _with_checksum(card: ModelCard, path: Path) -> ModelCard:
-    """Records which file the teacher came from, so outputs name their teacher exactly."""
+def card_with_checksum(card: ModelCard, path: Path) -> ModelCard:
+    """The card with the checkpoint's file name and sha256 in its provenance, so every
+    output names its teacher exactly."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     prov = {**card.provenance, "checkpoint": path.name, "sha256": digest}
     return ModelCard.from_dict({**card.to_dict(), "provenance": prov})

@@ -121,7 +121,7 @@ def test_interrupted_run_resumes_without_redoing_images(setup: dict, tmp_path: P
     images = list_images(splits["unlabeled"].images_dir)
     out = tmp_path / "resumed.json"
     log = PredictionLog(Path(str(out) + ".predictions.jsonl"))
-    teacher = Teacher(root / "kp.pt", FAST)
+    teacher = Teacher.load(root / "kp.pt", FAST)
     # A first run that got through three images, then died mid-write.
     infer_to_log(teacher, [(p.name, p) for p in images[:3]], log)
     with open(log.path, "a") as fh:

@@ -77,11 +77,10 @@ def plain_predictor(model: nn.Module, device: str | torch.device = "cpu") -> Pre
 def predictor_for(model: nn.Module, card: ModelCard, *, tta: str | None,
                   device: str = "cpu", **tta_options: Any) -> Predict:
     """``tta=None``: the model alone; else ``distill.tta.build_predictor`` with that preset."""
-    if tta is None:
-        return plain_predictor(model, "cuda" if device == "auto" and torch.cuda.is_available()
-                               else ("cpu" if device == "auto" else device))
-    from distill.tta import build_predictor
+    from distill.tta import build_predictor, resolve_device
 
+    if tta is None:
+        return plain_predictor(model, resolve_device(device))
     return build_predictor(model, card, tta=tta, device=device, **tta_options)
 
 

@@ -72,6 +72,7 @@ class TrainConfig:
     steps: tuple[float, ...] = (0.7, 0.9)
     init: str = "scratch"  # or a checkpoint path to start from
     resume: bool = False
+    stop_at: int | None = None  # leave after this iteration (time-sliced jobs), resumable
     seed: int = 0
     min_size: int | None = None  # None: the architecture's default
     max_size: int | None = None
@@ -84,6 +85,7 @@ class TrainConfig:
     arch_options: dict[str, Any] = field(default_factory=dict)
     backbone_weights: Path | None = None
     max_grad_norm: float | None = None
+    sync_bn: bool = False  # SyncBatchNorm across GPUs (distributed CUDA runs only)
     tensorboard: bool | None = None  # None: when installed
     progress: bool = True
     command: list[str] | None = None
@@ -179,11 +181,17 @@ def _train(cfg: TrainConfig, env: dd.DistEnv) -> TrainResult:
 
     net: nn.Module = model
     if env.distributed:
+        if cfg.sync_bn and env.device.type == "cuda":
+            # Small per-GPU batches give noisy BatchNorm statistics; pool them over ranks.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     loader = DataLoader(MixedDataset(sources), batch_sampler=sampler,
                         collate_fn=collate, num_workers=cfg.num_workers,
-                        pin_memory=env.device.type == "cuda")
+                        pin_memory=env.device.type == "cuda",
+                        # Its own generator: creating the iterator must not draw from the
+                        # global RNG, or a resumed run's jitter stream would shift by one.
+                        generator=torch.Generator().manual_seed(cfg.seed))
     loop = _Loop(cfg, env, card, net, optimizer, schedule, sampler, len(sources))
     return loop.run(iter(loader), start)
 
@@ -241,10 +249,11 @@ def _maybe_resume(cfg: TrainConfig, env: dd.DistEnv, card: ModelCard, model: nn.
     """Loads the last training state when ``cfg.resume`` and one exists; returns the
     iteration to start from."""
     last = ckpt.resume_path(cfg.out)
-    if not cfg.resume:
-        return 0
-    if not last.is_file():
-        log.info("--resume: no %s yet, starting from iteration 0", last)
+    if not cfg.resume or not last.is_file():
+        if cfg.resume:
+            log.info("--resume: no %s yet, starting from iteration 0", last)
+        if env.is_main:  # a fresh run: no metric lines of an earlier one
+            ckpt.truncate_metrics(ckpt.metrics_path(cfg.out), 0)
         return 0
     old, state, extra = load_checkpoint(last)
     why = ckpt.same_model(old, card)
@@ -293,9 +302,10 @@ class _Loop:
         per_source = [0] * self.num_sources
         steps = 0
         t_start = t_window = time.perf_counter()
+        end = cfg.iters if cfg.stop_at is None else max(start, min(cfg.iters, cfg.stop_at))
         bar = tqdm(total=cfg.iters, initial=start, unit="it", dynamic_ncols=True,
                    disable=not (cfg.progress and env.is_main), desc=cfg.out.stem)
-        for it in range(start, cfg.iters):
+        for it in range(start, end):
             images, targets, srcs = next(batches)
             images = [img.to(env.device, non_blocking=True) for img in images]
             targets = [{k: v.to(env.device) for k, v in t.items()} for t in targets]
@@ -325,19 +335,20 @@ class _Loop:
                                 img_s=f"{record['images_per_s']:.1f}")
                 sums, per_source, steps = {}, [0] * self.num_sources, 0
                 t_window = time.perf_counter()
-            if done % cfg.checkpoint_every == 0 or done == cfg.iters:
+            if done % cfg.checkpoint_every == 0 or done == end:
                 self._save_state(done)
             bar.update(1)
         bar.close()
-        if env.is_main:
+        if end < cfg.iters:
+            log.info("stopped at iteration %d of %d; --resume continues", end, cfg.iters)
+        elif env.is_main:
             save_checkpoint(cfg.out, self.card, _unwrap(self.net).state_dict(),
                             {"iteration": cfg.iters})
             log.info("wrote %s after %d iterations", cfg.out, cfg.iters)
         if self.tb is not None:
             self.tb.close()
         dd.barrier(env)
-        return TrainResult(cfg.out, cfg.iters, start, time.perf_counter() - t_start,
-                           self.history)
+        return TrainResult(cfg.out, end, start, time.perf_counter() - t_start, self.history)
 
     def _log(self, done: int, lr: float, sums: dict[str, float], steps: int,
              per_source: list[int], window_s: float, t_start: float) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""``distill serve`` (the API, optionally with a worker) and ``distill client annotate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Adds ``serve`` and ``client`` to the ``distill`` command line."""
+    p = sub.add_parser("serve", help="run the HTTP API (add --with-worker for a one-command setup)",
+                       description="Settings come from DISTILL_* variables and REDIS_URL; "
+                                   "without REDIS_URL an embedded Redis keeps its data in the "
+                                   "data directory.")
+    p.add_argument("--host", help="bind address (DISTILL_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (DISTILL_PORT, default 8000)")
+    p.add_argument("--data-dir", help="data directory (DISTILL_DATA_DIR)")
+    p.add_argument("--with-worker", action="store_true",
+                   help="also start one worker process against the same Redis and data")
+    p.add_argument("--teacher", help="teacher checkpoint for --with-worker (DISTILL_TEACHER)")
+    p.set_defaults(func=_cmd_serve)
+
+    c = sub.add_parser("client", help="talk to a running service")
+    csub = c.add_subparsers(dest="client_command", required=True)
+    a = csub.add_parser("annotate", help="pseudo-label a folder through the service")
+    a.add_argument("images", help="folder of images")
+    a.add_argument("--url", default=os.environ.get("DISTILL_URL", "http://127.0.0.1:8000"))
+    a.add_argument("--key", default=os.environ.get("DISTILL_API_KEY"),
+                   help="API key (default: $DISTILL_API_KEY)")
+    a.add_argument("--out", required=True, help="COCO JSON to write")
+    a.add_argument("--batch-size", type=int, default=16, help="images per uploaded batch")
+    a.add_argument("--dataset", help="dataset name grouping the batches (default: generated)")
+    a.add_argument("--tta", help="transform preset (default: the service's)")
+    a.add_argument("--fusion", choices=("vote", "wbf"))
+    a.add_argument("--score-thresh", type=float)
+    a.add_argument("--keypoint-thresh", type=float)
+    a.add_argument("--poll", type=float, default=1.0, help="seconds between status polls")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_cmd_client_annotate)
+
+
+def _overrides(args: argparse.Namespace) -> Settings:
+    given = {k: v for k, v in (("host", args.host), ("port", args.port),
+                               ("data_dir", args.data_dir), ("teacher", args.teacher))
+             if v is not None}
+    return Settings.model_validate({**get_settings().model_dump(), **given})
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from distill.errors import ConfigError
+    from service.app import create_app
+    from service.auth import check_auth_settings
+    from worker.connection import RedisHandle, connect
+
+    settings = _overrides(args)
+    check_auth_settings(settings)  # before anything is started
+    if args.with_worker and settings.teacher is None:
+        raise ConfigError("--with-worker needs a teacher: --teacher or DISTILL_TEACHER")
+    embedded: RedisHandle | None = None
+    if not settings.redis_url:
+        # Started here, not in the app, so that the worker can be pointed at the same server.
+        embedded = connect(settings)
+        settings = settings.model_copy(update={"redis_url": embedded.url})
+    app = create_app(settings)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        if args.with_worker:
+            env = {**os.environ, "REDIS_URL": str(settings.redis_url),
+                   "DISTILL_DATA_DIR": str(Path(settings.data_dir).resolve()),
+                   "DISTILL_TEACHER": str(Path(str(settings.teacher)).resolve()),
+                   "DISTILL_QUEUE": settings.queue}
+            worker = subprocess.Popen([sys.executable, "-m", "distill.cli", "worker"], env=env)
+            log.info("started worker process %d", worker.pid)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal; these
+        # handlers turn that into an exception so that the worker and Redis are stopped too.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _raise_stopped)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    except _StoppedError:
+        log.info("stopped by signal")
+    finally:
+        if worker is not None:
+            _stop(worker)
+        if embedded is not None:
+            embedded.close()
+    return 0
+
+
+class _StoppedError(Exception):
+    """``distill serve`` received SIGTERM or SIGINT."""
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise _StoppedError(signal.Signals(signum).name)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown (the job in flight finishes), then a hard stop after a grace period."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _cmd_client_annotate(args: argparse.Namespace) -> int:
+    from service.client import ClientOptions, annotate_folder_remote
+
+    options = ClientOptions(batch_size=max(1, args.batch_size), dataset=args.dataset,
+                            tta=args.tta, fusion=args.fusion, score_thresh=args.score_thresh,
+                            keypoint_thresh=args.keypoint_thresh, poll_s=args.poll,
+                            progress=not args.quiet)
+    coco = annotate_folder_remote(args.url.rstrip("/"), args.key, Path(args.images),
+                                  Path(args.out), options)
+    print(f"wrote {args.out}: {len(coco['annotations'])} pseudo-labels on "
+          f"{len(coco['images'])} images ({len(coco['info'].get('errors', []))} failed)")
+    return 0

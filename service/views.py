@@ -1,0 +1,66 @@
+"""A job as the API reports it: the store's record and state, cross-checked with RQ.
+
+The store is the source of truth (it survives Redis and API restarts); RQ
+adds what only it knows: that a job is back in the queue after a retry, or
+that it failed for good without its worker writing anything (the worker was
+killed and no retries were left).
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from service.models import JobLinks, JobOut, JobStatus, Progress
+from worker import queueing
+from worker.store import JobRecord, JobState, JobStore
+
+_QUEUED_IN_RQ = ("queued", "scheduled", "deferred")
+
+
+def links(job_id: str) -> JobLinks:
+    """Relative URLs of a job (valid behind any proxy prefix-free mount)."""
+    return JobLinks(status=f"/jobs/{job_id}", annotations=f"/jobs/{job_id}/annotations")
+
+
+def job_status(record: JobRecord, state: JobState | None, rq: str | None) -> JobStatus:
+    """Combines the store's view and RQ's into one status."""
+    if record.cancelled_at is not None:
+        return "cancelled"
+    if state is not None and state.status in ("finished", "failed", "cancelled"):
+        return state.status
+    if rq == "failed":
+        return "failed"
+    if rq in _QUEUED_IN_RQ:
+        return "queued"  # also a job requeued after its worker died
+    if state is not None or rq == "started":
+        return "running"
+    return "queued"
+
+
+def job_view(store: JobStore, redis: Redis | None, record: JobRecord) -> JobOut:
+    """The full status of one job; ``redis`` None (or unreachable) uses the store alone."""
+    state = store.load_state(record.id)
+    rq: str | None = None
+    terminal = record.cancelled_at is not None or (
+        state is not None and state.status in ("finished", "failed", "cancelled"))
+    if redis is not None and not terminal:
+        try:
+            rq = queueing.rq_status(redis, record.id)
+        except RedisError:
+            rq = None
+    status = job_status(record, state, rq)
+    error = state.error if state else None
+    if status == "failed" and error is None and redis is not None:
+        try:
+            error = queueing.rq_failure(redis, record.id) or "failed in the queue"
+        except RedisError:
+            error = "failed in the queue"
+    st = state or JobState(total=len(record.files))
+    return JobOut(
+        id=record.id, status=status, dataset=record.dataset, created_at=record.created_at,
+        started_at=st.started_at, updated_at=st.updated_at, finished_at=st.finished_at,
+        cancelled_at=record.cancelled_at,
+        progress=Progress(done=st.done, failed=st.failed, total=len(record.files)),
+        attempts=st.attempts, errors=st.errors, error=error, annotations=st.annotations,
+        request=record.request, links=links(record.id))

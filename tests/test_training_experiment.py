@@ -1,0 +1,35 @@
+"""The distillation experiment's --quick mode, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.experiment import quick_config, run_experiment
+
+
+@pytest.mark.slow
+def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = quick_config(tmp_path / "exp", second_round=False, progress=False,
+                       command=["distill", "experiment", "--quick"])
+    results = run_experiment(cfg)
+    assert {(r["task"], r["seed"]) for r in results["runs"]} == {("keypoints", 0), ("boxes", 0)}
+    for run in results["runs"]:
+        # The fair comparison: the baseline gets exactly the student's iterations.
+        assert run["iters"]["baseline"] == run["iters"]["student"] == cfg.student_iters
+        assert run["iters"]["teacher"] == cfg.teacher_iters
+        assert {"teacher", "baseline", "baseline+tta", "student", "student+tta",
+                "student-shifted"} <= set(run["scores"])
+        assert run["pseudo"]["pseudo"]["images"] == cfg.unlabeled
+    report = (tmp_path / "exp" / "RESULTS.md").read_text()
+    assert "| baseline (labeled only, student's budget) | single pass |" in report
+    assert "Quick mode" in report and "distill train --task boxes" in report
+    saved = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert saved["config"]["student_iters"] == cfg.student_iters
+    # A rerun finds every step done and only re-renders the report.
+    again = run_experiment(cfg)
+    assert again["runs"][0]["times"] == results["runs"][0]["times"]

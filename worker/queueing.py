@@ -1,0 +1,105 @@
+"""The queue contract between the API and the workers.
+
+One RQ job per uploaded batch, with the store's job id as the RQ job id and
+no other argument: everything else is in ``job.json``. Workers announce
+themselves (and the teacher card they serve) under ``distill:<queue>:workers:*``
+with a TTL that their heartbeat renews, so the API can list live teachers and
+tell whether anyone is there to run a job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from rq.callbacks import Callback
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+TASK = "worker.tasks.annotate_job"
+FAILURE_CALLBACK = "worker.tasks.on_job_failed"
+RESULT_TTL_S = 24 * 3600  # the store keeps outcomes; Redis needs them only briefly
+
+
+def presence_prefix(queue: str) -> str:
+    """Key prefix of the live-worker announcements of a queue."""
+    return f"distill:{queue}:workers:"
+
+
+def enqueue(redis: Redis, queue: str, job_id: str, *, timeout_s: int, retries: int) -> Job:
+    """Queues the annotation of a stored job.
+
+    ``Retry`` covers both a raised exception and an abandoned job (its worker
+    died): RQ's StartedJobRegistry cleanup requeues abandoned jobs that have
+    retries left, and the task resumes from the prediction log.
+    """
+    q = Queue(queue, connection=redis)
+    return q.enqueue_call(
+        TASK, args=(job_id,), job_id=job_id, timeout=timeout_s, result_ttl=RESULT_TTL_S,
+        retry=Retry(max=retries) if retries > 0 else None,
+        on_failure=Callback(FAILURE_CALLBACK, timeout=30),
+        description=f"annotate job {job_id}")
+
+
+def rq_status(redis: Redis, job_id: str) -> str | None:
+    """RQ's view of a job (queued, started, failed, ...), None when Redis does not know it."""
+    try:
+        return str(Job.fetch(job_id, connection=redis).get_status(refresh=False))
+    except NoSuchJobError:
+        return None
+
+
+def rq_failure(redis: Redis, job_id: str) -> str | None:
+    """The last line of RQ's recorded failure of a job, if any."""
+    try:
+        job = Job.fetch(job_id, connection=redis)
+    except NoSuchJobError:
+        return None
+    exc = job.exc_info or ""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def cancel(redis: Redis, job_id: str) -> None:
+    """Takes a job off the queue if it has not started; a running one stops cooperatively
+    (its worker checks the store between batches)."""
+    try:
+        job = Job.fetch(job_id, connection=redis)
+        if job.get_status() in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            job.cancel()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass
+
+
+def announce(redis: Redis, queue: str, worker: str, payload: dict[str, Any], ttl_s: int) -> None:
+    """Registers (or renews) a live worker and the teacher it serves."""
+    redis.set(presence_prefix(queue) + worker, json.dumps(payload), ex=max(1, int(ttl_s)))
+
+
+def withdraw(redis: Redis, queue: str, worker: str) -> None:
+    """Removes a worker's announcement (clean shutdown)."""
+    with contextlib.suppress(RedisError):
+        redis.delete(presence_prefix(queue) + worker)
+
+
+def live_workers(redis: Redis, queue: str) -> list[dict[str, Any]]:
+    """Announcements of the workers whose heartbeat is current."""
+    keys = sorted(redis.scan_iter(match=presence_prefix(queue) + "*", count=500))
+    if not keys:
+        return []
+    out = []
+    for raw in redis.mget(keys):
+        if raw is None:
+            continue  # expired between SCAN and MGET
+        try:
+            out.append(json.loads(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("ignoring a malformed worker announcement")
+    return out
