@@ -38,7 +38,11 @@ from training.evaluate import _ground_truth, coco_eval
 from training.trainer import TrainConfig, train
 
 
-def _teacher(files: dict[str, Any], out: Path, task: str, iters: int) -> Path:
+def _teacher(files: dict[str, Any], out: Path, task: str, iters: int,
+             given: Path | None) -> Path:
+    """A teacher trained on the labeled split: ``given``, cached, or trained now."""
+    if given is not None:
+        return given
     ckpt = out / f"teacher-{task}.pt"
     if not ckpt.exists():
         split = "keypoints_json" if task == "keypoints" else "boxes_json"
@@ -111,6 +115,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=1500, help="teacher iterations")
     parser.add_argument("--timing-images", type=int, default=16)
     parser.add_argument("--preset", default="paper-relative")
+    parser.add_argument("--kp-teacher", type=Path, help="use this keypoint teacher (trained on "
+                        "the seed-0 synthetic labeled split) instead of training one")
+    parser.add_argument("--box-teacher", type=Path, help="likewise for boxes")
     args = parser.parse_args()
     torch.manual_seed(0)
     data = args.out / "data"
@@ -119,8 +126,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
-    kp_ckpt = _teacher(files, args.out, "keypoints", args.iters)
-    box_ckpt = _teacher(files, args.out, "boxes", args.iters)
+    kp_ckpt = _teacher(files, args.out, "keypoints", args.iters, args.kp_teacher)
+    box_ckpt = _teacher(files, args.out, "boxes", args.iters, args.box_teacher)
 
     card, state, _ = load_checkpoint(kp_ckpt)
     model = build_from_card(card, state).eval()
@@ -136,7 +143,7 @@ def main() -> None:
     for task, ckpt, gt_json in (("keypoints", kp_ckpt, unlabeled.keypoints_json),
                                 ("boxes", box_ckpt, unlabeled.boxes_json)):
         card, _, _ = load_checkpoint(ckpt)
-        for preset in ("identity", "standard", args.preset):
+        for preset in dict.fromkeys(("identity", "standard", args.preset)):
             pseudo = args.out / f"pseudo-{task}-{preset}.json"
             t0 = time.perf_counter()
             annotate_folder(ckpt, unlabeled.images_dir, pseudo,
