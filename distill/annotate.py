@@ -107,16 +107,30 @@ def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: Predicti
             except (ImageDecodeError, OSError) as exc:
                 records.append(ImageRecord.failed(name, str(exc)))
         if images:
-            outputs = teacher.predictor(images)
-            for name, img, out in zip(names, images, outputs, strict=True):
-                records.append(ImageRecord.from_output(
-                    name, int(img.shape[-1]), int(img.shape[-2]), out, teacher.card))
+            records.extend(_predict(teacher, names, images))
         log.append(records)
         failed += sum(r.error is not None for r in records)
         done += sum(r.error is None for r in records)
         if on_progress is not None:
             on_progress(done, failed)
     return done, failed
+
+
+def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor]
+             ) -> list[ImageRecord]:
+    """Runs one batch; if it fails, each image alone, so one bad image (say 1 x 5000
+    pixels, which resizes to nothing) becomes its own error instead of sinking the batch."""
+    def record(name: str, img: torch.Tensor, out: dict[str, torch.Tensor]) -> ImageRecord:
+        return ImageRecord.from_output(name, int(img.shape[-1]), int(img.shape[-2]), out,
+                                       teacher.card)
+
+    try:
+        outputs = teacher.predictor(images)
+        return [record(n, i, o) for n, i, o in zip(names, images, outputs, strict=True)]
+    except (RuntimeError, ValueError) as exc:
+        if len(images) == 1:
+            return [ImageRecord.failed(names[0], f"inference failed: {exc}")]
+    return [r for n, i in zip(names, images, strict=True) for r in _predict(teacher, [n], [i])]
 
 
 def finalize(records: Iterable[ImageRecord], card: ModelCard, selection: SelectionConfig,

@@ -168,3 +168,19 @@ def test_cli_end_to_end_and_errors(setup: dict, tmp_path: Path) -> None:
                  str(splits["unlabeled"].images_dir), "--out", str(out)]) == 2
     assert main(["annotate", "--teacher", str(root / "kp.pt"), "--images",
                  str(splits["unlabeled"].images_dir), "--out", str(out), "--tta", "bogus"]) == 2
+
+
+def test_an_image_that_breaks_inference_fails_alone(setup: dict, tmp_path: Path) -> None:
+    from PIL import Image
+
+    splits, root = setup["splits"], setup["root"]
+    folder = tmp_path / "sliver"
+    folder.mkdir()
+    good = list_images(splits["unlabeled"].images_dir)[0]
+    (folder / good.name).write_bytes(good.read_bytes())
+    Image.new("RGB", (3000, 1), (128, 128, 128)).save(folder / "sliver.png")  # resizes to 0 rows
+    out = tmp_path / "sliver.json"
+    report = annotate_folder(root / "kp.pt", folder, out, options=FAST, progress=False)
+    errors = json.loads(out.read_text())["info"]["errors"]
+    assert report.images == 1 and [e["file_name"] for e in errors] == ["sliver.png"]
+    assert errors[0]["error"].startswith("inference failed")
