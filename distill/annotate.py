@@ -26,7 +26,7 @@ from distill.errors import DistillError, ImageDecodeError
 from distill.images import DEFAULT_MAX_PIXELS, list_images, load_image
 from distill.models.zoo import build_from_card
 from distill.predictions import ImageRecord, PredictionLog
-from distill.pseudolabels import SelectionConfig, select, to_coco
+from distill.pseudolabels import RecordSource, SelectionConfig, select, to_coco
 from distill.tta import Combine, FusionParams, Predictor, build_predictor
 
 # An image source: a name (metadata only, never a path we open) and its bytes or file.
@@ -133,12 +133,15 @@ def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor]
     return [r for n, i in zip(names, images, strict=True) for r in _predict(teacher, [n], [i])]
 
 
-def finalize(records: Iterable[ImageRecord], card: ModelCard, selection: SelectionConfig,
+def finalize(records: RecordSource, card: ModelCard, selection: SelectionConfig,
              info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Calibrates over all records and builds the COCO pseudo-label dict."""
-    recs = list(records)
-    chosen = select(recs, card, selection)
-    return to_coco(recs, card, chosen, {"selection": selection.describe(), **(info or {})})
+    """Calibrates over all records and builds the COCO pseudo-label dict.
+
+    ``records`` may be a function starting a fresh streaming pass (see
+    :data:`distill.pseudolabels.RecordSource`), so huge sets stay out of memory.
+    """
+    chosen = select(records, card, selection)
+    return to_coco(records, card, chosen, {"selection": selection.describe(), **(info or {})})
 
 
 @dataclass(frozen=True)
@@ -179,8 +182,7 @@ def annotate_folder(teacher: Path, images: Path, out: Path, *,
     infer_to_log(model, ((f.name, f) for f in files), log, on_progress=advance)
     bar.close()
     names = {f.name for f in files}
-    records = [r for name, r in log.read().items() if name in names]
-    coco = finalize(records, model.card, selection, model.info())
+    coco = finalize(lambda: log.iter_records(names), model.card, selection, model.info())
     write_json_atomic(Path(out), coco)
     return AnnotateReport(images=len(coco["images"]), failed=coco["info"]["num_failed"],
                           annotations=len(coco["annotations"]), skipped_as_done=already,

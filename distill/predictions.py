@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -130,9 +130,38 @@ class PredictionLog:
                 records[rec.file_name] = rec
         return records
 
+    def index(self) -> dict[str, int]:
+        """File name -> byte offset of its last complete record; only names are held."""
+        offsets: dict[str, int] = {}
+        if not self.path.exists():
+            return offsets
+        with open(self.path, "rb") as fh:
+            offset = 0
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break  # torn last line
+                try:
+                    name = json.loads(line)["file_name"]
+                except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+                    name = None
+                if isinstance(name, str):
+                    offsets[name] = offset
+                offset += len(line)
+        return offsets
+
+    def iter_records(self, names: Collection[str] | None = None) -> Iterator[ImageRecord]:
+        """Records in file-name order (restricted to ``names`` when given), read one at a
+        time: memory stays flat however many images the log holds."""
+        offsets = self.index()
+        wanted = sorted(offsets if names is None else set(offsets) & set(names))
+        with open(self.path, "rb") as fh:
+            for name in wanted:
+                fh.seek(offsets[name])
+                yield ImageRecord.from_json(json.loads(fh.readline()))
+
     def done(self) -> set[str]:
         """File names that already have a record (successful or failed)."""
-        return set(self.read())
+        return set(self.index())
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as fh:

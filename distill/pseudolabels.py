@@ -9,7 +9,8 @@ instance) as the teacher's labeled set; explicit thresholds replace that.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from array import array
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,17 @@ from distill.calibrate import Selection, keypoint_score_threshold, score_thresho
 from distill.card import ModelCard
 from distill.errors import ConfigError
 from distill.predictions import ImageRecord
+
+# Records to select from: an in-memory collection, or a function that starts a fresh
+# pass over them (e.g. ``lambda: log.iter_records()``), so a set of any size can be
+# calibrated and written in a few streaming passes with flat memory.
+RecordSource = Collection[ImageRecord] | Callable[[], Iterable[ImageRecord]]
+
+
+def _passes(source: RecordSource) -> Callable[[], Iterable[ImageRecord]]:
+    if callable(source):
+        return source
+    return lambda: source
 
 
 @dataclass(frozen=True)
@@ -46,45 +58,48 @@ class SelectionConfig:
                 "keypoint_threshold": self.keypoint_threshold}
 
 
-def select(records: Iterable[ImageRecord], card: ModelCard, config: SelectionConfig
-           ) -> Selection:
-    """Computes the thresholds for a whole set of images."""
-    ok = [r for r in records if r.error is None]
+def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> Selection:
+    """Computes the thresholds for a whole set of images (one or two streaming passes)."""
+    fresh = _passes(records)
     cat_ids = [int(c["id"]) for c in card.categories]
     if config.score_threshold is not None or config.category_thresholds:
         default = config.score_threshold if config.score_threshold is not None else math.inf
         thresholds = {c: float(config.category_thresholds.get(c, default)) for c in cat_ids}
     else:
-        by_cat: dict[int, list[float]] = {c: [] for c in cat_ids}
-        for r in ok:
-            for s, c in zip(r.scores, r.category_ids, strict=True):
-                by_cat.setdefault(c, []).append(s)
+        by_cat: dict[int, array[float]] = {c: array("d") for c in cat_ids}
+        num_ok = 0
+        for r in fresh():
+            if r.error is None:
+                num_ok += 1
+                for s, c in zip(r.scores, r.category_ids, strict=True):
+                    by_cat.setdefault(c, array("d")).append(s)
         targets = {int(k): v for k, v in card.labeled_stats.instances_per_image.items()}
-        thresholds = score_thresholds(by_cat, targets, len(ok))
+        thresholds = score_thresholds(by_cat, targets, num_ok)
     kp_threshold: float | None = None
     if card.task == "keypoints":
         if config.keypoint_threshold is not None:
             kp_threshold = float(config.keypoint_threshold)
         else:
-            kept = [kps for r in ok for kps, s, c in
-                    zip(r.keypoint_scores or (), r.scores, r.category_ids, strict=True)
-                    if s >= thresholds.get(c, math.inf)]
             visible = card.labeled_stats.visible_keypoints_per_instance
             if visible is None:
                 raise ConfigError("the teacher card has no visible-keypoint statistics; "
                                   "give an explicit keypoint threshold")
+            kept = [kps for r in fresh() if r.error is None for kps, s, c in
+                    zip(r.keypoint_scores or (), r.scores, r.category_ids, strict=True)
+                    if s >= thresholds.get(c, math.inf)]
             kp_threshold = keypoint_score_threshold(kept, visible)
     return Selection(score_thresholds=thresholds, keypoint_threshold=kp_threshold)
 
 
-def to_coco(records: Iterable[ImageRecord], card: ModelCard, selection: Selection,
+def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
             info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Builds the COCO pseudo-label file (DESIGN section 4) from kept predictions.
 
-    Images are numbered 1..N in file-name order; failed images are left out
-    of ``images`` and listed under ``info.errors``.
+    Images are numbered 1..N in file-name order (a callable source must yield
+    that order; a collection is sorted here); failed images are left out of
+    ``images`` and listed under ``info.errors``.
     """
-    recs = sorted(records, key=lambda r: r.file_name)
+    recs = records() if callable(records) else sorted(records, key=lambda r: r.file_name)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
