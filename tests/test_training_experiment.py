@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from training.experiment import quick_config, run_experiment
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> Iterator[None]:
+    """These tests pick their own thread counts; the rest of the suite gets its own back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ from distill.coco import load_coco, write_json_atomic
 from distill.data import generate
 from training.checkpoint import metrics_path, resume_path
 from training.trainer import TrainConfig, train
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> Iterator[None]:
+    """These tests pick their own thread counts; the rest of the suite gets its own back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

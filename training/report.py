@@ -77,7 +77,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Finished {results['finished']}, {results['wall_s'] / 60:.1f} min wall time on "
         f"{mach['cpu']} ({mach['cores']} cores; {mach['jobs']} pipelines in parallel, "
         f"{mach['threads_per_job']} torch thread(s) each), torch {mach['torch']}, "
-        f"Python {mach['python']}.", "",
+        f"Python {mach['python']}. The steps' own times add up to "
+        f"{sum(sum(r['times'].values()) for r in runs) / 60:.0f} min.", "",
         "## Setup", "",
         f"- Data: `distill.data.synth`, per seed {cfg['labeled']} labeled, {cfg['unlabeled']} "
         f"unlabeled, {cfg['shifted']} shifted unlabeled and {cfg['test']} test images; "
