@@ -142,7 +142,7 @@ def local_runner(teacher: Path, folder: Path, tta: str, batch: int) -> tuple[flo
     """Loads the teacher as ``annotate_folder`` does (timed), and returns a function that
     runs ``annotate_folder``'s steps on the folder with that loaded teacher."""
     from distill.annotate import InferenceOptions, Teacher, finalize, infer_to_log
-    from distill.coco import write_json_atomic
+    from distill.fileio import write_json_atomic
     from distill.images import list_images
     from distill.predictions import PredictionLog
     from distill.pseudolabels import SelectionConfig

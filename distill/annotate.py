@@ -21,8 +21,8 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from tqdm import tqdm
 
 from distill.card import ModelCard, load_checkpoint
-from distill.coco import write_json_atomic
 from distill.errors import DistillError, ImageDecodeError
+from distill.fileio import write_json_atomic
 from distill.images import DEFAULT_MAX_PIXELS, list_images, load_image
 from distill.models.zoo import build_from_card
 from distill.predictions import ImageRecord, PredictionLog

@@ -9,8 +9,6 @@ loading never has to unpickle an arbitrary object.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from distill.errors import CardError
+from distill.fileio import atomic_writer
 
 Task = Literal["keypoints", "boxes"]
 TASKS: tuple[Task, ...] = ("keypoints", "boxes")
@@ -178,18 +177,8 @@ def save_checkpoint(path: Path, card: ModelCard, state_dict: dict[str, torch.Ten
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         **(extra or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(Path(path)) as fh:
+        torch.save(payload, fh)
 
 
 def load_checkpoint(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[str, Any]]:

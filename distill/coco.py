@@ -1,4 +1,4 @@
-"""COCO I/O: reading data sets, their statistics, and atomic JSON writes.
+"""COCO I/O: reading and checking data sets, and their statistics.
 
 Everything here works on any COCO-format keypoint or box data set:
 categories, keypoint names and skeletons come from the file, not from code.
@@ -7,8 +7,6 @@ categories, keypoint names and skeletons come from the file, not from code.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,22 +15,6 @@ from distill.card import LabeledStats, Task
 from distill.errors import DataError
 
 CocoDict = dict[str, Any]
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes JSON through a temp file, fsync and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_coco(path: Path) -> CocoDict:

@@ -11,7 +11,6 @@ arguments, submits only what is missing and never uploads a batch twice.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from contextlib import ExitStack
@@ -23,6 +22,7 @@ import httpx
 from tqdm import tqdm
 
 from distill.errors import DistillError
+from distill.fileio import write_json_atomic
 
 # The same suffixes as distill.images (not imported: it would pull torch into the client).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -65,9 +65,7 @@ class ClientState:
 
     def save(self, path: Path) -> None:
         """Atomic write, so that an interruption never leaves half a state file."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(vars(self), indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(path, vars(self), indent=1)
 
 
 def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
@@ -106,9 +104,7 @@ def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
             coco = _get_json(http, f"/jobs/{state.batches[0]['job']}/annotations")
         else:
             coco = _get_json(http, f"/datasets/{state.dataset}/annotations")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(coco), encoding="utf-8")
-    os.replace(tmp, out)
+    write_json_atomic(out, coco)
     return coco
 
 

@@ -14,8 +14,9 @@ import torch
 import torch.multiprocessing as mp
 
 from distill.card import load_checkpoint
-from distill.coco import load_coco, write_json_atomic
+from distill.coco import load_coco
 from distill.data import generate
+from distill.fileio import write_json_atomic
 from training.checkpoint import metrics_path, resume_path
 from training.trainer import TrainConfig, train
 

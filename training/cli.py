@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distill.coco import write_json_atomic
 from distill.errors import ConfigError
+from distill.fileio import write_json_atomic
 from distill.models.zoo import ARCHITECTURES
 
 

@@ -40,8 +40,8 @@ from typing import Any
 import torch
 
 from distill.card import Task, load_checkpoint
-from distill.coco import write_json_atomic
 from distill.data import SplitFiles, generate
+from distill.fileio import write_json_atomic
 from training.report import render_markdown
 from training.trainer import TrainConfig, train
 

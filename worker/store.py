@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
+
+from distill.fileio import atomic_writer, write_json_atomic
 
 log = logging.getLogger(__name__)
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -104,26 +105,17 @@ class JobState(BaseModel):
 
 
 def atomic_write(path: Path, data: bytes | IO[bytes]) -> None:
-    """Writes bytes (or a binary stream) through a temp file, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if isinstance(data, bytes | bytearray):
-                fh.write(data)
-            else:
-                shutil.copyfileobj(data, fh, 1024 * 1024)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes bytes (or a binary stream) atomically (see :mod:`distill.fileio`)."""
+    with atomic_writer(path) as fh:
+        if isinstance(data, bytes | bytearray):
+            fh.write(data)
+        else:
+            shutil.copyfileobj(data, fh, 1024 * 1024)
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write."""
-    atomic_write(path, json.dumps(data, allow_nan=False).encode("utf-8"))
+    """Atomic JSON write (see :mod:`distill.fileio`)."""
+    write_json_atomic(path, data)
 
 
 class JobStore:

@@ -9,10 +9,7 @@ side is on the image's right, and a horizontal flip must swap left and right lab
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from distill.data import figures as fg
+from distill.fileio import write_json_atomic
 
 KEYPOINT_NAMES: tuple[str, ...] = (
     "nose",
@@ -222,19 +220,6 @@ def render_scene(seed: int, split: str, index: int, min_side: int = 192,
     return canvas.reduce(s), instances
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Atomically: a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, separators=(",", ":"))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary data files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: int,
              shifted: int = 0, min_side: int = 192, max_side: int = 320,
              progress: bool = False) -> dict[str, SplitFiles]:
@@ -290,10 +275,10 @@ def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: in
                     "seed": seed, "version": _GENERATOR_VERSION}
             files = SplitFiles(images_dir, ann_dir / f"{split}_keypoints.json",
                                ann_dir / f"{split}_boxes.json")
-            _write_json(files.keypoints_json, {"info": info, "licenses": [], "images": images,
+            write_json_atomic(files.keypoints_json, {"info": info, "licenses": [], "images": images,
                                                "annotations": kp_anns,
                                                "categories": [PERSON_CATEGORY]})
-            _write_json(files.boxes_json, {"info": info, "licenses": [], "images": images,
+            write_json_atomic(files.boxes_json, {"info": info, "licenses": [], "images": images,
                                            "annotations": box_anns,
                                            "categories": BOX_CATEGORIES})
             result[split] = files
