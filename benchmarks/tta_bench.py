@@ -34,7 +34,7 @@ from distill.models.zoo import build_from_card
 from distill.predictions import PredictionLog
 from distill.pseudolabels import SelectionConfig
 from distill.tta import KeypointTTA, parse_preset
-from training.evaluate import _ground_truth, coco_eval
+from training.pseudo_quality import pseudo_label_quality
 from training.trainer import TrainConfig, train
 
 
@@ -82,31 +82,16 @@ def _time_paths(model: Any, card: ModelCard, images: list[torch.Tensor], preset:
     return timings
 
 
-def _scores(annotations: list[dict[str, Any]], names: dict[int, str], gt_json: Path,
-            card: ModelCard) -> dict[str, float]:
-    """AP of COCO-style detections (image ids resolved through file names) vs ground truth."""
-    gt_coco = load_coco(gt_json)
-    gt = _ground_truth(gt_coco)
-    ids = {img["file_name"]: img["id"] for img in gt_coco["images"]}
-    results = [{**a, "image_id": ids[names[a["image_id"]]]} for a in annotations]
-    cats = [int(c["id"]) for c in card.categories]
-    out = {"bbox": coco_eval(gt, results, "bbox", cats)[0]["AP"]}
-    if card.task == "keypoints":
-        out["keypoints"] = coco_eval(gt, results, "keypoints", cats, card.oks_sigmas)[0]["AP"]
-    return out
-
-
 def _quality(pseudo: Path, gt_json: Path, card: ModelCard) -> tuple[dict[str, float],
                                                                    dict[str, float]]:
     """(raw, kept) AP: every ensembled prediction in the log, and the selected file."""
-    data = json.loads(pseudo.read_text())
-    names = {img["id"]: img["file_name"] for img in data["images"]}
-    kept = _scores(data["annotations"], names, gt_json, card)
+    truth = load_coco(gt_json)
+    kept = pseudo_label_quality(json.loads(pseudo.read_text()), truth, card)
     records = PredictionLog(Path(str(pseudo) + ".predictions.jsonl")).read()
     everything = finalize(records.values(), card, SelectionConfig(
         score_threshold=-1.0, keypoint_threshold=-1e9))
-    names = {img["id"]: img["file_name"] for img in everything["images"]}
-    return _scores(everything["annotations"], names, gt_json, card), kept
+    raw = pseudo_label_quality(everything, truth, card)
+    return ({k: v["AP"] for k, v in raw.items()}, {k: v["AP"] for k, v in kept.items()})
 
 
 def main() -> None:

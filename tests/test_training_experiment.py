@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from distill.errors import ConfigError
 from training.experiment import quick_config, run_experiment
 
 
@@ -34,11 +36,19 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
         assert {"teacher", "baseline", "baseline+tta", "student", "student+tta",
                 "student-shifted"} <= set(run["scores"])
         assert run["pseudo"]["pseudo"]["images"] == cfg.unlabeled
+        quality = run["pseudo"]["pseudo"]["quality"]["bbox"]
+        assert 0.0 <= quality["precision50"] <= 1.0 and 0.0 <= quality["recall50"] <= 1.0
     report = (tmp_path / "exp" / "RESULTS.md").read_text()
     assert "| baseline (labeled only, student's budget) | single pass |" in report
     assert "Quick mode" in report and "distill train --task boxes" in report
     saved = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert saved["config"]["student_iters"] == cfg.student_iters
-    # A rerun finds every step done and only re-renders the report.
+    assert "| pseudo-labels | seed | kept |" in report
+    # A rerun finds every step done, re-renders the report and lists both invocations.
     again = run_experiment(cfg)
     assert again["runs"][0]["times"] == results["runs"][0]["times"]
+    assert len(again["invocations"]) == 2
+    assert "2 invocations" in (tmp_path / "exp" / "RESULTS.md").read_text()
+    # Other sizes in the same directory would reuse stale steps: refused, nothing run.
+    with pytest.raises(ConfigError, match="student_iters: 6 -> 7"):
+        run_experiment(replace(cfg, student_iters=cfg.student_iters + 1))

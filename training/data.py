@@ -14,7 +14,7 @@ teacher kept nothing teaches "background".
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,12 @@ class FilterCounts:
     degenerate: int = 0
     no_visible_keypoints: int = 0
     other_category: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def describe(self, name: str) -> str:
         """One log line: ``labeled: 100 images (3 negatives), 250 instances; dropped ...``."""
         dropped = {"crowd": self.crowd, "degenerate boxes": self.degenerate,
                    "persons without visible keypoints": self.no_visible_keypoints,
-                   "other categories": self.other_category, **self.extra}
+                   "other categories": self.other_category}
         parts = [f"{v} {k}" for k, v in dropped.items() if v]
         return (f"{name}: {self.images} images ({self.negatives} without annotations, used as "
                 f"negatives), {self.instances} instances; dropped: "

@@ -84,7 +84,7 @@ def predictor_for(model: nn.Module, card: ModelCard, *, tta: str | None,
     return build_predictor(model, card, tta=tta, device=device, **tta_options)
 
 
-def _ground_truth(coco: CocoDict) -> COCO:
+def ground_truth_index(coco: CocoDict) -> COCO:
     """pycocotools' index over a copy of ``coco`` with the fields COCOeval reads filled in."""
     data = copy.deepcopy(coco)
     for ann in data["annotations"]:
@@ -119,14 +119,13 @@ def to_results(outputs: dict[int, dict[str, Tensor]], card: ModelCard) -> list[d
     return results
 
 
-def coco_eval(gt: COCO, results: list[dict[str, Any]], iou_type: str, cat_ids: list[int],
-              sigmas: list[float] | None = None) -> tuple[dict[str, float], str]:
-    """Runs COCOeval; returns the stats (percent) and the printed table.
+def run_cocoeval(gt: COCO, results: list[dict[str, Any]], iou_type: str, cat_ids: list[int],
+                 sigmas: list[float] | None = None) -> COCOeval:
+    """COCOeval of ``results`` against ``gt``, evaluated and accumulated (not summarized).
 
-    An empty result list scores 0 (pycocotools' ``loadRes`` cannot take one).
+    An empty result list is evaluated as such (pycocotools' ``loadRes`` cannot take one).
     """
-    names = KEYPOINT_STATS if iou_type == "keypoints" else BBOX_STATS
-    with contextlib.redirect_stdout(io.StringIO()) as buf:
+    with contextlib.redirect_stdout(io.StringIO()):
         if results:
             dt = gt.loadRes(copy.deepcopy(results))
         else:
@@ -140,9 +139,17 @@ def coco_eval(gt: COCO, results: list[dict[str, Any]], iou_type: str, cat_ids: l
             ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
         ev.evaluate()
         ev.accumulate()
+    return ev
+
+
+def coco_eval(gt: COCO, results: list[dict[str, Any]], iou_type: str, cat_ids: list[int],
+              sigmas: list[float] | None = None) -> tuple[dict[str, float], str]:
+    """Runs COCOeval; returns the stats (percent) and the printed table. An empty result
+    list scores 0."""
+    names = KEYPOINT_STATS if iou_type == "keypoints" else BBOX_STATS
+    ev = run_cocoeval(gt, results, iou_type, cat_ids, sigmas)
     with contextlib.redirect_stdout(io.StringIO()) as table:
         ev.summarize()
-    del buf
     # pycocotools reports -1 where a statistic is undefined (no ground truth in that size
     # range); keep it rather than pretend a score of 0.
     stats = {n: round(100.0 * float(v), 2) if v >= 0 else -1.0
@@ -176,7 +183,7 @@ def evaluate(predict: Predict, card: ModelCard, coco: CocoDict, images_dir: Path
     outputs = predict_dataset(predict, coco, images_dir, batch_size=batch_size,
                               progress=progress)
     results = to_results(outputs, card)
-    gt = _ground_truth(coco)
+    gt = ground_truth_index(coco)
     own_ids = [int(c["id"]) for c in card.categories]
     cat_ids = [c for c in own_ids if c in gt.cats]
     if not cat_ids:

@@ -40,7 +40,9 @@ from typing import Any
 import torch
 
 from distill.card import Task, load_checkpoint
+from distill.coco import load_coco
 from distill.data import SplitFiles, generate
+from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
 from training.report import render_markdown
 from training.trainer import TrainConfig, train
@@ -56,13 +58,13 @@ class ExperimentConfig:
 
     out_dir: Path
     tasks: tuple[Task, ...] = ("keypoints", "boxes")
-    seeds: tuple[int, ...] = (0,)  # --seeds 0 1 for mean and spread (twice the time)
-    labeled: int = 150
-    unlabeled: int = 600
-    shifted: int = 600  # 0: no shifted-unlabeled student
-    test: int = 200
-    teacher_iters: int = 1500
-    student_iters: int = 3000
+    seeds: tuple[int, ...] = (0, 1)  # mean and spread over seeds
+    labeled: int = 100
+    unlabeled: int = 500
+    shifted: int = 400  # 0: no shifted-unlabeled student
+    test: int = 150
+    teacher_iters: int = 500
+    student_iters: int = 800
     batch_size: int = 4
     lr: float = 0.02
     tta: str = "standard"
@@ -91,7 +93,9 @@ def quick_config(out_dir: Path, **overrides: Any) -> ExperimentConfig:
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Runs every (task, seed) pipeline, writes ``results.json`` and the Markdown report."""
     t0 = time.perf_counter()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_out_dir(cfg)
     # Data first, in this process: two parallel pipelines must not write the same split.
     data = {seed: _data(cfg, seed) for seed in cfg.seeds}
     jobs = [(task, seed) for seed in cfg.seeds for task in cfg.tasks]
@@ -104,9 +108,12 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
             futures = [pool.submit(run_pipeline, cfg, task, seed, data[seed])
                        for task, seed in jobs]
             runs = [f.result() for f in futures]
+    finished = datetime.now(UTC).isoformat(timespec="seconds")
+    invocation = {"started": started, "finished": finished,
+                  "wall_s": round(time.perf_counter() - t0, 1)}
     results = {"config": _jsonable(asdict(cfg)), "runs": runs, "machine": machine(cfg),
-               "wall_s": round(time.perf_counter() - t0, 1),
-               "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+               "invocations": [*_earlier_invocations(cfg.out_dir), invocation],
+               "wall_s": invocation["wall_s"], "finished": finished}
     write_json_atomic(cfg.out_dir / "results.json", results)
     markdown = render_markdown(results)
     target = cfg.results_md or cfg.out_dir / "RESULTS.md"
@@ -114,6 +121,43 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     target.write_text(markdown, encoding="utf-8")
     print(markdown)
     return results
+
+
+# Settings that change results: a run directory holds results of one combination only.
+# (Seeds and tasks may be added later: each (task, seed) has its own directory.)
+_RESULT_SETTINGS = ("labeled", "unlabeled", "shifted", "test", "teacher_iters",
+                    "student_iters", "batch_size", "lr", "tta", "arch", "min_size",
+                    "max_size", "quick")
+
+
+def _claim_out_dir(cfg: ExperimentConfig) -> None:
+    """Records the result-changing settings in ``settings.json``, or refuses to mix.
+
+    Every step is skipped when its output exists, so resuming with other sizes or
+    schedules would silently reuse stale checkpoints and pseudo-labels.
+    """
+    path = cfg.out_dir / "settings.json"
+    mine = _jsonable({k: getattr(cfg, k) for k in _RESULT_SETTINGS})
+    if path.is_file():
+        theirs = json.loads(path.read_text(encoding="utf-8"))
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diff:
+            changes = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in diff.items())
+            raise ConfigError(f"{cfg.out_dir} holds a run with other settings ({changes}); "
+                              "choose another --out-dir or delete that one")
+        return
+    write_json_atomic(path, mine)
+
+
+def _earlier_invocations(out_dir: Path) -> list[dict[str, Any]]:
+    """Wall times of earlier invocations on this run directory (a resumed run reports all)."""
+    path = out_dir / "results.json"
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    if "invocations" in earlier:
+        return list(earlier["invocations"])
+    return [{"started": None, "finished": earlier["finished"], "wall_s": earlier["wall_s"]}]
 
 
 def _data(cfg: ExperimentConfig, seed: int) -> dict[str, SplitFiles]:
@@ -222,6 +266,19 @@ class _Pipeline:
         return scores
 
 
+    def pseudo_summary(self, name: str, split: str, teacher: Path) -> dict[str, Any]:
+        """How many pseudo-labels ``name`` kept and, since the synthetic unlabeled splits
+        keep their annotations, how good they are (a diagnostic; nothing is tuned on it)."""
+        from training.pseudo_quality import pseudo_label_quality
+
+        coco = json.loads((self.dir / f"{name}.json").read_text(encoding="utf-8"))
+        card, _, _ = load_checkpoint(teacher)
+        n = max(len(coco["images"]), 1)
+        return {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
+                "per_image": round(len(coco["annotations"]) / n, 3),
+                "quality": pseudo_label_quality(coco, load_coco(self.json_of(split)), card)}
+
+
 def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
                  data: dict[str, SplitFiles]) -> dict[str, Any]:
     """Teacher, pseudo-labels, students and baseline for one task and seed; their scores."""
@@ -246,9 +303,10 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
         if name in models:
             scores[name] = p.evaluate(name, models[name], None)
             scores[f"{name}+tta"] = p.evaluate(name, models[name], cfg.tta)
-    pseudo_info = {name: _pseudo_summary(p.dir / f"{name}.json")
-                   for name in ("pseudo", "pseudo-shifted", "pseudo-round2")
-                   if (p.dir / f"{name}.json").is_file()}
+    sources = {"pseudo": ("unlabeled", "teacher"), "pseudo-shifted": ("shifted", "teacher"),
+               "pseudo-round2": ("unlabeled", "student")}
+    pseudo_info = {name: p.pseudo_summary(name, split, models[by])
+                   for name, (split, by) in sources.items() if (p.dir / f"{name}.json").is_file()}
     return {"task": task, "seed": seed, "scores": scores, "times": p.times,
             "commands": p.commands, "pseudo": pseudo_info,
             "iters": {name: _iterations(path) for name, path in models.items()}}
@@ -272,13 +330,6 @@ def _trained(out: Path, iters: int) -> bool:
 def _iterations(path: Path) -> int:
     _, _, extra = load_checkpoint(path)
     return int(extra.get("iteration", -1))
-
-
-def _pseudo_summary(path: Path) -> dict[str, Any]:
-    coco = json.loads(path.read_text(encoding="utf-8"))
-    n = max(len(coco["images"]), 1)
-    return {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
-            "per_image": round(len(coco["annotations"]) / n, 3)}
 
 
 def train_command(tc: TrainConfig) -> list[str]:
