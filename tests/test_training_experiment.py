@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +28,7 @@ def _threads() -> Iterator[None]:
 @pytest.mark.slow
 def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    cfg = quick_config(tmp_path / "exp", second_round=False, progress=False,
+    cfg = quick_config(tmp_path / "exp", second_round=False, oracle=True, progress=False,
                        command=["distill", "experiment", "--quick"])
     results = run_experiment(cfg)
     assert {(r["task"], r["seed"]) for r in results["runs"]} == {("keypoints", 0), ("boxes", 0)}
@@ -34,7 +37,7 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
         assert run["iters"]["baseline"] == run["iters"]["student"] == cfg.student_iters
         assert run["iters"]["teacher"] == cfg.teacher_iters
         assert {"teacher", "baseline", "baseline+tta", "student", "student+tta",
-                "student-shifted"} <= set(run["scores"])
+                "student-shifted", "student-oracle"} <= set(run["scores"])
         assert run["pseudo"]["pseudo"]["images"] == cfg.unlabeled
         quality = run["pseudo"]["pseudo"]["quality"]["bbox"]
         assert 0.0 <= quality["precision50"] <= 1.0 and 0.0 <= quality["recall50"] <= 1.0
@@ -52,3 +55,31 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
     # Other sizes in the same directory would reuse stale steps: refused, nothing run.
     with pytest.raises(ConfigError, match="student_iters: 6 -> 7"):
         run_experiment(replace(cfg, student_iters=cfg.student_iters + 1))
+
+
+@pytest.mark.slow
+def test_sigterm_takes_the_worker_processes_down(tmp_path: Path) -> None:
+    """Stopping a parallel experiment must not leave its pipelines training as orphans."""
+    import psutil
+
+    script = ("import sys; from pathlib import Path; "
+              "from training.experiment import quick_config, run_experiment; "
+              "run_experiment(quick_config(Path(sys.argv[1]), jobs=2, progress=False))")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "exp")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        started = 0
+        for line in proc.stdout:  # both pipelines report their first step
+            started += "train teacher ..." in line
+            if started == 2:
+                break
+        assert started == 2, "the pipelines never started"
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"orphaned workers: {alive}"
+    finally:
+        proc.kill()

@@ -28,9 +28,9 @@ import platform
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from multiprocessing import get_context
@@ -49,7 +49,7 @@ from training.trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
-ROWS = ("teacher", "baseline", "student", "student-shifted", "student-round2")
+ROWS = ("teacher", "baseline", "student", "student-shifted", "student-round2", "student-oracle")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class ExperimentConfig:
     lr: float = 0.02
     tta: str = "standard"
     second_round: bool = False
+    oracle: bool = False  # also a student taught the unlabeled split's true annotations
     arch: str = "tiny"
     min_size: int | None = None
     max_size: int | None = None
@@ -103,11 +104,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     if cfg.jobs <= 1:
         runs = [run_pipeline(cfg, task, seed, data[seed]) for task, seed in jobs]
     else:
-        with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=get_context("spawn"),
-                                 initializer=_worker_init) as pool:
-            futures = [pool.submit(run_pipeline, cfg, task, seed, data[seed])
-                       for task, seed in jobs]
-            runs = [f.result() for f in futures]
+        runs = _run_parallel(cfg, jobs, data)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
     invocation = {"started": started, "finished": finished,
                   "wall_s": round(time.perf_counter() - t0, 1)}
@@ -298,6 +295,11 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
         pseudo2 = p.annotate("pseudo-round2", models["student"], "unlabeled")
         models["student-round2"] = p.train("student-round2", cfg.student_iters, pseudo2,
                                            data["unlabeled"].images_dir)
+    if cfg.oracle:
+        # The same student with perfect pseudo-labels: what the unlabeled images can give
+        # at this budget, so a missing gain is traced to the labels or to the schedule.
+        models["student-oracle"] = p.train("student-oracle", cfg.student_iters,
+                                           p.json_of("unlabeled"), data["unlabeled"].images_dir)
     scores: dict[str, dict[str, Any]] = {}
     for name in ROWS:
         if name in models:
@@ -310,6 +312,29 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
     return {"task": task, "seed": seed, "scores": scores, "times": p.times,
             "commands": p.commands, "pseudo": pseudo_info,
             "iters": {name: _iterations(path) for name, path in models.items()}}
+
+
+def _run_parallel(cfg: ExperimentConfig, jobs: list[tuple[Task, int]],
+                  data: dict[int, dict[str, SplitFiles]]) -> list[dict[str, Any]]:
+    """Pipelines in ``cfg.jobs`` worker processes. A failed, interrupted (Ctrl-C) or
+    terminated (SIGTERM) run takes its workers down with it instead of leaving them
+    training as orphans; what they finished stays on disk for the resumed run."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main else None
+    pool = get_context("spawn").Pool(cfg.jobs, initializer=_worker_init)
+    try:
+        pending = [pool.apply_async(run_pipeline, (cfg, task, seed, data[seed]))
+                   for task, seed in jobs]
+        runs = [p.get() for p in pending]
+        pool.close()
+        return runs
+    except BaseException:
+        pool.terminate()  # SIGTERM: each worker records its step's partial time and exits
+        raise
+    finally:
+        pool.join()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _worker_init() -> None:
@@ -394,6 +419,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--tta", default=d.tta, help="preset for pseudo-labels and +TTA rows")
     p.add_argument("--second-round", action="store_true", help="student becomes teacher")
+    p.add_argument("--oracle", action="store_true",
+                   help="also a student taught the unlabeled split's true annotations "
+                        "(synthetic data only): the ceiling of what pseudo-labels can give")
     p.add_argument("--arch", default=d.arch)
     p.add_argument("--min-size", type=int, default=None)
     p.add_argument("--max-size", type=int, default=None)
@@ -413,6 +441,7 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
         labeled=args.labeled, unlabeled=args.unlabeled, shifted=args.shifted, test=args.test,
         teacher_iters=args.teacher_iters, student_iters=args.student_iters,
         batch_size=args.batch_size, lr=args.lr, tta=args.tta, second_round=args.second_round,
+        oracle=args.oracle,
         arch=args.arch, min_size=args.min_size, max_size=args.max_size, jobs=args.jobs,
         threads=args.threads, results_md=args.results, progress=not args.quiet,
         command=command)

@@ -11,6 +11,7 @@ LABELS = {
     "student": "student (labeled + pseudo-labels)",
     "student-shifted": "student (+ pseudo-labels of shifted images)",
     "student-round2": "student, round 2 (student as teacher)",
+    "student-oracle": "student taught the true labels (oracle, diagnostic)",
 }
 METRIC = {"keypoints": "keypoints", "boxes": "bbox"}
 
@@ -102,9 +103,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += [
         f"Finished {results['finished']} on {mach['cpu']} ({mach['cores']} cores; "
         f"{mach['jobs']} pipelines in parallel, {mach['threads_per_job']} torch thread(s) "
-        f"each), torch {mach['torch']}, Python {mach['python']}. Wall time: "
-        f"{_invocations(results)}. The steps' own times add up to "
-        f"{sum(sum(r['times'].values()) for r in runs) / 60:.0f} min.", "",
+        f"each), torch {mach['torch']}, Python {mach['python']}. Wall time of the "
+        f"invocations that completed: {_invocations(results)}. The steps' own times "
+        "(below; they include time spent before an interruption, which no completed "
+        f"invocation shows) add up to {sum(sum(r['times'].values()) for r in runs) / 60:.0f} "
+        "min.", "",
         "## Setup", "",
         f"- Data: `distill.data.synth`, per seed {cfg['labeled']} labeled, {cfg['unlabeled']} "
         f"unlabeled, {cfg['shifted']} shifted unlabeled and {cfg['test']} test images; "
