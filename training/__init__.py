@@ -13,8 +13,12 @@ Modules, one job each:
   metrics, progress bar, optional TensorBoard, DistributedDataParallel under torchrun;
 - :mod:`training.evaluate`: COCOeval (bbox, and keypoints with the card's OKS sigmas),
   with or without multi-transform inference;
-- :mod:`training.experiment`: teacher -> pseudo-labels -> student vs. an equal-budget
-  baseline, on the synthetic data set, written to ``docs/RESULTS.md``;
+- :mod:`training.pseudo_quality`: precision / recall / AP of pseudo-labels against
+  annotations the teacher never saw (the synthetic unlabeled splits keep theirs);
+- :mod:`training.pipeline`: one (task, seed) chain: teacher -> pseudo-labels -> students
+  and the equal-budget baseline -> test scores, every step resumable;
+- :mod:`training.experiment`: those pipelines over tasks and seeds, in parallel
+  processes, with the report (:mod:`training.report`) written to ``docs/RESULTS.md``;
 - :mod:`training.cli`: the ``distill train``, ``distill eval`` and ``distill experiment``
   subcommands.
 """

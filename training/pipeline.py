@@ -1,0 +1,193 @@
+"""One (task, seed) pipeline of the experiment: teacher, pseudo-labels, students,
+baseline, and their test scores.
+
+Every step is skipped when its output exists (a checkpoint with the wanted
+iteration count, a pseudo-label file, an evaluation JSON), so rerunning resumes;
+each step's wall time is kept in ``times.json``, including time spent before an
+interruption. ``training.experiment`` runs these pipelines over tasks and seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from distill.card import Task, load_checkpoint
+from distill.coco import load_coco
+from distill.data import SplitFiles
+from distill.fileio import write_json_atomic
+from training.trainer import TrainConfig, train
+
+if TYPE_CHECKING:  # the experiment imports this module; the config is only a type here
+    from training.experiment import ExperimentConfig
+
+ROWS = ("teacher", "baseline", "student", "student-shifted", "student-round2", "student-oracle")
+
+
+class _Pipeline:
+    """One (task, seed): its run directory, cached steps and their wall times."""
+
+    def __init__(self, cfg: ExperimentConfig, task: Task, seed: int,
+                 data: dict[str, SplitFiles]) -> None:
+        self.cfg, self.task, self.seed, self.data = cfg, task, seed, data
+        self.dir = cfg.out_dir / task / f"seed{seed}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.times_path = self.dir / "times.json"
+        self.times: dict[str, float] = (json.loads(self.times_path.read_text())
+                                        if self.times_path.is_file() else {})
+        self.commands: list[str] = []
+
+    def json_of(self, split: str) -> Path:
+        files = self.data[split]
+        return files.keypoints_json if self.task == "keypoints" else files.boxes_json
+
+    def say(self, message: str) -> None:
+        print(f"[{self.task} seed {self.seed}] {message}", flush=True)
+
+    def timed(self, name: str, done: bool, step: Callable[[], Any]) -> None:
+        if done:
+            self.say(f"{name}: done earlier ({self.times.get(name, 0):.0f} s)")
+            return
+        self.say(f"{name} ...")
+        # Time spent before an interruption counts too: steps resume, so must their clocks.
+        partial_path = self.dir / "partial-times.json"
+        partial = json.loads(partial_path.read_text()) if partial_path.is_file() else {}
+        t0 = time.perf_counter()
+        try:
+            step()
+        except BaseException:
+            partial[name] = partial.get(name, 0.0) + time.perf_counter() - t0
+            write_json_atomic(partial_path, partial)
+            raise
+        self.times[name] = round(time.perf_counter() - t0 + partial.pop(name, 0.0), 1)
+        write_json_atomic(self.times_path, self.times)
+        write_json_atomic(partial_path, partial)
+        self.say(f"{name}: {self.times[name]:.0f} s")
+
+    def train(self, name: str, iters: int, pseudo: Path | None = None,
+              pseudo_images: Path | None = None) -> Path:
+        cfg = self.cfg
+        out = self.dir / f"{name}.pt"
+        tc = TrainConfig(task=self.task, train_json=self.json_of("labeled"),
+                         images=self.data["labeled"].images_dir, out=out, arch=cfg.arch,
+                         pseudo_json=pseudo, pseudo_images=pseudo_images, iters=iters,
+                         batch_size=cfg.batch_size, lr=cfg.lr, seed=self.seed,
+                         min_size=cfg.min_size, max_size=cfg.max_size, resume=True,
+                         checkpoint_every=max(1, min(250, iters)), device="cpu",
+                         progress=cfg.progress and cfg.jobs <= 1, tensorboard=False)
+        tc.command = train_command(tc)
+        self.commands.append(shlex.join(tc.command))
+        self.timed(f"train {name}", _trained(out, iters), lambda: train(tc))
+        return out
+
+    def annotate(self, name: str, teacher: Path, split: str) -> Path:
+        from distill.annotate import InferenceOptions, annotate_folder
+
+        out = self.dir / f"{name}.json"
+        images = self.data[split].images_dir
+        self.commands.append(shlex.join(["distill", "annotate", "--teacher", str(teacher),
+                                         "--images", str(images), "--out", str(out),
+                                         "--tta", self.cfg.tta]))
+        self.timed(f"annotate {name}", out.is_file(), lambda: annotate_folder(
+            teacher, images, out, options=InferenceOptions(tta=self.cfg.tta),
+            progress=self.cfg.progress and self.cfg.jobs <= 1))
+        return out
+
+    def evaluate(self, name: str, model: Path, tta: str | None) -> dict[str, Any]:
+        from training.evaluate import evaluate_checkpoint
+
+        label = f"{name}+tta" if tta else name
+        out = self.dir / f"eval-{label}.json"
+        cmd = ["distill", "eval", "--model", str(model), "--json", str(self.json_of("test")),
+               "--images", str(self.data["test"].images_dir), "--out", str(out)]
+        self.commands.append(shlex.join(cmd + (["--tta", tta] if tta else [])))
+
+        def run() -> None:
+            report = evaluate_checkpoint(model, self.json_of("test"),
+                                         self.data["test"].images_dir, tta=tta)
+            write_json_atomic(out, report.to_json())
+
+        self.timed(f"eval {label}", out.is_file(), run)
+        scores: dict[str, Any] = json.loads(out.read_text())["scores"]
+        return scores
+
+    def pseudo_summary(self, name: str, split: str, teacher: Path) -> dict[str, Any]:
+        """How many pseudo-labels ``name`` kept and, since the synthetic unlabeled splits
+        keep their annotations, how good they are (a diagnostic; nothing is tuned on it)."""
+        from training.pseudo_quality import pseudo_label_quality
+
+        coco = json.loads((self.dir / f"{name}.json").read_text(encoding="utf-8"))
+        card, _, _ = load_checkpoint(teacher)
+        n = max(len(coco["images"]), 1)
+        return {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
+                "per_image": round(len(coco["annotations"]) / n, 3),
+                "quality": pseudo_label_quality(coco, load_coco(self.json_of(split)), card)}
+
+
+def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
+                 data: dict[str, SplitFiles]) -> dict[str, Any]:
+    """Teacher, pseudo-labels, students and baseline for one task and seed; their scores."""
+    torch.set_num_threads(cfg.threads)
+    p = _Pipeline(cfg, task, seed, data)
+    models: dict[str, Path] = {}
+    models["teacher"] = p.train("teacher", cfg.teacher_iters)
+    pseudo = p.annotate("pseudo", models["teacher"], "unlabeled")
+    models["student"] = p.train("student", cfg.student_iters, pseudo,
+                                data["unlabeled"].images_dir)
+    models["baseline"] = p.train("baseline", cfg.student_iters)
+    if cfg.shifted > 0:
+        shifted = p.annotate("pseudo-shifted", models["teacher"], "shifted")
+        models["student-shifted"] = p.train("student-shifted", cfg.student_iters, shifted,
+                                            data["shifted"].images_dir)
+    if cfg.second_round:
+        pseudo2 = p.annotate("pseudo-round2", models["student"], "unlabeled")
+        models["student-round2"] = p.train("student-round2", cfg.student_iters, pseudo2,
+                                           data["unlabeled"].images_dir)
+    if cfg.oracle:
+        # The same student with perfect pseudo-labels: what the unlabeled images can give
+        # at this budget, so a missing gain is traced to the labels or to the schedule.
+        models["student-oracle"] = p.train("student-oracle", cfg.student_iters,
+                                           p.json_of("unlabeled"), data["unlabeled"].images_dir)
+    scores: dict[str, dict[str, Any]] = {}
+    for name in ROWS:
+        if name in models:
+            scores[name] = p.evaluate(name, models[name], None)
+            scores[f"{name}+tta"] = p.evaluate(name, models[name], cfg.tta)
+    sources = {"pseudo": ("unlabeled", "teacher"), "pseudo-shifted": ("shifted", "teacher"),
+               "pseudo-round2": ("unlabeled", "student")}
+    pseudo_info = {name: p.pseudo_summary(name, split, models[by])
+                   for name, (split, by) in sources.items() if (p.dir / f"{name}.json").is_file()}
+    return {"task": task, "seed": seed, "scores": scores, "times": p.times,
+            "commands": p.commands, "pseudo": pseudo_info,
+            "iters": {name: _iterations(path) for name, path in models.items()}}
+
+
+def _trained(out: Path, iters: int) -> bool:
+    return out.is_file() and _iterations(out) == iters
+
+
+def _iterations(path: Path) -> int:
+    _, _, extra = load_checkpoint(path)
+    return int(extra.get("iteration", -1))
+
+
+def train_command(tc: TrainConfig) -> list[str]:
+    """The ``distill train`` command line equivalent to ``tc``."""
+    cmd = ["distill", "train", "--task", tc.task, "--train-json", str(tc.train_json),
+           "--images", str(tc.images)]
+    if tc.pseudo_json is not None and tc.pseudo_images is not None:
+        cmd += ["--pseudo-json", str(tc.pseudo_json), "--pseudo-images", str(tc.pseudo_images),
+                "--labeled-ratio", str(tc.labeled_ratio)]
+    cmd += ["--arch", tc.arch, "--iters", str(tc.iters), "--batch-size", str(tc.batch_size),
+            "--lr", str(tc.lr), "--seed", str(tc.seed), "--out", str(tc.out)]
+    if tc.min_size is not None:
+        cmd += ["--min-size", str(tc.min_size)]
+    if tc.max_size is not None:
+        cmd += ["--max-size", str(tc.max_size)]
+    return [*cmd, "--resume"]
