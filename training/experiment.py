@@ -145,10 +145,7 @@ def _earlier_invocations(out_dir: Path) -> list[dict[str, Any]]:
     path = out_dir / "results.json"
     if not path.is_file():
         return []
-    earlier = json.loads(path.read_text(encoding="utf-8"))
-    if "invocations" in earlier:
-        return list(earlier["invocations"])
-    return [{"started": None, "finished": earlier["finished"], "wall_s": earlier["wall_s"]}]
+    return list(json.loads(path.read_text(encoding="utf-8")).get("invocations", []))
 
 
 def _data(cfg: ExperimentConfig, seed: int) -> dict[str, SplitFiles]:
