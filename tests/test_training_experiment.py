@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from distill.errors import ConfigError
-from training.experiment import quick_config, run_experiment
+from training.experiment import _claim_out_dir, quick_config, run_experiment
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +55,24 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
     # Other sizes in the same directory would reuse stale steps: refused, nothing run.
     with pytest.raises(ConfigError, match="student_iters: 6 -> 7"):
         run_experiment(replace(cfg, student_iters=cfg.student_iters + 1))
+
+
+def test_a_shifted_split_may_join_a_finished_run_once(tmp_path: Path) -> None:
+    """Adding the shifted student changes no earlier result; any other change is refused."""
+    cfg = quick_config(tmp_path / "exp", shifted=0)
+    cfg.out_dir.mkdir(parents=True)
+    _claim_out_dir(cfg)
+    _claim_out_dir(replace(cfg, shifted=4))
+    assert json.loads((cfg.out_dir / "settings.json").read_text())["shifted"] == 4
+    with pytest.raises(ConfigError, match="shifted: 4 -> 8"):
+        _claim_out_dir(replace(cfg, shifted=8))
+    with pytest.raises(ConfigError, match="shifted: 4 -> 0"):
+        _claim_out_dir(cfg)
+    fresh = replace(cfg, out_dir=tmp_path / "other")
+    fresh.out_dir.mkdir()
+    _claim_out_dir(fresh)
+    with pytest.raises(ConfigError, match="labeled: 6 -> 7"):
+        _claim_out_dir(replace(fresh, shifted=4, labeled=7))
 
 
 @pytest.mark.slow

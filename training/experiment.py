@@ -15,7 +15,14 @@ For each task (keypoints, boxes) and seed:
 7. evaluate everything on the test split, with and without test-time augmentation.
 
 Every step is skipped when its output exists, so rerunning the same command resumes.
-Hyper-parameters were chosen on a separate validation split, never on the test split.
+
+How the defaults were chosen (docs/RESULTS.md has the runs): the trainer's learning
+rate, batch and schedule shape are its own defaults; the iteration counts are what
+both tasks and two seeds allow in about two hours on two CPU cores; the labeled-set
+size (40 images) comes from diagnostics on seeds 0 and 1, where a student taught the
+TRUE labels of the unlabeled split showed that with 100 labeled images these schedules
+are limited by iterations, not labels, so no pseudo-labels could help. The default
+seeds (2 and 3) took no part in any choice.
 """
 
 from __future__ import annotations
@@ -48,17 +55,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Sizes, schedules and switches; defaults fit about two hours on two CPU cores."""
+    """Sizes, schedules and switches; the defaults are explained in the module docstring."""
 
     out_dir: Path
     tasks: tuple[Task, ...] = ("keypoints", "boxes")
-    seeds: tuple[int, ...] = (0, 1)  # mean and spread over seeds
-    labeled: int = 100
+    seeds: tuple[int, ...] = (2, 3)  # mean and spread; 0 and 1 served the diagnostics
+    labeled: int = 40
     unlabeled: int = 500
     shifted: int = 400  # 0: no shifted-unlabeled student
     test: int = 150
-    teacher_iters: int = 500
-    student_iters: int = 800
+    teacher_iters: int = 800
+    student_iters: int = 1000
     batch_size: int = 4
     lr: float = 0.02
     tta: str = "standard"
@@ -115,7 +122,9 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 # Settings that change results: a run directory holds results of one combination only.
-# (Seeds and tasks may be added later: each (task, seed) has its own directory.)
+# (Seeds and tasks may be added later: each (task, seed) has its own directory. So may
+# the shifted split, once: it only adds a student, and the generator renders the other
+# splits identically with or without it.)
 _RESULT_SETTINGS = ("labeled", "unlabeled", "shifted", "test", "teacher_iters",
                     "student_iters", "batch_size", "lr", "tta", "arch", "min_size",
                     "max_size", "quick")
@@ -132,6 +141,9 @@ def _claim_out_dir(cfg: ExperimentConfig) -> None:
     if path.is_file():
         theirs = json.loads(path.read_text(encoding="utf-8"))
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if set(diff) == {"shifted"} and theirs.get("shifted") == 0:
+            write_json_atomic(path, mine)  # the shifted student joins a finished run
+            return
         if diff:
             changes = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in diff.items())
             raise ConfigError(f"{cfg.out_dir} holds a run with other settings ({changes}); "

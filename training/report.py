@@ -124,9 +124,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{cfg['student_iters']} iterations: the student's budget.",
         "- Scores: COCO AP (%) on the test split (keypoints: OKS with the card's sigmas). "
         "Mean ± sample standard deviation over seeds; Δ is paired per seed.",
-        "- Learning rate, batch and schedule shape are the trainer's defaults; the sizes "
-        "and iteration counts were set by the time budget (both tasks and every seed in "
-        "about two hours on two CPU cores). No setting was chosen by its test score.",
+        "- Learning rate, batch and schedule shape are the trainer's defaults; sizes, "
+        "iterations and seeds are the command's (below). How the experiment's defaults "
+        "were chosen: `training/experiment.py`'s docstring.",
         "- Pseudo-label precision / recall: the kept pseudo-labels against the unlabeled "
         "split's own annotations (the synthetic data keeps them; the teacher and the "
         "student never see them), matched at IoU 0.5 (boxes) or OKS 0.5 (keypoints).", ""]
