@@ -18,7 +18,7 @@ Every step is skipped when its output exists, so rerunning the same command resu
 
 How the defaults were chosen (docs/RESULTS.md has the runs): the trainer's learning
 rate, batch and schedule shape are its own defaults; the iteration counts are what
-both tasks and two seeds allow in about two hours on two CPU cores; the labeled-set
+both tasks and two seeds allow in about 2.3 hours on two CPU cores; the labeled-set
 size (40 images) comes from diagnostics on seeds 0 and 1, where a student taught the
 TRUE labels of the unlabeled split showed that with 100 labeled images these schedules
 are limited by iterations, not labels, so no pseudo-labels could help. The default
