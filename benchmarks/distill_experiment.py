@@ -2,7 +2,7 @@
 
 A thin wrapper over ``training.experiment`` (the same as ``distill experiment``)::
 
-    python benchmarks/distill_experiment.py                # default: ~2.3 h on 2 CPU cores
+    python benchmarks/distill_experiment.py                # default: about two hours on 2 CPU cores
     python benchmarks/distill_experiment.py --quick        # smoke test, about a minute
 
 Writes ``docs/RESULTS.md`` (``<out-dir>/RESULTS.md`` with ``--quick``) and

@@ -180,8 +180,10 @@ def test_shifted_split_looks_different(data: dict[str, SplitFiles]) -> None:
         return float(np.mean([_pixels(files, im["file_name"]).mean()
                               for im in _load(files.keypoints_json)["images"]]))
 
-    # The shifted split is night-like: far darker on average (about 55 against 130).
-    assert brightness(data["unlabeled"]) - brightness(data["shifted"]) > 40
+    # The shifted split is a dim street-like look: clearly darker on average (about 105
+    # against 135-145), yet not dark enough to hide the figures from the teacher.
+    assert brightness(data["unlabeled"]) - brightness(data["shifted"]) > 20
+    assert brightness(data["shifted"]) > 80
 
 
 def test_no_two_splits_share_a_file(data: dict[str, SplitFiles]) -> None:

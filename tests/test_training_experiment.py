@@ -57,6 +57,22 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
         run_experiment(replace(cfg, student_iters=cfg.student_iters + 1))
 
 
+def test_a_teacher_with_the_students_budget_is_the_baseline(tmp_path: Path) -> None:
+    """Same seed, data and schedule is the same training: done once, evaluated once."""
+    torch.set_num_threads(1)
+    cfg = quick_config(tmp_path / "exp", tasks=("boxes",), shifted=0, second_round=False,
+                       teacher_iters=6, student_iters=6, progress=False)
+    run = run_experiment(cfg)["runs"][0]
+    seed_dir = cfg.out_dir / "boxes" / "seed0"
+    assert (seed_dir / "teacher.pt").is_file() and not (seed_dir / "baseline.pt").exists()
+    assert not (seed_dir / "eval-baseline.json").exists()
+    assert run["iters"]["baseline"] == run["iters"]["teacher"] == run["iters"]["student"] == 6
+    assert run["scores"]["baseline+tta"] == run["scores"]["teacher+tta"]
+    report = (cfg.out_dir / "RESULTS.md").read_text()
+    assert "| teacher = baseline (labeled only, student's budget) | single pass |" in report
+    assert "| teacher (labeled only) |" not in report
+
+
 def test_a_shifted_split_may_join_a_finished_run_once(tmp_path: Path) -> None:
     """Adding the shifted student changes no earlier result; any other change is refused."""
     cfg = quick_config(tmp_path / "exp", shifted=0)

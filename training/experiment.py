@@ -3,13 +3,15 @@
 For each task (keypoints, boxes) and seed:
 
 1. generate the data (labeled, unlabeled, test and, optionally, a shifted unlabeled split);
-2. train the teacher on the labeled split (``teacher_iters``);
+2. train the teacher on the labeled split (``teacher_iters``; by default the student's
+   budget, which makes the teacher the equal-budget baseline of step 5 as well);
 3. pseudo-label the unlabeled split with ``distill.annotate`` (multi-transform
    inference, calibrated by the teacher card's labeled statistics);
 4. train the student from scratch on labeled + pseudo-labeled images (mixed sampler,
-   6:4, ``student_iters`` > ``teacher_iters``);
-5. train the equal-budget baseline: same architecture, same seed (so the same initial
-   weights), labeled only, the SAME number of iterations as the student;
+   6:4, ``student_iters`` >= ``teacher_iters``);
+5. the equal-budget baseline: same architecture, same seed (so the same initial
+   weights), labeled only, the SAME number of iterations as the student. When the
+   teacher had that budget it IS this training, and it is not repeated;
 6. the same student with pseudo-labels of the shifted split; optionally a second round
    where the student is the teacher;
 7. evaluate everything on the test split, with and without test-time augmentation.
@@ -18,11 +20,13 @@ Every step is skipped when its output exists, so rerunning the same command resu
 
 How the defaults were chosen (docs/RESULTS.md has the runs): the trainer's learning
 rate, batch and schedule shape are its own defaults; the iteration counts are what
-both tasks and two seeds allow in about 2.3 hours on two CPU cores; the labeled-set
-size (40 images) comes from diagnostics on seeds 0 and 1, where a student taught the
-TRUE labels of the unlabeled split showed that with 100 labeled images these schedules
-are limited by iterations, not labels, so no pseudo-labels could help. The default
-seeds (2 and 3) took no part in any choice.
+both tasks, two seeds and the shifted split allow in about two hours on two CPU cores
+(giving the teacher the student's budget saves one training per task and seed); the
+labeled-set size (40 images) comes from diagnostics on seeds 0 and 1, where a student
+taught the TRUE labels of the unlabeled split showed that with 100 labeled images these
+schedules are limited by iterations, not labels, so no pseudo-labels could help. The
+shifted look was made milder after a probe on seed 0 (its teacher's pseudo-label
+precision, not a test score). No setting was chosen by a test score of seeds 2 or 3.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class ExperimentConfig:
     unlabeled: int = 500
     shifted: int = 400  # 0: no shifted-unlabeled student
     test: int = 150
-    teacher_iters: int = 800
+    teacher_iters: int = 1000  # = student_iters: the teacher is the baseline
     student_iters: int = 1000
     batch_size: int = 4
     lr: float = 0.02
@@ -289,8 +293,8 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
                            results_md=args.results, command=command)
     elif cfg.results_md is None:
         cfg = replace(cfg, results_md=Path("docs/RESULTS.md"))
-    if cfg.student_iters <= cfg.teacher_iters and not cfg.quick:
-        log.warning("the student schedule (%d) is not longer than the teacher's (%d)",
+    if cfg.student_iters < cfg.teacher_iters and not cfg.quick:
+        log.warning("the student schedule (%d) is shorter than the teacher's (%d)",
                     cfg.student_iters, cfg.teacher_iters)
     return cfg
 

@@ -37,7 +37,13 @@ def task_table(task: str, runs: list[dict[str, Any]], tta: str) -> list[str]:
     head = ["model", "inference", "iters", "AP", "AP50", "AP75", *extra,
             "Δ AP vs baseline", "AP per seed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, label in LABELS.items():
+    # With equal budgets the pipeline trains the teacher once and it is the baseline.
+    shared = all(r["iters"].get("teacher") == r["iters"].get("baseline") for r in runs)
+    labels = dict(LABELS)
+    if shared:
+        del labels["teacher"]
+        labels["baseline"] = "teacher = baseline (labeled only, student's budget)"
+    for name, label in labels.items():
         for suffix in ("", "+tta"):
             row = name + suffix
             if not any(row in r["scores"] for r in runs):
@@ -115,7 +121,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- Architecture `{cfg['arch']}`, batch {cfg['batch_size']}, lr {cfg['lr']}, SGD "
         "momentum 0.9, weight decay 1e-4, linear warm-up, lr /10 at 70% and 90%, flip + "
         "scale jitter.",
-        f"- Teacher: {cfg['teacher_iters']} iterations on the labeled split. Pseudo-labels: "
+        f"- Teacher: {cfg['teacher_iters']} iterations on the labeled split"
+        + (" (with the student's budget it is the same training as the baseline, so it is "
+           "trained once)" if cfg["teacher_iters"] == cfg["student_iters"] else "")
+        + ". Pseudo-labels: "
         f"`distill annotate` with TTA preset `{cfg['tta']}`, thresholds calibrated to the "
         "labeled statistics.",
         f"- Student: from scratch, {cfg['student_iters']} iterations, minibatches mixing "

@@ -1,9 +1,11 @@
 """A small CPU-trainable backbone for tests, the demo and the benchmarks.
 
-About 1.5M parameters with its FPN; at 256 px it trains at roughly a dozen
-images per second on two CPU cores, enough to learn the synthetic data set in
-minutes while staying clearly imperfect, which is what data distillation needs
-to show a gain.
+The backbone with its FPN holds about 0.6M parameters, the whole detector 1.5M
+(boxes) to 1.65M (keypoints). At 256-416 px, batch 4, one CPU thread, it trains at
+about 4 images per second for keypoints and 5-6 for boxes (two such trainings side
+by side on this project's 2-core machine; docs/RESULTS.md has the step times):
+enough to learn the synthetic data set in minutes while staying clearly imperfect,
+which is what data distillation needs to show a gain.
 """
 
 from __future__ import annotations
