@@ -37,7 +37,7 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
         assert run["iters"]["baseline"] == run["iters"]["student"] == cfg.student_iters
         assert run["iters"]["teacher"] == cfg.teacher_iters
         assert {"teacher", "baseline", "baseline+tta", "student", "student+tta",
-                "student-shifted", "student-oracle"} <= set(run["scores"])
+                "student-shifted", "student-oracle", "student-shifted-oracle"} <= set(run["scores"])
         assert run["pseudo"]["pseudo"]["images"] == cfg.unlabeled
         quality = run["pseudo"]["pseudo"]["quality"]["bbox"]
         assert 0.0 <= quality["precision50"] <= 1.0 and 0.0 <= quality["recall50"] <= 1.0

@@ -74,7 +74,7 @@ class ExperimentConfig:
     lr: float = 0.02
     tta: str = "standard"
     second_round: bool = False
-    oracle: bool = False  # also a student taught the unlabeled split's true annotations
+    oracle: bool = False  # also students taught the unlabeled (and shifted) true annotations
     arch: str = "tiny"
     min_size: int | None = None
     max_size: int | None = None
@@ -263,8 +263,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", default=d.tta, help="preset for pseudo-labels and +TTA rows")
     p.add_argument("--second-round", action="store_true", help="student becomes teacher")
     p.add_argument("--oracle", action="store_true",
-                   help="also a student taught the unlabeled split's true annotations "
-                        "(synthetic data only): the ceiling of what pseudo-labels can give")
+                   help="also students taught the true annotations of the unlabeled and "
+                        "shifted splits (synthetic data only): the ceiling of what "
+                        "pseudo-labels can give")
     p.add_argument("--arch", default=d.arch)
     p.add_argument("--min-size", type=int, default=None)
     p.add_argument("--max-size", type=int, default=None)

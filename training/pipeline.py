@@ -27,7 +27,8 @@ from training.trainer import TrainConfig, train
 if TYPE_CHECKING:  # the experiment imports this module; the config is only a type here
     from training.experiment import ExperimentConfig
 
-ROWS = ("teacher", "baseline", "student", "student-shifted", "student-round2", "student-oracle")
+ROWS = ("teacher", "baseline", "student", "student-shifted", "student-round2", "student-oracle",
+        "student-shifted-oracle")
 
 
 class _Pipeline:
@@ -157,6 +158,10 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
         # at this budget, so a missing gain is traced to the labels or to the schedule.
         models["student-oracle"] = p.train("student-oracle", cfg.student_iters,
                                            p.json_of("unlabeled"), data["unlabeled"].images_dir)
+        if cfg.shifted > 0:  # the same for the shifted split: are its images worth it at all?
+            models["student-shifted-oracle"] = p.train(
+                "student-shifted-oracle", cfg.student_iters, p.json_of("shifted"),
+                data["shifted"].images_dir)
     scores: dict[str, dict[str, Any]] = {}
     evaluated: dict[Path, str] = {}  # a model shared by two rows is evaluated once
     for name in ROWS:

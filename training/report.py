@@ -12,6 +12,7 @@ LABELS = {
     "student-shifted": "student (+ pseudo-labels of shifted images)",
     "student-round2": "student, round 2 (student as teacher)",
     "student-oracle": "student taught the true labels (oracle, diagnostic)",
+    "student-shifted-oracle": "student taught the shifted images' true labels (oracle)",
 }
 METRIC = {"keypoints": "keypoints", "boxes": "bbox"}
 
