@@ -2,8 +2,8 @@
 
 The backbone with its FPN holds about 0.6M parameters, the whole detector 1.5M
 (boxes) to 1.65M (keypoints). At 256-416 px, batch 4, one CPU thread, it trains at
-about 4 images per second for keypoints and 5-6 for boxes (two such trainings side
-by side on this project's 2-core machine; docs/RESULTS.md has the step times):
+4-5 images per second for keypoints and about 6 for boxes (two such trainings side
+by side on this project's 2-core machine, Run 4 in docs/RESULTS.md):
 enough to learn the synthetic data set in minutes while staying clearly imperfect,
 which is what data distillation needs to show a gain.
 """
