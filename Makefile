@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 types: $(STAMP)
-	$(BIN)/mypy distill service worker training
+	$(BIN)/mypy distill jobs service worker training
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

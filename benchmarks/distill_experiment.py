@@ -15,7 +15,8 @@ import argparse
 import logging
 import sys
 
-from training.experiment import add_arguments, run_from_args
+from training.experiment import run_from_args
+from training.experiment_config import add_arguments
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,7 +60,8 @@ def _wait(pred: Any, timeout: float, what: str) -> Any:
 def _teacher(root: Path, labeled_json: Path) -> Path:
     import torch
 
-    from distill.card import ModelCard, flip_map_from_names, save_checkpoint
+    from distill.card import ModelCard, flip_map_from_names
+    from distill.checkpoint import save_checkpoint
     from distill.coco import labeled_statistics, load_coco
     from distill.data import PERSON_CATEGORY
     from distill.models.zoo import build_model, default_sizes
@@ -141,11 +142,12 @@ class Stack:
 def local_runner(teacher: Path, folder: Path, tta: str, batch: int) -> tuple[float, Any]:
     """Loads the teacher as ``annotate_folder`` does (timed), and returns a function that
     runs ``annotate_folder``'s steps on the folder with that loaded teacher."""
-    from distill.annotate import InferenceOptions, Teacher, finalize, infer_to_log
+    from distill.annotate import Teacher, infer_to_log
     from distill.fileio import write_json_atomic
     from distill.images import list_images
+    from distill.options import InferenceOptions
     from distill.predictions import PredictionLog
-    from distill.pseudolabels import SelectionConfig
+    from distill.pseudolabels import SelectionConfig, finalize
 
     t0 = time.perf_counter()
     model = Teacher.load(teacher, InferenceOptions(tta=tta, batch_size=batch))

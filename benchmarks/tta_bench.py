@@ -25,15 +25,18 @@ from typing import Any
 
 import torch
 
-from distill.annotate import InferenceOptions, annotate_folder, finalize
-from distill.card import ModelCard, load_checkpoint
+from distill.annotate import annotate_folder
+from distill.card import ModelCard
+from distill.checkpoint import load_checkpoint
 from distill.coco import load_coco
 from distill.data import generate
 from distill.images import load_image
 from distill.models.zoo import build_from_card
+from distill.options import InferenceOptions
 from distill.predictions import PredictionLog
-from distill.pseudolabels import SelectionConfig
-from distill.tta import KeypointTTA, parse_preset
+from distill.pseudolabels import SelectionConfig, finalize
+from distill.tta.keypoints import KeypointTTA
+from distill.tta.transforms import parse_preset
 from training.pseudo_quality import pseudo_label_quality
 from training.trainer import TrainConfig, train
 

@@ -3,16 +3,16 @@
 ``Teacher`` loads a checkpoint once and holds the wrapped predictor;
 ``infer_to_log`` streams images through it in batches, appending each
 finished batch to a :class:`PredictionLog` (so a restarted run skips
-finished images); ``finalize`` calibrates over everything logged and writes
-the COCO file. The CLI's ``distill annotate`` and the RQ worker both run
-exactly these functions.
+finished images) and handing it to one ``on_batch`` hook;
+:func:`distill.pseudolabels.finalize` then calibrates over everything logged
+and builds the COCO file. The CLI's ``distill annotate`` and the RQ worker
+both run exactly these functions.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +20,22 @@ import torch
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from tqdm import tqdm
 
-from distill.card import ModelCard, load_checkpoint
-from distill.errors import DistillError, ImageDecodeError
+from distill.card import ModelCard
+from distill.cardfile import card_with_checksum
+from distill.checkpoint import load_checkpoint
+from distill.errors import DataError, ImageDecodeError
 from distill.fileio import write_json_atomic
-from distill.images import DEFAULT_MAX_PIXELS, list_images, load_image
+from distill.images import list_images, load_image
 from distill.models.zoo import build_from_card
+from distill.options import InferenceOptions
 from distill.predictions import ImageRecord, PredictionLog
-from distill.pseudolabels import RecordSource, SelectionConfig, select, to_coco
-from distill.tta import Combine, FusionParams, Predictor, build_predictor
+from distill.pseudolabels import SelectionConfig, finalize
+from distill.tta.predictor import Predictor, build_predictor
 
 # An image source: a name (metadata only, never a path we open) and its bytes or file.
 ImageSource = tuple[str, bytes | Path]
-ProgressCallback = Callable[[int, int], None]  # (images done, images failed) this run
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How the teacher is run; everything with the method's defaults."""
-
-    tta: str = "standard"
-    fusion: FusionParams = field(default_factory=FusionParams)
-    combine: Combine = "avg"
-    size_dependent: bool = False
-    device: str = "cpu"
-    half: bool = False
-    batch_size: int = 4
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def describe(self) -> dict[str, Any]:
-        """JSON form for the output's info block."""
-        return {"tta": self.tta, "fusion": vars(self.fusion), "heatmap_combine": self.combine,
-                "size_dependent": self.size_dependent}
+# Called with each batch's records once they are on disk (progress, cancellation checks).
+BatchHook = Callable[[list[ImageRecord]], None]
 
 
 class Teacher:
@@ -66,9 +51,7 @@ class Teacher:
         self.model = model
         self.options = options
         self.checkpoint = checkpoint
-        self.predictor: Predictor = build_predictor(
-            model, card, tta=options.tta, fusion=options.fusion, combine=options.combine,
-            size_dependent=options.size_dependent, device=options.device, half=options.half)
+        self.predictor: Predictor = build_predictor(model, card, options)
 
     @classmethod
     def load(cls, checkpoint: Path, options: InferenceOptions) -> Teacher:
@@ -81,17 +64,26 @@ class Teacher:
         """The same loaded model under other inference options (no weights copied)."""
         return Teacher(self.card, self.model, options, self.checkpoint)
 
+    @property
+    def sha256(self) -> str:
+        """Checksum of the checkpoint file this teacher was loaded from."""
+        return str(self.card.provenance.get("sha256", ""))
+
     def info(self) -> dict[str, Any]:
         """What the output's info block says about how it was produced."""
-        return {**self.options.describe(),
-                "transforms": [str(t) for t in self.predictor.transforms]}
+        described = self.options.describe()
+        if self.card.task == "keypoints":
+            described.pop("fusion")  # no box fusion runs on the keypoint path
+        return {**described, "transforms": [str(t) for t in self.predictor.transforms]}
 
 
 def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: PredictionLog, *,
-                 on_progress: ProgressCallback | None = None) -> tuple[int, int]:
+                 on_batch: BatchHook | None = None) -> tuple[int, int]:
     """Runs the teacher over every source not yet in ``log``; returns (done, failed).
 
     Unreadable images become failed records instead of stopping the run.
+    ``on_batch`` gets each batch's records after they are fsynced to the log;
+    an exception it raises stops the run (a cancelled job) with nothing lost.
     """
     finished = log.done()
     todo = [s for s in sources if s[0] not in finished]
@@ -111,8 +103,8 @@ def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: Predicti
         log.append(records)
         failed += sum(r.error is not None for r in records)
         done += sum(r.error is None for r in records)
-        if on_progress is not None:
-            on_progress(done, failed)
+        if on_batch is not None:
+            on_batch(records)
     return done, failed
 
 
@@ -131,17 +123,6 @@ def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor]
         if len(images) == 1:
             return [ImageRecord.failed(names[0], f"inference failed: {exc}")]
     return [r for n, i in zip(names, images, strict=True) for r in _predict(teacher, [n], [i])]
-
-
-def finalize(records: RecordSource, card: ModelCard, selection: SelectionConfig,
-             info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Calibrates over all records and builds the COCO pseudo-label dict.
-
-    ``records`` may be a function starting a fresh streaming pass (see
-    :data:`distill.pseudolabels.RecordSource`), so huge sets stay out of memory.
-    """
-    chosen = select(records, card, selection)
-    return to_coco(records, card, chosen, {"selection": selection.describe(), **(info or {})})
 
 
 @dataclass(frozen=True)
@@ -168,18 +149,22 @@ def annotate_folder(teacher: Path, images: Path, out: Path, *,
     selection = selection or SelectionConfig()
     files = list_images(Path(images))
     if not files:
-        raise DistillError(f"no images (png, jpg, ...) in {str(images)!r}")
+        raise DataError(f"no images (png, jpg, ...) in {str(images)!r}")
     model = Teacher.load(teacher, options)
     log = PredictionLog(Path(str(out) + ".predictions.jsonl"))
     already = len(log.done() & {f.name for f in files})
     bar = tqdm(total=len(files), initial=already, unit="img", disable=not progress,
                desc="annotating")
 
-    def advance(done: int, failed: int) -> None:
-        bar.update(done + failed - (bar.n - already))
+    failed = 0
+
+    def advance(batch: list[ImageRecord]) -> None:
+        nonlocal failed
+        failed += sum(r.error is not None for r in batch)
+        bar.update(len(batch))
         bar.set_postfix(failed=failed)
 
-    infer_to_log(model, ((f.name, f) for f in files), log, on_progress=advance)
+    infer_to_log(model, ((f.name, f) for f in files), log, on_batch=advance)
     bar.close()
     names = {f.name for f in files}
     coco = finalize(lambda: log.iter_records(names), model.card, selection, model.info())
@@ -192,11 +177,3 @@ def annotate_folder(teacher: Path, images: Path, out: Path, *,
 def _batches(items: list[ImageSource], size: int) -> Iterator[list[ImageSource]]:
     for i in range(0, len(items), max(1, size)):
         yield items[i:i + size]
-
-
-def card_with_checksum(card: ModelCard, path: Path) -> ModelCard:
-    """The card with the checkpoint's file name and sha256 in its provenance, so every
-    output names its teacher exactly."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    prov = {**card.provenance, "checkpoint": path.name, "sha256": digest}
-    return ModelCard.from_dict({**card.to_dict(), "provenance": prov})

@@ -1,25 +1,22 @@
-"""The teacher checkpoint contract (DESIGN section 4).
+"""The teacher card (DESIGN section 4): what a checkpoint says about its model.
 
-A checkpoint is one file that ``torch.load(path, weights_only=True)`` reads:
-``{"format": "distill-checkpoint", "version": 1, "card": {...}, "state_dict": {...}}``.
 The card holds only JSON-compatible values (strings, numbers, lists, dicts
 with string keys) so that it can be served over HTTP as it is, and so that
-loading never has to unpickle an arbitrary object.
+loading never has to unpickle an arbitrary object. This module is pure
+Python: the API reads cards without torch (:mod:`distill.cardfile`); writing
+and loading whole checkpoints lives in :mod:`distill.checkpoint`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import Any
 
 from distill.errors import CardError
-from distill.fileio import atomic_writer
+from distill.options import TASKS, Task
 
-Task = Literal["keypoints", "boxes"]
-TASKS: tuple[Task, ...] = ("keypoints", "boxes")
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "TASKS", "LabeledStats", "ModelCard",
+           "Task", "flip_map_from_names"]
 CHECKPOINT_FORMAT = "distill-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -48,16 +45,21 @@ class ModelCard:
     categories: list[dict[str, Any]]
     min_size: int
     max_size: int
-    labeled_stats: LabeledStats
+    # None for a teacher imported without labeled statistics: only explicit thresholds work.
+    labeled_stats: LabeledStats | None = None
     arch_options: dict[str, Any] = field(default_factory=dict)
     flip_map: list[list[int]] = field(default_factory=list)
     oks_sigmas: list[float] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Model output label -> COCO category id, index 0 being the background; None marks a
+    # slot no category uses (torchvision's COCO models keep 91 outputs, with "N/A" gaps).
+    # Empty: labels 1..N are the categories in order (how ``distill train`` maps them).
+    label_ids: list[int | None] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
         """Classes of the detector, background included."""
-        return len(self.categories) + 1
+        return len(self.label_ids) if self.label_ids else len(self.categories) + 1
 
     @property
     def keypoint_names(self) -> list[str]:
@@ -66,9 +68,12 @@ class ModelCard:
             return []
         return list(self.categories[0].get("keypoints", []))
 
-    def category_id(self, label: int) -> int:
-        """COCO category id of contiguous model label ``label`` (1-based)."""
-        return int(self.categories[label - 1]["id"])
+    def category_id(self, label: int) -> int | None:
+        """COCO category id of model label ``label`` (1-based); None for an unused slot."""
+        if self.label_ids:
+            return self.label_ids[label] if 0 < label < len(self.label_ids) else None
+        return int(self.categories[label - 1]["id"]) if 0 < label <= len(self.categories) \
+            else None
 
     def flip_permutation(self) -> list[int]:
         """Keypoint index permutation that swaps each left/right pair."""
@@ -86,8 +91,8 @@ class ModelCard:
         """Validates and builds a card; raises :class:`CardError` naming the bad field."""
         if not isinstance(data, dict):
             raise CardError(f"card must be a mapping, got {type(data).__name__}")
-        missing = [k for k in ("arch", "task", "categories", "min_size", "max_size",
-                               "labeled_stats") if k not in data]
+        missing = [k for k in ("arch", "task", "categories", "min_size", "max_size")
+                   if k not in data]
         if missing:
             raise CardError(f"card lacks required fields {missing}")
         if data["task"] not in TASKS:
@@ -99,9 +104,9 @@ class ModelCard:
             raise CardError("card categories must be a non-empty list of {'id', 'name', ...}")
         if data["task"] == "keypoints" and (len(cats) != 1 or not cats[0].get("keypoints")):
             raise CardError("a keypoint card needs exactly one category with 'keypoints' names")
-        stats = data["labeled_stats"]
+        stats = data.get("labeled_stats")
         try:
-            labeled = LabeledStats(
+            labeled = None if stats is None else LabeledStats(
                 images=int(stats["images"]),
                 instances_per_image={str(k): float(v)
                                      for k, v in stats["instances_per_image"].items()},
@@ -125,7 +130,13 @@ class ModelCard:
             oks_sigmas=(None if data.get("oks_sigmas") is None
                         else [float(s) for s in data["oks_sigmas"]]),
             provenance={**dict(data.get("provenance") or {}), **extra},
+            label_ids=[None if i is None else int(i) for i in data.get("label_ids") or []],
         )
+        ids = {int(c["id"]) for c in cats}
+        stray = [i for i in card.label_ids if i is not None and i not in ids]
+        if card.label_ids and (card.label_ids[0] is not None or stray):
+            raise CardError(f"label_ids must start with null (the background) and name only "
+                            f"category ids {sorted(ids)}; got {card.label_ids[:8]}...")
         k = len(card.keypoint_names)
         if any(not (0 <= i < k and 0 <= j < k) for i, j in card.flip_map):
             raise CardError(f"flip_map {card.flip_map} has indices outside 0..{k - 1}")
@@ -165,45 +176,3 @@ def _mirrored_name(name: str) -> str | None:
         if name.endswith(a):
             return name[: -len(a)] + b
     return None
-
-
-def save_checkpoint(path: Path, card: ModelCard, state_dict: dict[str, torch.Tensor],
-                    extra: dict[str, Any] | None = None) -> None:
-    """Writes a checkpoint atomically (temp file, fsync, rename)."""
-    payload: dict[str, Any] = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "card": card.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-        **(extra or {}),
-    }
-    with atomic_writer(Path(path)) as fh:
-        torch.save(payload, fh)
-
-
-def load_checkpoint(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[str, Any]]:
-    """Reads a checkpoint without unpickling arbitrary objects.
-
-    Returns the card, the model's state dict, and the remaining entries
-    (optimizer state, iteration and the like for training checkpoints).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CardError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure means "not our format"
-        raise CardError(f"{str(path)!r} is not a readable checkpoint: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CardError(f"{str(path)!r} is not a distill checkpoint (no card); "
-                        "wrap torchvision weights with `distill card` first")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CardError(f"checkpoint version {payload.get('version')!r} is not supported "
-                        f"(expected {CHECKPOINT_VERSION})")
-    card = ModelCard.from_dict(payload["card"])
-    state = payload.get("state_dict")
-    if not isinstance(state, dict):
-        raise CardError(f"{str(path)!r} holds no state_dict")
-    rest = {k: v for k, v in payload.items()
-            if k not in ("format", "version", "card", "state_dict")}
-    return card, state, rest

@@ -17,9 +17,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.options import (
+    COMBINES,
+    DEFAULT_TTA,
+    FUSIONS,
+    PRESETS,
+    SCORINGS,
+    FusionParams,
+    InferenceOptions,
+)
 
-# Packages that add subcommands through a `register(subparsers)` function.
-_PLUGINS = ("training.cli", "service.cli", "worker.cli")
+# Modules that add subcommands through a `register(subparsers)` function; each imports its
+# heavy dependencies inside its commands, so that `distill serve` runs without torch.
+_PLUGINS = ("distill.teacher_cli", "training.cli", "service.cli", "worker.cli")
+_OWN_PACKAGES = frozenset({"distill", "jobs", "service", "worker", "training"})
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -34,29 +45,23 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
-    from distill.annotate import InferenceOptions, annotate_folder
+    from distill.annotate import annotate_folder
     from distill.pseudolabels import SelectionConfig
-    from distill.tta import FusionParams
 
-    options = InferenceOptions(
-        tta=args.tta, fusion=FusionParams(method=args.fusion, vote_threshold=args.vote_iou,
-                                          scoring=args.vote_scoring),
-        combine=args.heatmap_combine, size_dependent=args.size_dependent,
-        device=args.device, half=args.half, batch_size=args.batch_size)
     selection = SelectionConfig(score_threshold=args.score_thresh,
                                 keypoint_threshold=args.keypoint_thresh)
     report = annotate_folder(Path(args.teacher), Path(args.images), Path(args.out),
-                             options=options, selection=selection, progress=not args.quiet)
+                             options=inference_options_from_args(args), selection=selection,
+                             progress=not args.quiet)
     print(f"wrote {report.output}: {report.annotations} pseudo-labels on {report.images} "
           f"images ({report.failed} failed, {report.skipped_as_done} resumed from an earlier run)")
     return 0
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
-    from distill.card import load_checkpoint
+    from distill.cardfile import read_card
 
-    card, _, _ = load_checkpoint(Path(args.checkpoint))
-    print(json.dumps(card.to_dict(), indent=2))
+    print(json.dumps(read_card(Path(args.checkpoint)).to_dict(), indent=2))
     return 0
 
 
@@ -95,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             plugin = importlib.import_module(module)
         except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing and missing not in _OWN_PACKAGES | {module.split(".")[0]}:
+                # An extra is not installed (say the API image, without torch): its
+                # commands are absent rather than breaking every other command.
+                logging.getLogger(__name__).debug("%s unavailable: %s", module, exc)
+                continue
             if exc.name is not None and module.startswith(exc.name):
                 continue  # that part of the project is not installed
             raise
@@ -103,20 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that runs a teacher."""
-    p.add_argument("--tta", default="standard",
-                   help="transform preset: identity, flip, standard, paper, paper-relative, "
+    """Options shared by every command that runs a teacher (defaults: InferenceOptions's)."""
+    d = InferenceOptions()
+    p.add_argument("--tta", default=d.tta,
+                   help=f"transform preset: {', '.join(PRESETS)}, "
                         "or a list like '224,256,320+flip' / 'x0.75,x1,x1.25+flip'")
-    p.add_argument("--fusion", choices=("vote", "wbf"), default="vote",
+    p.add_argument("--fusion", choices=FUSIONS, default=d.fusion.method,
                    help="box fusion: NMS + box voting, or weighted boxes fusion")
-    p.add_argument("--vote-iou", type=float, default=0.8, help="box-voting IoU threshold")
-    p.add_argument("--vote-scoring", choices=("ID", "AVG", "IOU_AVG"), default="ID")
-    p.add_argument("--heatmap-combine", choices=("avg", "max"), default="avg")
+    p.add_argument("--vote-iou", type=float, default=d.fusion.vote_threshold,
+                   help="box-voting IoU threshold")
+    p.add_argument("--vote-scoring", choices=SCORINGS, default=d.fusion.scoring)
+    p.add_argument("--heatmap-combine", choices=COMBINES, default=d.combine)
     p.add_argument("--size-dependent", action="store_true",
                    help="small boxes ignore down-scaled passes, large ones up-scaled passes")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="images per forward pass")
+
+
+def inference_options_from_args(args: argparse.Namespace) -> InferenceOptions:
+    """The :class:`InferenceOptions` that :func:`add_inference_arguments` flags describe."""
+    return InferenceOptions(
+        tta=args.tta or DEFAULT_TTA,
+        fusion=FusionParams(method=args.fusion, vote_threshold=args.vote_iou,
+                            scoring=args.vote_scoring),
+        combine=args.heatmap_combine, size_dependent=args.size_dependent,
+        device=args.device, half=args.half, batch_size=args.batch_size)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,15 +11,18 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from distill.errors import ImageDecodeError
+from distill.errors import DataError, ImageDecodeError
+from distill.options import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-DEFAULT_MAX_PIXELS = 50_000_000
 
 
 def open_image(data: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -66,6 +69,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB Pillow image -> float tensor (3, H, W) in [0, 1], as torchvision detectors take."""
+    import torch  # here, so that decoding and listing (the API, the client) need no torch
+
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -78,6 +83,6 @@ def load_image(data: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder`` (by suffix), sorted by name."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
+        raise DataError(f"image folder {str(folder)!r} does not exist")
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -13,11 +13,12 @@ import os
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from distill.card import ModelCard
+
+if TYPE_CHECKING:  # only for annotations: reading and writing records needs no torch
+    from torch import Tensor
 
 _DECIMALS = 2  # a hundredth of a pixel is far below any detector's precision
 
@@ -49,22 +50,28 @@ class ImageRecord:
     @classmethod
     def from_output(cls, file_name: str, width: int, height: int,
                     output: dict[str, Tensor], card: ModelCard) -> ImageRecord:
-        """Converts a detector/TTA output dict (contiguous labels) to a record (COCO ids)."""
+        """Converts a detector/TTA output dict (model labels) to a record (COCO ids).
+
+        A detection whose label maps to no category (an "N/A" slot of torchvision's
+        COCO models) is dropped: it can never be a valid annotation.
+        """
         def r(x: float) -> float:
             return round(float(x), _DECIMALS)
 
-        boxes = tuple(tuple(r(v) for v in b) for b in output["boxes"].tolist())
+        ids = [card.category_id(int(lbl)) for lbl in output["labels"].tolist()]
+        keep = [i for i, c in enumerate(ids) if c is not None]
+        boxes = output["boxes"].tolist()
         kps = kp_scores = None
         if "keypoints" in output:
-            kps = tuple(tuple((r(x), r(y)) for x, y, _ in inst)
-                        for inst in output["keypoints"].tolist())
-            kp_scores = tuple(tuple(round(s, 4) for s in inst)
-                              for inst in output["keypoints_scores"].tolist())
+            points, point_scores = output["keypoints"].tolist(), output["keypoints_scores"].tolist()
+            kps = tuple(tuple((r(x), r(y)) for x, y, _ in points[i]) for i in keep)
+            kp_scores = tuple(tuple(round(s, 4) for s in point_scores[i]) for i in keep)
+        scores = output["scores"].tolist()
         return cls(
             file_name=file_name, width=width, height=height,
-            boxes=boxes,  # type: ignore[arg-type]
-            scores=tuple(round(float(s), 5) for s in output["scores"].tolist()),
-            category_ids=tuple(card.category_id(int(lbl)) for lbl in output["labels"].tolist()),
+            boxes=tuple(tuple(r(v) for v in boxes[i]) for i in keep),  # type: ignore[misc]
+            scores=tuple(round(float(scores[i]), 5) for i in keep),
+            category_ids=tuple(int(ids[i]) for i in keep),  # type: ignore[arg-type]
             keypoints=kps, keypoint_scores=kp_scores,
         )
 

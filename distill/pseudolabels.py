@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from distill.calibrate import Selection, keypoint_score_threshold, score_thresholds
-from distill.card import ModelCard
+from distill.card import LabeledStats, ModelCard
 from distill.errors import ConfigError
 from distill.predictions import ImageRecord
 
@@ -45,12 +45,6 @@ class SelectionConfig:
     category_thresholds: Mapping[int, float] = field(default_factory=dict)
     keypoint_threshold: float | None = None
 
-    @property
-    def calibrated(self) -> bool:
-        """True when any threshold is left to calibration."""
-        return (self.score_threshold is None and not self.category_thresholds) \
-            or self.keypoint_threshold is None
-
     def describe(self) -> dict[str, Any]:
         """JSON form for the output's info block."""
         return {"score_threshold": self.score_threshold,
@@ -66,6 +60,7 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
         default = config.score_threshold if config.score_threshold is not None else math.inf
         thresholds = {c: float(config.category_thresholds.get(c, default)) for c in cat_ids}
     else:
+        stats = _labeled_stats(card, "detection-score")
         by_cat: dict[int, array[float]] = {c: array("d") for c in cat_ids}
         num_ok = 0
         for r in fresh():
@@ -73,22 +68,46 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
                 num_ok += 1
                 for s, c in zip(r.scores, r.category_ids, strict=True):
                     by_cat.setdefault(c, array("d")).append(s)
-        targets = {int(k): v for k, v in card.labeled_stats.instances_per_image.items()}
+        targets = {int(k): v for k, v in stats.instances_per_image.items()}
         thresholds = score_thresholds(by_cat, targets, num_ok)
     kp_threshold: float | None = None
     if card.task == "keypoints":
         if config.keypoint_threshold is not None:
             kp_threshold = float(config.keypoint_threshold)
         else:
-            visible = card.labeled_stats.visible_keypoints_per_instance
+            visible = _labeled_stats(card, "keypoint-score").visible_keypoints_per_instance
             if visible is None:
                 raise ConfigError("the teacher card has no visible-keypoint statistics; "
                                   "give an explicit keypoint threshold")
+            boxes_only = Selection(score_thresholds=thresholds, keypoint_threshold=None)
             kept = [kps for r in fresh() if r.error is None for kps, s, c in
                     zip(r.keypoint_scores or (), r.scores, r.category_ids, strict=True)
-                    if s >= thresholds.get(c, math.inf)]
+                    if boxes_only.keeps(c, s)]
             kp_threshold = keypoint_score_threshold(kept, visible)
     return Selection(score_thresholds=thresholds, keypoint_threshold=kp_threshold)
+
+
+def _labeled_stats(card: ModelCard, what: str) -> LabeledStats:
+    """The card's labeled statistics, or an error that says how to do without them."""
+    if card.labeled_stats is None:
+        name = card.provenance.get("name") or card.provenance.get("checkpoint") or card.arch
+        raise ConfigError(
+            f"teacher {name!r} carries no labeled-set statistics, so the {what} threshold "
+            "cannot be calibrated: give explicit thresholds (score_thresh and, for keypoints, "
+            "keypoint_thresh), or re-import the teacher with `distill teacher import "
+            "--labeled-json J` or `--stats S`")
+    return card.labeled_stats
+
+
+def finalize(records: RecordSource, card: ModelCard, selection: SelectionConfig,
+             info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Calibrates over all records and builds the COCO pseudo-label dict.
+
+    ``records`` may be a function starting a fresh streaming pass (see
+    :data:`RecordSource`), so huge sets stay out of memory.
+    """
+    chosen = select(records, card, selection)
+    return to_coco(records, card, chosen, {"selection": selection.describe(), **(info or {})})
 
 
 def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
@@ -112,7 +131,7 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
                        "width": rec.width, "height": rec.height})
         for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
                                                   strict=True)):
-            if score < selection.score_thresholds.get(cat, math.inf):
+            if not selection.keeps(cat, score):
                 continue
             x1, y1, x2, y2 = box
             w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
@@ -122,15 +141,14 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
                 "iscrowd": 0, "score": score,
             }
             if rec.keypoints is not None and rec.keypoint_scores is not None:
-                _add_keypoints(ann, rec.keypoints[i], rec.keypoint_scores[i],
-                               selection.keypoint_threshold)
+                _add_keypoints(ann, rec.keypoints[i], rec.keypoint_scores[i], selection)
             annotations.append(ann)
     block = {
         "description": "pseudo-labels by data distillation (Radosavovic et al., CVPR 2018)",
         "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
         "teacher": {"arch": card.arch, "task": card.task, **_provenance(card)},
         "thresholds": _thresholds_json(selection),
-        "labeled_stats": card.to_dict()["labeled_stats"],
+        "labeled_stats": card.to_dict()["labeled_stats"],  # null: explicit thresholds only
         "num_images": len(images), "num_failed": len(errors), "errors": errors,
         **(info or {}),
     }
@@ -139,12 +157,12 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
 
 
 def _add_keypoints(ann: dict[str, Any], points: tuple[tuple[float, float], ...],
-                   scores: tuple[float, ...], threshold: float | None) -> None:
+                   scores: tuple[float, ...], selection: Selection) -> None:
     """Kept keypoints get v=2; dropped ones are written 0,0,0 as COCO does for unlabeled."""
     flat: list[float] = []
     kept = 0
     for (x, y), s in zip(points, scores, strict=True):
-        if threshold is not None and s >= threshold:
+        if selection.keypoint_threshold is not None and selection.keeps_keypoint(s):
             flat += [x, y, 2]
             kept += 1
         else:

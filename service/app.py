@@ -13,18 +13,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from redis import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import distill
 from distill.errors import DistillError
+from jobs.connection import connect
+from jobs.recovery import requeue_lost_jobs
+from jobs.settings import Settings, get_settings, teacher_paths
+from jobs.store import JobStore
+from jobs.teachers import TeacherRegistry
 from service.auth import check_auth_settings
 from service.routers import annotate, datasets, health, jobs, teachers
-from worker import queueing
-from worker.connection import connect
-from worker.settings import Settings, get_settings
-from worker.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or get_settings()
     check_auth_settings(settings)
+    registry = TeacherRegistry(lambda: teacher_paths(settings))
+    if not registry.names():
+        log.warning("no teacher registered (DISTILL_TEACHERS / DISTILL_TEACHER): every "
+                    "upload will be refused until one is")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = JobStore(settings.data_dir)
         app.state.redis = connect(settings)
+        app.state.registry = registry
         try:
-            requeue_lost_jobs(app.state.store, app.state.redis.redis, settings)
+            requeue_lost_jobs(app.state.store, app.state.redis.redis, settings, registry)
         except RedisError as exc:
             log.warning("could not check for lost jobs (Redis unreachable: %s)", exc)
         yield
@@ -111,26 +116,3 @@ class ContentLengthLimit:
                 await send({"type": "http.response.body", "body": body.encode()})
                 return
         await self.app(scope, receive, send)
-
-
-def requeue_lost_jobs(store: JobStore, redis: Redis, settings: Settings) -> int:
-    """Queues again the unfinished jobs that Redis no longer knows (its data was lost).
-
-    The store, not Redis, is the record of what was accepted; a lock lets only
-    one of several API replicas do this at a time.
-    """
-    if not redis.set(f"distill:{settings.queue}:recovery", "1", nx=True, ex=60):
-        return 0
-    count = 0
-    for record in store.list_jobs():
-        state = store.load_state(record.id)
-        if record.cancelled_at is not None or (
-                state is not None and state.status in ("finished", "failed", "cancelled")):
-            continue
-        if queueing.rq_status(redis, record.id) is None:
-            queueing.enqueue(redis, settings.queue, record.id, timeout_s=record.timeout_s,
-                             retries=settings.job_retries)
-            count += 1
-    if count:
-        log.warning("requeued %d accepted jobs that Redis had lost", count)
-    return count

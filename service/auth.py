@@ -14,7 +14,7 @@ from fastapi import HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials
 
 from distill.errors import ConfigError
-from worker.settings import Settings
+from jobs.settings import Settings
 
 OPEN_OWNER = "open"  # the owner of every job when the service runs without keys
 

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.settings import Settings, get_settings
+from distill.options import FUSIONS
+from jobs.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ def register(sub: Any) -> None:
     p.add_argument("--data-dir", help="data directory (DISTILL_DATA_DIR)")
     p.add_argument("--with-worker", action="store_true",
                    help="also start one worker process against the same Redis and data")
-    p.add_argument("--teacher", help="teacher checkpoint for --with-worker (DISTILL_TEACHER)")
+    p.add_argument("--teacher", help="a teacher checkpoint, registered under its file stem "
+                                     "(DISTILL_TEACHER; several: DISTILL_TEACHERS)")
     p.set_defaults(func=_cmd_serve)
 
     c = sub.add_parser("client", help="talk to a running service")
@@ -40,8 +42,9 @@ def register(sub: Any) -> None:
     a.add_argument("--out", required=True, help="COCO JSON to write")
     a.add_argument("--batch-size", type=int, default=16, help="images per uploaded batch")
     a.add_argument("--dataset", help="dataset name grouping the batches (default: generated)")
+    a.add_argument("--teacher", help="registered teacher name (default: the only one)")
     a.add_argument("--tta", help="transform preset (default: the service's)")
-    a.add_argument("--fusion", choices=("vote", "wbf"))
+    a.add_argument("--fusion", choices=FUSIONS)
     a.add_argument("--score-thresh", type=float)
     a.add_argument("--keypoint-thresh", type=float)
     a.add_argument("--poll", type=float, default=1.0, help="seconds between status polls")
@@ -60,14 +63,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from distill.errors import ConfigError
+    from jobs.connection import RedisHandle, connect
+    from jobs.settings import teacher_paths
     from service.app import create_app
     from service.auth import check_auth_settings
-    from worker.connection import RedisHandle, connect
 
     settings = _overrides(args)
     check_auth_settings(settings)  # before anything is started
-    if args.with_worker and settings.teacher is None:
-        raise ConfigError("--with-worker needs a teacher: --teacher or DISTILL_TEACHER")
+    if args.with_worker and not teacher_paths(settings):
+        raise ConfigError("--with-worker needs a teacher: --teacher PATH, DISTILL_TEACHER or "
+                          "DISTILL_TEACHERS")
     embedded: RedisHandle | None = None
     if not settings.redis_url:
         # Started here, not in the app, so that the worker can be pointed at the same server.
@@ -79,8 +84,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.with_worker:
             env = {**os.environ, "REDIS_URL": str(settings.redis_url),
                    "DISTILL_DATA_DIR": str(Path(settings.data_dir).resolve()),
-                   "DISTILL_TEACHER": str(Path(str(settings.teacher)).resolve()),
                    "DISTILL_QUEUE": settings.queue}
+            if settings.teacher is not None:
+                env["DISTILL_TEACHER"] = str(Path(settings.teacher).resolve())
             worker = subprocess.Popen([sys.executable, "-m", "distill.cli", "worker"], env=env)
             log.info("started worker process %d", worker.pid)
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal; these
@@ -120,7 +126,8 @@ def _cmd_client_annotate(args: argparse.Namespace) -> int:
     from service.client import ClientOptions, annotate_folder_remote
 
     options = ClientOptions(batch_size=max(1, args.batch_size), dataset=args.dataset,
-                            tta=args.tta, fusion=args.fusion, score_thresh=args.score_thresh,
+                            teacher=args.teacher, tta=args.tta, fusion=args.fusion,
+                            score_thresh=args.score_thresh,
                             keypoint_thresh=args.keypoint_thresh, poll_s=args.poll,
                             progress=not args.quiet)
     coco = annotate_folder_remote(args.url.rstrip("/"), args.key, Path(args.images),

@@ -23,9 +23,8 @@ from tqdm import tqdm
 
 from distill.errors import DistillError
 from distill.fileio import write_json_atomic
+from distill.images import list_images
 
-# The same suffixes as distill.images (not imported: it would pull torch into the client).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _RESUBMIT = ("failed", "cancelled")
 
 
@@ -35,6 +34,7 @@ class ClientOptions:
 
     batch_size: int = 16
     dataset: str | None = None
+    teacher: str | None = None
     tta: str | None = None
     fusion: str | None = None
     score_thresh: float | None = None
@@ -71,13 +71,12 @@ class ClientState:
 def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
                            options: ClientOptions) -> dict[str, Any]:
     """Runs the whole client flow; returns the downloaded COCO dict (also written to ``out``)."""
-    files = sorted(p for p in Path(images).iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) \
-        if Path(images).is_dir() else []
+    files = list_images(Path(images))
     if not files:
         raise DistillError(f"no images (png, jpg, ...) in {str(images)!r}")
     state_path = out.with_name(out.name + ".state.json")
-    form = {k: str(v) for k, v in (("tta", options.tta), ("fusion", options.fusion),
+    form = {k: str(v) for k, v in (("teacher", options.teacher), ("tta", options.tta),
+                                   ("fusion", options.fusion),
                                    ("score_thresh", options.score_thresh),
                                    ("keypoint_thresh", options.keypoint_thresh)) if v is not None}
     state = ClientState.load(state_path)

@@ -8,9 +8,10 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 
+from jobs.settings import Settings, get_settings
+from jobs.store import JOB_ID_RE, JobRecord, JobStore
+from jobs.teachers import TeacherRegistry
 from service.auth import authenticate
-from worker.settings import Settings, get_settings
-from worker.store import JOB_ID_RE, JobRecord, JobStore
 
 _bearer = HTTPBearer(auto_error=False, description="an API key from DISTILL_API_KEYS")
 
@@ -29,8 +30,15 @@ def get_redis(request: Request) -> Redis:
     return redis
 
 
+def get_registry(request: Request) -> TeacherRegistry:
+    """The registered teachers, built from the settings when the app was created."""
+    registry: TeacherRegistry = request.app.state.registry
+    return registry
+
+
 StoreDep = Annotated[JobStore, Depends(get_store)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
+RegistryDep = Annotated[TeacherRegistry, Depends(get_registry)]
 
 
 def get_owner(request: Request, settings: SettingsDep,

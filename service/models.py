@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from worker.store import ImageError, JobRequest
+from jobs.store import ImageError, JobRequest, JobStatus
 
-JobStatus = Literal["queued", "running", "finished", "failed", "cancelled"]
+__all__ = ["JobStatus"]  # re-exported: the API's status vocabulary is the store's
 
 
 class Progress(BaseModel):
@@ -41,8 +41,9 @@ class JobAccepted(BaseModel):
     """Answer to POST /annotate (202)."""
 
     id: str
-    status: JobStatus = "queued"
+    status: JobStatus = JobStatus.QUEUED
     dataset: str | None
+    teacher: str
     images: int
     files: list[AcceptedFile]
     links: JobLinks
@@ -54,6 +55,10 @@ class JobOut(BaseModel):
     id: str
     status: JobStatus
     dataset: str | None
+    teacher: str
+    teacher_sha256: str | None = None
+    # Why a queued job does not start, e.g. no live worker serves its teacher.
+    waiting_for: str | None = None
     created_at: datetime
     started_at: datetime | None = None
     updated_at: datetime | None = None
@@ -90,24 +95,34 @@ class WorkerOut(BaseModel):
     state: str | None = None
     job: str | None = None
     device: str | None = None
+    sha256: str | None = Field(default=None, description="checksum of the checkpoint it has "
+                                                         "loaded")
     last_seen: str | None = None
 
 
 class TeacherOut(BaseModel):
-    """A teacher checkpoint served by at least one live worker, with its card."""
+    """A registered teacher: what its card says, and the live workers that serve it."""
 
-    sha256: str
-    checkpoint: str | None = None
-    card: dict[str, Any]
-    default_tta: str | None = None
-    default_fusion: str | None = None
+    name: str
+    queue: str
+    checkpoint: str
+    sha256: str | None = None
+    task: str | None = None
+    arch: str | None = None
+    categories: list[dict[str, Any]] = Field(default_factory=list)
+    min_size: int | None = None
+    max_size: int | None = None
+    calibrated: bool = Field(
+        default=False, description="the card carries labeled statistics, so thresholds can be "
+                                   "calibrated; without them jobs need explicit thresholds")
+    error: str | None = Field(default=None, description="why the checkpoint is unusable")
+    card: dict[str, Any] | None = None
     workers: list[WorkerOut]
 
 
 class TeacherList(BaseModel):
     """GET /teachers."""
 
-    queue: str
     teachers: list[TeacherOut]
 
 

@@ -3,7 +3,8 @@
 The store is the source of truth (it survives Redis and API restarts); RQ
 adds what only it knows: that a job is back in the queue after a retry, or
 that it failed for good without its worker writing anything (the worker was
-killed and no retries were left).
+killed and no retries were left). Redis also says whether any worker serves
+the job's teacher, which is why a queued job may be waiting.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service.models import JobLinks, JobOut, JobStatus, Progress
-from worker import queueing
-from worker.store import JobRecord, JobState, JobStore
+from jobs import queueing
+from jobs.store import JobRecord, JobState, JobStatus, JobStore
+from service.models import JobLinks, JobOut, Progress
 
 _QUEUED_IN_RQ = ("queued", "scheduled", "deferred")
 
@@ -26,24 +27,24 @@ def links(job_id: str) -> JobLinks:
 def job_status(record: JobRecord, state: JobState | None, rq: str | None) -> JobStatus:
     """Combines the store's view and RQ's into one status."""
     if record.cancelled_at is not None:
-        return "cancelled"
-    if state is not None and state.status in ("finished", "failed", "cancelled"):
+        return JobStatus.CANCELLED
+    if state is not None and state.is_terminal:
         return state.status
     if rq == "failed":
-        return "failed"
+        return JobStatus.FAILED
     if rq in _QUEUED_IN_RQ:
-        return "queued"  # also a job requeued after its worker died
+        return JobStatus.QUEUED  # also a job requeued after its worker died
     if state is not None or rq == "started":
-        return "running"
-    return "queued"
+        return JobStatus.RUNNING
+    return JobStatus.QUEUED
 
 
-def job_view(store: JobStore, redis: Redis | None, record: JobRecord) -> JobOut:
+def job_view(store: JobStore, redis: Redis | None, record: JobRecord, queue_prefix: str
+             ) -> JobOut:
     """The full status of one job; ``redis`` None (or unreachable) uses the store alone."""
     state = store.load_state(record.id)
     rq: str | None = None
-    terminal = record.cancelled_at is not None or (
-        state is not None and state.status in ("finished", "failed", "cancelled"))
+    terminal = record.cancelled_at is not None or (state is not None and state.is_terminal)
     if redis is not None and not terminal:
         try:
             rq = queueing.rq_status(redis, record.id)
@@ -51,16 +52,33 @@ def job_view(store: JobStore, redis: Redis | None, record: JobRecord) -> JobOut:
             rq = None
     status = job_status(record, state, rq)
     error = state.error if state else None
-    if status == "failed" and error is None and redis is not None:
+    if status == JobStatus.FAILED and error is None and redis is not None:
         try:
             error = queueing.rq_failure(redis, record.id) or "failed in the queue"
         except RedisError:
             error = "failed in the queue"
+    waiting = _waiting_for(redis, record, queue_prefix) if status == JobStatus.QUEUED else None
     st = state or JobState(total=len(record.files))
     return JobOut(
-        id=record.id, status=status, dataset=record.dataset, created_at=record.created_at,
+        id=record.id, status=status, dataset=record.dataset, teacher=record.teacher,
+        teacher_sha256=st.teacher_sha256 or record.teacher_sha256, waiting_for=waiting,
+        created_at=record.created_at,
         started_at=st.started_at, updated_at=st.updated_at, finished_at=st.finished_at,
         cancelled_at=record.cancelled_at,
         progress=Progress(done=st.done, failed=st.failed, total=len(record.files)),
         attempts=st.attempts, errors=st.errors, error=error, annotations=st.annotations,
         request=record.request, links=links(record.id))
+
+
+def _waiting_for(redis: Redis | None, record: JobRecord, queue_prefix: str) -> str | None:
+    """Says so when no live worker serves the job's teacher (the job waits for one)."""
+    if redis is None or not record.teacher:
+        return None
+    queue = queueing.queue_name(queue_prefix, record.teacher)
+    try:
+        if queueing.live_workers(redis, queue):
+            return None
+    except RedisError:
+        return None
+    return (f"a worker of teacher {record.teacher!r}: none is running; start one with "
+            f"`distill worker --teacher {record.teacher}`")

@@ -122,7 +122,8 @@ def teacher_checkpoint(synthetic: dict[str, Any],
     """A random-weight ``tiny`` keypoint teacher with a card from the labeled split."""
     import torch
 
-    from distill.card import ModelCard, flip_map_from_names, save_checkpoint
+    from distill.card import ModelCard, flip_map_from_names
+    from distill.checkpoint import save_checkpoint
     from distill.coco import labeled_statistics, load_coco
     from distill.data import PERSON_CATEGORY
     from distill.models.zoo import build_model, default_sizes

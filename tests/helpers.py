@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from distill.card import ModelCard, flip_map_from_names, save_checkpoint
+from distill.card import ModelCard, flip_map_from_names
+from distill.checkpoint import save_checkpoint
 from distill.coco import keypoint_category, labeled_statistics, load_coco
 from distill.data import generate
 from distill.models.zoo import build_model

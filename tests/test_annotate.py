@@ -14,9 +14,10 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from distill.annotate import InferenceOptions, Teacher, annotate_folder, infer_to_log
+from distill.annotate import Teacher, annotate_folder, infer_to_log
 from distill.cli import main
 from distill.images import list_images
+from distill.options import InferenceOptions
 from distill.predictions import PredictionLog
 from distill.pseudolabels import SelectionConfig
 from tests.helpers import make_synth, make_teacher

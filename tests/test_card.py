@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from distill.card import ModelCard, flip_map_from_names, load_checkpoint, save_checkpoint
+from distill.card import ModelCard, flip_map_from_names
+from distill.cardfile import read_card
+from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.errors import CardError
 from distill.models.zoo import build_from_card
 from tests.helpers import make_synth, make_teacher
@@ -70,9 +75,51 @@ def test_card_validation_names_the_problem() -> None:
     bad = _card_dict() | {"flip_map": [[1, 5]]}
     with pytest.raises(CardError, match="flip_map"):
         ModelCard.from_dict(bad)
-    bad = {k: v for k, v in _card_dict().items() if k != "labeled_stats"}
+    bad = _card_dict() | {"labeled_stats": {"images": 3}}
     with pytest.raises(CardError, match="labeled_stats"):
         ModelCard.from_dict(bad)
+    # An imported teacher may come without statistics: only explicit thresholds work then.
+    bare = {k: v for k, v in _card_dict().items() if k != "labeled_stats"}
+    assert ModelCard.from_dict(bare).labeled_stats is None
+    bad = _card_dict() | {"label_ids": [None, 7, 99]}
+    with pytest.raises(CardError, match="label_ids"):
+        ModelCard.from_dict(bad)
+
+
+def test_label_ids_map_sparse_outputs_and_skip_unused_slots() -> None:
+    card = ModelCard.from_dict(_card_dict() | {"label_ids": [None, None, 7]})
+    assert card.num_classes == 3
+    assert card.category_id(2) == 7 and card.category_id(1) is None
+    assert card.category_id(3) is None  # beyond the model's outputs
+
+
+def test_read_card_needs_no_torch_and_matches_load(tmp_path: Path) -> None:
+    card = ModelCard.from_dict(_card_dict())
+    save_checkpoint(tmp_path / "c.pt", card, {"w": torch.ones(2)}, extra={"iteration": 5})
+    assert read_card(tmp_path / "c.pt") == load_checkpoint(tmp_path / "c.pt")[0]
+    # In a process that cannot import torch at all, the card still reads.
+    code = ("import sys; sys.modules['torch'] = None; "
+            "from distill.cardfile import read_card; "
+            f"print(read_card({str(tmp_path / 'c.pt')!r}).categories[0]['id'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "7"
+
+
+def test_read_card_refuses_foreign_globals_and_non_checkpoints(tmp_path: Path) -> None:
+    # A torch-style zip whose pickle names a global outside the allow-list.
+    with zipfile.ZipFile(tmp_path / "evil.pt", "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps({"card": _Evil()}))
+    with pytest.raises(CardError, match="not allowed"):
+        read_card(tmp_path / "evil.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(CardError, match="not a readable checkpoint"):
+        read_card(tmp_path / "text.pt")
+    torch.save({"weight": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(CardError, match="teacher import"):
+        read_card(tmp_path / "plain.pt")
+    with pytest.raises(CardError, match="does not exist"):
+        read_card(tmp_path / "missing.pt")
 
 
 def test_save_is_atomic_and_keeps_extra_entries(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from distill.annotate import InferenceOptions, annotate_folder
+from distill.annotate import annotate_folder
+from distill.options import InferenceOptions
 from service.client import ClientOptions, annotate_folder_remote
 from tests.conftest import API_KEYS, REPO, ServiceStack
 

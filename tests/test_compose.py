@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from distill.cli import build_parser
-from worker.settings import Settings
+from jobs.settings import Settings, teacher_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-APP_SERVICES = ("api", "worker", "worker-gpu", "train")
+APP_SERVICES = ("api", "worker-person", "worker-vehicles", "worker-gpu", "train")
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +43,31 @@ def _settings_for(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Setti
 
 def test_services_and_profiles(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"redis", "api", "worker", "worker-gpu", "train", "dashboard"} <= set(services)
+    assert {"redis", "api", "worker-person", "worker-vehicles", "worker-gpu", "train",
+            "dashboard"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
     assert services["redis"]["healthcheck"]["test"][-1] == "ping"
     assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["worker-gpu"]["profiles"] == ["gpu"]
     assert services["train"]["profiles"] == ["train"]
     assert services["dashboard"]["profiles"] == ["monitoring"]
-    assert "ports" not in services["worker"], "workers must scale with --scale worker=N"
+    for worker in ("worker-person", "worker-vehicles"):
+        assert "ports" not in services[worker], "workers must scale with --scale NAME=N"
+
+
+def test_two_teachers_each_with_its_workers(compose: dict[str, Any],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose["services"]
+    api = _settings_for(services["api"]["environment"], monkeypatch)
+    registered = teacher_paths(api)
+    assert set(registered) == {"person", "vehicles"}
+    for worker, teacher in (("worker-person", "person"), ("worker-vehicles", "vehicles")):
+        command = services[worker]["command"]
+        args = build_parser().parse_args(command[1:])
+        settings = _settings_for(services[worker]["environment"], monkeypatch)
+        assert args.worker_teachers == [teacher]
+        # The worker and the API resolve the name to the same checkpoint.
+        assert teacher_paths(settings)[teacher] == registered[teacher]
 
 
 def test_gpu_profile_reserves_nvidia_devices(compose: dict[str, Any]) -> None:
@@ -102,7 +119,7 @@ def test_dockerfile_targets_and_pins() -> None:
     # Dependencies come from pyproject.toml only: no pins of its own that could drift.
     assert "COPY pyproject.toml" in text
     assert not re.search(r"pip install[^\n]*==", text)
-    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = _requirements("worker")
     assert "torch==2.14.1" in pins and "torchvision==0.29.1" in pins
     # Every CMD the images run parses as a distill command.
     commands = [yaml.safe_load(c) for c in re.findall(r'CMD (\[.*\])$', text, re.M)]
@@ -110,3 +127,36 @@ def test_dockerfile_targets_and_pins() -> None:
     assert {c[1] for c in commands} >= {"serve", "worker"}
     for argv in commands:  # healthchecks included
         build_parser().parse_args(argv[1:])
+
+
+def _requirements(extra: str | None) -> set[str]:
+    """Every requirement that ``pip install "distill[extra]"`` asks for, extras resolved."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    found, todo = set(project["dependencies"]), [extra] if extra else []
+    while todo:
+        for req in extras[todo.pop()]:
+            if req.startswith("distill["):
+                todo.extend(req[len("distill["):-1].split(","))
+            else:
+                found.add(req)
+    return found
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=\[ ;]", requirement, maxsplit=1)[0].lower()
+
+
+def test_the_api_installs_no_torch() -> None:
+    """`pip install "distill[service]"` (the API and its image) brings neither torch nor
+    torchvision; the worker and training extras pin both."""
+    heavy = {"torch", "torchvision", "pycocotools", "ensemble-boxes"}
+    assert not heavy & {_name(r) for r in _requirements("service")}
+    assert not heavy & {_name(r) for r in _requirements(None)}
+    for extra in ("worker", "training"):
+        assert {"torch==2.14.1", "torchvision==0.29.1"} <= _requirements(extra)
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    stage = text[text.index("AS build-api"):text.index("AS build\n")]
+    assert re.findall(r'pip install "([^"]+)"', stage) == [".[service]"]
+    api = text[text.index("AS api\n"):]
+    assert "COPY --from=build-api /opt/venv /opt/venv" in api.split("FROM ")[0]

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from distill.card import ModelCard, save_checkpoint
+from distill.card import ModelCard
+from distill.checkpoint import save_checkpoint
 from distill.coco import load_coco
 from distill.data import generate
 from distill.models.zoo import build_from_card

@@ -12,8 +12,9 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from distill.annotate import InferenceOptions, annotate_folder
-from distill.card import load_checkpoint
+from distill.annotate import annotate_folder
+from distill.checkpoint import load_checkpoint
+from distill.options import InferenceOptions
 from distill.pseudolabels import SelectionConfig
 from tests.conftest import API_KEYS, ServiceStack
 
@@ -36,8 +37,10 @@ def _local(teacher: Path, images: list[Path], tmp: Path, tta: str,
 def _assert_same_labels(served: dict[str, Any], local: dict[str, Any]) -> None:
     for key in ("images", "annotations", "categories"):
         assert served[key] == local[key], key
-    for key in ("thresholds", "transforms", "tta", "fusion", "selection", "errors", "teacher"):
+    for key in ("thresholds", "transforms", "tta", "selection", "errors", "teacher"):
         assert served["info"][key] == local["info"][key], key
+    # Box fusion never runs on the keypoint path, so neither file claims one.
+    assert "fusion" not in served["info"] and "fusion" not in local["info"]
 
 
 def _pycocotools(coco: dict[str, Any], tmp: Path) -> COCO:
@@ -69,6 +72,9 @@ def test_health_readiness_teachers_and_openapi(live_service: ServiceStack,
     served = teachers[0]["card"]
     digest = hashlib.sha256(teacher_checkpoint.read_bytes()).hexdigest()
     assert teachers[0]["sha256"] == served["provenance"]["sha256"] == digest
+    # Registered under its file stem (the one-teacher setting), with its worker beside it.
+    assert teachers[0]["name"] == "teacher" and teachers[0]["task"] == "keypoints"
+    assert [w["sha256"] for w in teachers[0]["workers"]] == [digest]
     assert {k: v for k, v in served.items() if k != "provenance"} == \
         {k: v for k, v in card.to_dict().items() if k != "provenance"}
 

@@ -22,9 +22,9 @@ from PIL import Image
 from rq import Queue
 
 from distill.errors import ConfigError
+from jobs.settings import Settings
 from service.app import create_app
 from tests.conftest import API_KEYS, REPO, RedisServer, ServiceStack
-from worker.settings import Settings
 
 LIMITS = {"max_files": 3, "max_file_bytes": 300_000, "max_request_bytes": 1_000_000,
           "max_pixels": 200_000}
@@ -170,7 +170,7 @@ def test_cancel_queued_job_then_delete(api: ServiceStack, redis_server: RedisSer
     from redis import Redis
 
     job = _post(api, [("x.png", unlabeled_images[0].read_bytes())]).json()["id"]
-    queue = Queue(api.queue, connection=Redis.from_url(redis_server.url))
+    queue = Queue(f"{api.queue}.teacher", connection=Redis.from_url(redis_server.url))
     assert job in queue.job_ids
     with api.client() as c:
         resp = c.delete(f"/jobs/{job}")

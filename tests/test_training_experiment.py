@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from distill.errors import ConfigError
-from training.experiment import _claim_out_dir, quick_config, run_experiment
+from training.experiment import _claim_out_dir, run_experiment
+from training.experiment_config import quick_config
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +98,8 @@ def test_sigterm_takes_the_worker_processes_down(tmp_path: Path) -> None:
     import psutil
 
     script = ("import sys; from pathlib import Path; "
-              "from training.experiment import quick_config, run_experiment; "
+              "from training.experiment import run_experiment; "
+              "from training.experiment_config import quick_config; "
               "run_experiment(quick_config(Path(sys.argv[1]), jobs=2, progress=False))")
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "exp")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from distill.card import load_checkpoint
+from distill.checkpoint import load_checkpoint
 from distill.coco import load_coco
 from distill.data import generate
 from distill.fileio import write_json_atomic

@@ -11,8 +11,10 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from distill.errors import ConfigError
 from distill.models.zoo import build_model
-from distill.tta import BoxTTA, FusionParams, KeypointTTA, Transform, parse_preset
-from distill.tta.transforms import hflip_boxes
+from distill.options import FusionParams
+from distill.tta.boxes import BoxTTA
+from distill.tta.keypoints import KeypointTTA
+from distill.tta.transforms import Transform, hflip_boxes, parse_preset
 
 IMAGE_SIZES = [(240, 300), (200, 180), (333, 177)]
 

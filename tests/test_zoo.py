@@ -11,7 +11,8 @@ import torchvision
 from distill.card import LabeledStats, ModelCard
 from distill.errors import ConfigError
 from distill.models.zoo import ARCHITECTURES, build_model, load_backbone_weights
-from distill.tta import build_predictor
+from distill.options import InferenceOptions
+from distill.tta.predictor import build_predictor
 
 
 def test_tiny_is_small() -> None:
@@ -28,7 +29,7 @@ def test_torchvision_architecture_runs_one_image_on_cpu(arch: str) -> None:
                      labeled_stats=LabeledStats(1, {"1": 1.0}), flip_map=[[1, 2]])
     torch.manual_seed(0)
     model = build_model(arch, task, num_classes=2, num_keypoints=3, min_size=160, max_size=256)
-    out = build_predictor(model, card, tta="flip")([torch.rand(3, 150, 200)])[0]
+    out = build_predictor(model, card, InferenceOptions(tta="flip"))([torch.rand(3, 150, 200)])[0]
     assert out["boxes"].shape[1] == 4
     if task == "keypoints":
         assert out["keypoints"].shape[1:] == (3, 3)

@@ -13,7 +13,7 @@ from typing import Any
 
 from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
-from distill.models.zoo import ARCHITECTURES
+from distill.options import ARCHITECTURES, TASKS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a detector on a COCO data set, optionally mixed with pseudo-labels."))
     _add_eval(subparsers.add_parser(
         "eval", help="COCO AP of a checkpoint (optionally with test-time augmentation)"))
-    from training.experiment import add_arguments
+    from training.experiment_config import add_arguments
 
     p = subparsers.add_parser(
         "experiment", help="the data-distillation experiment on synthetic data",
@@ -33,9 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    from training.trainer import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR
+    from training.defaults import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR
 
-    p.add_argument("--task", choices=("keypoints", "boxes"), required=True)
+    p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--train-json", type=Path, required=True, help="labeled COCO file")
     p.add_argument("--images", type=Path, required=True, help="folder of the labeled images")
     p.add_argument("--pseudo-json", type=Path, help="COCO pseudo-labels (distill annotate)")
@@ -153,18 +153,13 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from distill.tta import FusionParams
+    from distill.cli import inference_options_from_args
     from training.evaluate import evaluate_checkpoint
 
-    tta_options: dict[str, Any] = {}
-    if args.tta is not None:
-        tta_options = {"fusion": FusionParams(method=args.fusion, vote_threshold=args.vote_iou,
-                                              scoring=args.vote_scoring),
-                       "combine": args.heatmap_combine, "size_dependent": args.size_dependent,
-                       "half": args.half}
     report = evaluate_checkpoint(args.model, args.json, args.images, tta=args.tta,
+                                 options=inference_options_from_args(args),
                                  device=args.device, batch_size=args.batch_size,
-                                 progress=not args.quiet, **tta_options)
+                                 progress=not args.quiet)
     for iou_type, table in report.tables.items():
         print(f"{iou_type} ({args.model.name}, tta={args.tta or 'none'}):")
         print(table.rstrip())

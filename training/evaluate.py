@@ -15,22 +15,23 @@ import copy
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from distill.card import ModelCard, load_checkpoint
+from distill.card import ModelCard
+from distill.checkpoint import load_checkpoint
 from distill.coco import CocoDict, load_coco
 from distill.errors import DataError
 from distill.images import load_image
 from distill.models.zoo import build_from_card
+from distill.options import InferenceOptions
 
 Predict = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 
@@ -61,27 +62,14 @@ class EvalReport:
         return self.scores.get("keypoints", self.scores["bbox"])["AP"]
 
 
-def plain_predictor(model: nn.Module, device: str | torch.device = "cpu") -> Predict:
-    """The model alone (one pass at its test size), in eval mode."""
-    dev = torch.device(device)
-    model = model.to(dev).eval()
+def predictor_for(model: nn.Module, card: ModelCard, options: InferenceOptions | None,
+                  device: str = "cpu") -> Predict:
+    """``options=None``: the model alone; else ``build_predictor`` with those options."""
+    from distill.tta.predictor import build_predictor, plain_predictor
 
-    def run(images: list[Tensor]) -> list[dict[str, Tensor]]:
-        with torch.inference_mode():
-            outs = model([img.to(dev) for img in images])
-        return [{k: v.cpu() for k, v in o.items()} for o in outs]
-
-    return run
-
-
-def predictor_for(model: nn.Module, card: ModelCard, *, tta: str | None,
-                  device: str = "cpu", **tta_options: Any) -> Predict:
-    """``tta=None``: the model alone; else ``distill.tta.build_predictor`` with that preset."""
-    from distill.tta import build_predictor, resolve_device
-
-    if tta is None:
-        return plain_predictor(model, resolve_device(device))
-    return build_predictor(model, card, tta=tta, device=device, **tta_options)
+    if options is None:
+        return plain_predictor(model, card, device)
+    return build_predictor(model, card, replace(options, device=device))
 
 
 def ground_truth_index(coco: CocoDict) -> COCO:
@@ -110,8 +98,10 @@ def to_results(outputs: dict[int, dict[str, Tensor]], card: ModelCard) -> list[d
         scores = out["scores"].tolist()
         kps = out["keypoints"].tolist() if "keypoints" in out else None
         for i, (x1, y1, x2, y2) in enumerate(boxes):
-            det: dict[str, Any] = {"image_id": image_id,
-                                   "category_id": card.category_id(int(labels[i])),
+            category = card.category_id(int(labels[i]))
+            if category is None:
+                continue  # an unused ("N/A") output slot of an imported model
+            det: dict[str, Any] = {"image_id": image_id, "category_id": category,
                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "score": scores[i]}
             if kps is not None:
                 det["keypoints"] = [v for x, y, _ in kps[i] for v in (x, y, 1.0)]
@@ -199,12 +189,18 @@ def evaluate(predict: Predict, card: ModelCard, coco: CocoDict, images_dir: Path
 
 
 def evaluate_checkpoint(checkpoint: Path, json_path: Path, images_dir: Path, *,
-                        tta: str | None = None, device: str = "cpu", batch_size: int = 4,
-                        progress: bool = False, **tta_options: Any) -> EvalReport:
-    """``distill eval``: loads a checkpoint, predicts (with ``tta`` when given), scores."""
+                        tta: str | None = None, options: InferenceOptions | None = None,
+                        device: str = "cpu", batch_size: int = 4,
+                        progress: bool = False) -> EvalReport:
+    """``distill eval``: loads a checkpoint, predicts, scores.
+
+    ``tta`` None is the model alone (one pass); a preset runs multi-transform
+    inference with ``options`` (fusion, heatmap combine, ...) for the rest.
+    """
     card, state, _ = load_checkpoint(checkpoint)
     model = build_from_card(card, state)
-    predict = predictor_for(model, card, tta=tta, device=device, **tta_options)
+    run = None if tta is None else replace(options or InferenceOptions(), tta=tta)
+    predict = predictor_for(model, card, run, device=device)
     report = evaluate(predict, card, load_coco(json_path), images_dir, batch_size=batch_size,
                       progress=progress)
     report.meta = {"model": str(checkpoint), "arch": card.arch, "task": card.task,

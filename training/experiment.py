@@ -37,10 +37,9 @@ import logging
 import os
 import platform
 import signal
-import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
@@ -52,49 +51,11 @@ from distill.card import Task
 from distill.data import SplitFiles, generate
 from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
+from training.experiment_config import ExperimentConfig, config_from_args
 from training.pipeline import run_pipeline
 from training.report import render_markdown
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """Sizes, schedules and switches; the defaults are explained in the module docstring."""
-
-    out_dir: Path
-    tasks: tuple[Task, ...] = ("keypoints", "boxes")
-    seeds: tuple[int, ...] = (2, 3)  # mean and spread; 0 and 1 served the diagnostics
-    labeled: int = 40
-    unlabeled: int = 500
-    shifted: int = 400  # 0: no shifted-unlabeled student
-    test: int = 150
-    teacher_iters: int = 1000  # = student_iters: the teacher is the baseline
-    student_iters: int = 1000
-    batch_size: int = 4
-    lr: float = 0.02
-    tta: str = "standard"
-    second_round: bool = False
-    oracle: bool = False  # also students taught the unlabeled (and shifted) true annotations
-    arch: str = "tiny"
-    min_size: int | None = None
-    max_size: int | None = None
-    jobs: int = 2  # (task, seed) pipelines run in parallel, one thread each by default
-    threads: int = 1
-    results_md: Path | None = None
-    quick: bool = False
-    progress: bool = True
-    command: list[str] = field(default_factory=list)
-
-
-def quick_config(out_dir: Path, **overrides: Any) -> ExperimentConfig:
-    """A smoke-test setting: a few images, a few iterations, one seed, one process."""
-    settings: dict[str, Any] = {
-        "seeds": (0,), "labeled": 6, "unlabeled": 6, "shifted": 4, "test": 4,
-        "teacher_iters": 4, "student_iters": 6, "batch_size": 2, "tta": "flip",
-        "min_size": 128, "max_size": 224, "jobs": 1, "quick": True, "second_round": True,
-        **overrides}
-    return ExperimentConfig(out_dir=out_dir, **settings)
-
 
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Runs every (task, seed) pipeline, writes ``results.json`` and the Markdown report."""
@@ -239,65 +200,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``distill experiment`` flags (also used by ``benchmarks/distill_experiment.py``)."""
-    d = ExperimentConfig(out_dir=Path("runs/experiment"))
-    p.add_argument("--out-dir", type=Path, default=d.out_dir, help="runs, data and results")
-    p.add_argument("--results", type=Path, default=None,
-                   help="Markdown report (default docs/RESULTS.md; <out-dir>/RESULTS.md "
-                        "with --quick)")
-    p.add_argument("--tasks", nargs="+", choices=("keypoints", "boxes"), default=list(d.tasks))
-    p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds))
-    p.add_argument("--labeled", type=int, default=d.labeled)
-    p.add_argument("--unlabeled", type=int, default=d.unlabeled)
-    p.add_argument("--shifted", type=int, default=d.shifted,
-                   help="shifted unlabeled images (0: skip that student)")
-    p.add_argument("--test", type=int, default=d.test)
-    p.add_argument("--teacher-iters", type=int, default=d.teacher_iters)
-    p.add_argument("--student-iters", type=int, default=d.student_iters,
-                   help="student AND baseline iterations (the equal budget)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--tta", default=d.tta, help="preset for pseudo-labels and +TTA rows")
-    p.add_argument("--second-round", action="store_true", help="student becomes teacher")
-    p.add_argument("--oracle", action="store_true",
-                   help="also students taught the true annotations of the unlabeled and "
-                        "shifted splits (synthetic data only): the ceiling of what "
-                        "pseudo-labels can give")
-    p.add_argument("--arch", default=d.arch)
-    p.add_argument("--min-size", type=int, default=None)
-    p.add_argument("--max-size", type=int, default=None)
-    p.add_argument("--jobs", type=int, default=d.jobs, help="pipelines in parallel")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads per job")
-    p.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, few iterations")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def config_from_args(args: argparse.Namespace, command: list[str] | None = None
-                     ) -> ExperimentConfig:
-    """Maps the flags onto :class:`ExperimentConfig` (``--quick`` overrides the sizes);
-    ``command`` is the command line recorded in the report (default: this process's)."""
-    command = ["distill", *sys.argv[1:]] if command is None else command
-    cfg = ExperimentConfig(
-        out_dir=args.out_dir, tasks=tuple(args.tasks), seeds=tuple(args.seeds),
-        labeled=args.labeled, unlabeled=args.unlabeled, shifted=args.shifted, test=args.test,
-        teacher_iters=args.teacher_iters, student_iters=args.student_iters,
-        batch_size=args.batch_size, lr=args.lr, tta=args.tta, second_round=args.second_round,
-        oracle=args.oracle,
-        arch=args.arch, min_size=args.min_size, max_size=args.max_size, jobs=args.jobs,
-        threads=args.threads, results_md=args.results, progress=not args.quiet,
-        command=command)
-    if args.quick:
-        cfg = quick_config(args.out_dir, tasks=cfg.tasks, progress=cfg.progress,
-                           results_md=args.results, command=command)
-    elif cfg.results_md is None:
-        cfg = replace(cfg, results_md=Path("docs/RESULTS.md"))
-    if cfg.student_iters < cfg.teacher_iters and not cfg.quick:
-        log.warning("the student schedule (%d) is shorter than the teacher's (%d)",
-                    cfg.student_iters, cfg.teacher_iters)
-    return cfg
 
 
 def run_from_args(args: argparse.Namespace, command: list[str] | None = None) -> int:

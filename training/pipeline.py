@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from distill.card import Task, load_checkpoint
+from distill.card import Task
+from distill.checkpoint import load_checkpoint
 from distill.coco import load_coco
 from distill.data import SplitFiles
 from distill.fileio import write_json_atomic
 from training.trainer import TrainConfig, train
 
 if TYPE_CHECKING:  # the experiment imports this module; the config is only a type here
-    from training.experiment import ExperimentConfig
+    from training.experiment_config import ExperimentConfig
 
 ROWS = ("teacher", "baseline", "student", "student-shifted", "student-round2", "student-oracle",
         "student-shifted-oracle")
@@ -88,7 +89,8 @@ class _Pipeline:
         return out
 
     def annotate(self, name: str, teacher: Path, split: str) -> Path:
-        from distill.annotate import InferenceOptions, annotate_folder
+        from distill.annotate import annotate_folder
+        from distill.options import InferenceOptions
 
         out = self.dir / f"{name}.json"
         images = self.data[split].images_dir

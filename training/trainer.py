@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from tqdm import tqdm
 
-from distill.card import ModelCard, Task, load_checkpoint, save_checkpoint
+from distill.card import ModelCard, Task
+from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.coco import load_coco
 from distill.errors import ConfigError, DistillError
-from distill.models.zoo import ARCHITECTURES, build_model, default_sizes
+from distill.models.zoo import build_model, default_sizes
+from distill.options import ARCHITECTURES
 from training import checkpoint as ckpt
 from training import distributed as dd
 from training.augment import jitter_sizes
@@ -40,18 +42,11 @@ from training.data import (
     prepare_records,
     training_categories,
 )
+from training.defaults import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR
 from training.sampler import MixedBatchSampler
 from training.schedule import WarmupStepSchedule, default_warmup
 
 log = logging.getLogger(__name__)
-
-# Defaults for `tiny` on the synthetic set: they train it stably from scratch (the demo
-# and every run in docs/RESULTS.md use them). They were set by hand, not by a search;
-# for the ResNet-50 architectures pass --lr and --batch-size for your hardware.
-DEFAULT_LR = 0.02
-DEFAULT_BATCH = 4
-DEFAULT_ITERS = 1500
-
 
 @dataclass
 class TrainConfig:

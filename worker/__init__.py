@@ -1,9 +1,7 @@
-"""RQ workers of the pseudo-label service, plus what service and workers share.
+"""RQ worker processes of the pseudo-label service.
 
-The worker loads a teacher once and runs annotation jobs from a Redis queue
-(:mod:`worker.tasks`, :mod:`worker.rqworker`). The job store on disk
-(:mod:`worker.store`), the Redis connection (:mod:`worker.connection`), the
-queue contract (:mod:`worker.queueing`) and the settings
-(:mod:`worker.settings`) live here too, because the HTTP service imports them
-while this package must not import the HTTP stack.
+A worker loads its teachers once (:mod:`worker.runtime`), serves one queue per
+teacher with a short, thread-renewed lease (:mod:`worker.rqworker`), and runs
+annotation jobs (:mod:`worker.tasks`). What it shares with the API lives in
+:mod:`jobs`.
 """

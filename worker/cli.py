@@ -1,4 +1,4 @@
-"""``distill worker``: an RQ worker that loads its teacher once and serves one queue."""
+"""``distill worker``: an RQ worker that loads its teachers once and serves their queues."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import logging
 import os
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError
-from worker.settings import Settings, get_settings
+from jobs.settings import Settings, check_teacher_name, get_settings, teacher_paths
 
 log = logging.getLogger(__name__)
 
 # Command-line flags that override a setting of the same name when given.
-_OVERRIDES = ("teacher", "queue", "tta", "fusion", "device", "half", "batch_size", "vote_iou",
-              "vote_scoring", "heatmap_combine", "size_dependent", "data_dir", "worker_name")
+_OVERRIDES = ("queue", "tta", "fusion", "device", "half", "batch_size", "vote_iou",
+              "vote_scoring", "heatmap_combine", "size_dependent", "data_dir", "worker_name",
+              "torch_threads")
 
 
 def register(sub: Any) -> None:
@@ -26,73 +28,109 @@ def register(sub: Any) -> None:
     p = sub.add_parser("worker", help="run an RQ worker that pseudo-labels queued image batches",
                        description="Settings come from DISTILL_* variables and REDIS_URL; "
                                    "flags given here override them.")
-    p.add_argument("--teacher", help="teacher checkpoint (DISTILL_TEACHER)")
-    p.add_argument("--queue", help="queue name (DISTILL_QUEUE)")
+    p.add_argument("--teacher", dest="worker_teachers", action="append",
+                   help="registered teacher NAME to serve (repeat for several), or a checkpoint "
+                        "PATH (registered under its file stem); default: every registered "
+                        "teacher (DISTILL_TEACHERS / DISTILL_TEACHER)")
+    p.add_argument("--queue", help="queue-name prefix (DISTILL_QUEUE)")
     p.add_argument("--data-dir", help="shared data directory (DISTILL_DATA_DIR)")
     p.add_argument("--name", dest="worker_name", help="worker name (default host.pid.random)")
-    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--threads", dest="torch_threads", type=int,
+                   help="torch threads (DISTILL_TORCH_THREADS; default: torch's)")
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("--check", action="store_true",
                    help="health probe: exit 0 when a worker on this host has a current "
                         "heartbeat in Redis, 1 otherwise (container healthchecks)")
     add_inference_arguments(p)
     # Unset flags must not override settings: clear the shared arguments' defaults.
-    p.set_defaults(func=_cmd_worker, **{k: None for k in _OVERRIDES})
+    p.set_defaults(func=_cmd_worker, worker_teachers=None, **{k: None for k in _OVERRIDES})
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) not in (None, False)}
     settings = Settings.model_validate({**get_settings().model_dump(), **given})
+    teachers = served_teachers(settings, args.worker_teachers or settings.worker_teachers)
     if args.check:
-        return check_alive(settings)
-    return run_worker(settings, burst=args.burst)
+        return check_alive(settings, teachers)
+    return run_worker(settings, teachers, burst=args.burst)
 
 
-def check_alive(settings: Settings) -> int:
+def served_teachers(settings: Settings, wanted: list[str]) -> dict[str, Path]:
+    """Name -> checkpoint of the teachers this worker serves.
+
+    Each entry of ``wanted`` is a registered name or a checkpoint path (named by
+    its stem); none wanted means every registered teacher.
+    """
+    registered = teacher_paths(settings)
+    if not wanted:
+        if not registered:
+            raise ConfigError("no teacher to serve: set DISTILL_TEACHERS (name=path,...) or "
+                              "DISTILL_TEACHER, or pass --teacher PATH")
+        return registered
+    served: dict[str, Path] = {}
+    for item in wanted:
+        if item in registered:
+            served[item] = registered[item]
+        elif Path(item).suffix and Path(item).is_file():
+            served[check_teacher_name(Path(item).stem)] = Path(item)
+        else:
+            raise ConfigError(f"--teacher {item!r} is neither a registered teacher "
+                              f"({', '.join(sorted(registered)) or 'none registered'}) nor a "
+                              "checkpoint file")
+    return served
+
+
+def check_alive(settings: Settings, teachers: dict[str, Path]) -> int:
     """0 when a worker on this host is announced (its heartbeat is current), else 1."""
     from redis.exceptions import RedisError
 
-    from worker import queueing
-    from worker.connection import connect
+    from jobs import queueing
+    from jobs.connection import connect
 
     try:
         handle = connect(settings)
         try:
-            live = queueing.live_workers(handle.redis, settings.queue)
+            live = [w for name in teachers for w in queueing.live_workers(
+                handle.redis, queueing.queue_name(settings.queue, name))]
         finally:
             handle.close()
     except RedisError as exc:
         print(f"unhealthy: Redis unreachable: {exc}")
         return 1
-    mine = [w for w in live if w.get("hostname") == socket.gethostname()]
+    mine = {w.get("worker") for w in live if w.get("hostname") == socket.gethostname()}
     print(f"{'healthy' if mine else 'unhealthy'}: {len(mine)} live worker(s) on this host")
     return 0 if mine else 1
 
 
-def run_worker(settings: Settings, *, burst: bool = False) -> int:
-    """Loads the teacher, then works the queue until stopped (or empty, with ``burst``)."""
+def run_worker(settings: Settings, teachers: dict[str, Path], *, burst: bool = False) -> int:
+    """Loads every teacher once, then works their queues until stopped (or empty, with
+    ``burst``)."""
     from rq import Queue
 
-    from worker.connection import connect
+    from jobs import queueing
+    from jobs.connection import connect
+    from jobs.settings import inference_options
+    from jobs.store import JobStore
     from worker.rqworker import DistillWorker
     from worker.runtime import Runtime, TeacherPool, install
-    from worker.settings import inference_options
-    from worker.store import JobStore
 
-    if settings.teacher is None:
-        raise ConfigError("no teacher checkpoint: set DISTILL_TEACHER or pass --teacher")
     if settings.torch_threads:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-    pool = TeacherPool(settings.teacher, inference_options(settings))
-    log.info("worker %s: teacher %s (sha256 %s...) on %s, queue %r", name, settings.teacher,
-             pool.sha256[:12], settings.device, settings.queue)
+    options = inference_options(settings)
+    pools = {t: TeacherPool(t, path, options) for t, path in teachers.items()}
+    queues = {t: queueing.queue_name(settings.queue, t) for t in teachers}
+    for t, pool in pools.items():
+        log.info("worker %s: teacher %s = %s (sha256 %s...) on %s, queue %r", name, t,
+                 pool.checkpoint, pool.sha256[:12], settings.device, queues[t])
     handle = connect(settings)
-    install(Runtime(pool, JobStore(settings.data_dir), name, settings.queue))
-    worker = DistillWorker(Queue(settings.queue, connection=handle.redis), name=name,
-                           lease_s=settings.heartbeat_ttl_s,
-                           interval_s=settings.heartbeat_interval_s, teacher=pool.describe())
+    install(Runtime(pools, queues, JobStore(settings.data_dir), name))
+    worker = DistillWorker([Queue(q, connection=handle.redis) for q in queues.values()],
+                           name=name, lease_s=settings.heartbeat_ttl_s,
+                           interval_s=settings.heartbeat_interval_s,
+                           teachers={queues[t]: pools[t].describe for t in teachers})
     worker.start_heartbeat()
     try:
         worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()),

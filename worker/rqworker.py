@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ from rq.registry import StartedJobRegistry
 from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
 
-from worker import queueing
+from jobs import queueing
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,15 @@ log = logging.getLogger(__name__)
 class DistillWorker(SimpleWorker):
     """A ``SimpleWorker`` with short, thread-renewed job leases and a live-teacher announcement."""
 
-    def __init__(self, queue: Queue, *, name: str, lease_s: int, interval_s: float,
-                 teacher: dict[str, Any]) -> None:
-        super().__init__([queue], name=name, connection=queue.connection,
+    def __init__(self, queues: list[Queue], *, name: str, lease_s: int, interval_s: float,
+                 teachers: Mapping[str, Callable[[], dict[str, Any]]]) -> None:
+        """``teachers`` maps each queue's name to a function describing its teacher now
+        (a replaced checkpoint is announced with its new checksum)."""
+        super().__init__(queues, name=name, connection=queues[0].connection,
                          job_monitoring_interval=max(1, round(interval_s)))
         self.lease_s = int(lease_s)
         self.interval_s = float(interval_s)
-        self.teacher = teacher
+        self.teachers = teachers
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
         self._current: tuple[Job, Execution] | None = None
         self._lock = threading.Lock()
@@ -81,7 +84,8 @@ class DistillWorker(SimpleWorker):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        queueing.withdraw(self.connection, self.queues[0].name, self.name)
+        for queue in self.queues:
+            queueing.withdraw(self.connection, queue.name, self.name)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -100,14 +104,16 @@ class DistillWorker(SimpleWorker):
             current = self._current
         if current is not None:
             self.maintain_heartbeats(*current)
-        payload = {
-            "worker": self.name, "hostname": socket.gethostname(), "pid": os.getpid(),
-            "queue": self.queues[0].name, "started": self.started,
-            "state": "busy" if current else "idle", "job": current[0].id if current else None,
-            "last_seen": datetime.now(UTC).isoformat(timespec="seconds"), **self.teacher,
-        }
-        queueing.announce(self.connection, self.queues[0].name, self.name, payload,
-                          ttl_s=self.lease_s)
+        for queue in self.queues:
+            payload = {
+                "worker": self.name, "hostname": socket.gethostname(), "pid": os.getpid(),
+                "queue": queue.name, "started": self.started,
+                "state": "busy" if current else "idle", "job": current[0].id if current else None,
+                "last_seen": datetime.now(UTC).isoformat(timespec="seconds"),
+                **(self.teachers[queue.name]() if queue.name in self.teachers else {}),
+            }
+            queueing.announce(self.connection, queue.name, self.name, payload,
+                              ttl_s=self.lease_s)
 
     def reap_abandoned(self) -> None:
         """Requeues (or fails, with no retries left) jobs whose worker stopped renewing them.

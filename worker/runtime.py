@@ -1,40 +1,67 @@
-"""What a worker process holds for its whole life: the teacher, loaded once, and the store.
+"""What a worker process holds for its whole life: its teachers, each loaded once, and the store.
 
 RQ looks job functions up by name, so :func:`worker.tasks.annotate_job`
-reaches the loaded teacher through :func:`current`; the worker command
+reaches the loaded teachers through :func:`current`; the worker command
 installs the runtime at start-up (never at import), before taking any job.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from distill.annotate import InferenceOptions, Teacher
-from distill.tta import Fusion
-from worker.store import JobStore
+from distill.annotate import Teacher
+from distill.options import Fusion, InferenceOptions
+from jobs.store import JobStore
+
+log = logging.getLogger(__name__)
 
 
 class TeacherPool:
-    """One checkpoint loaded once; a :class:`Teacher` per (tta, fusion) that jobs ask for."""
+    """One registered checkpoint, loaded once; a :class:`Teacher` per (tta, fusion) that
+    jobs ask for. :meth:`refresh` reloads it when the file was replaced."""
 
-    def __init__(self, checkpoint: Path, base: InferenceOptions, *, cache: int = 8) -> None:
+    def __init__(self, name: str, checkpoint: Path, base: InferenceOptions, *,
+                 cache: int = 8) -> None:
+        self.name = name
         self.checkpoint = Path(checkpoint)
-        self.default = Teacher.load(self.checkpoint, base)
-        self.card = self.default.card
         self.base = base
-        self._variants: OrderedDict[tuple[str, Fusion], Teacher] = OrderedDict()
         self._cache = cache
         self._lock = threading.Lock()
-        self._variants[(base.tta, base.fusion.method)] = self.default
+        self._load()
+
+    def _load(self) -> None:
+        stat = self.checkpoint.stat()
+        self._identity = (stat.st_size, stat.st_mtime_ns)
+        self.default = Teacher.load(self.checkpoint, self.base)
+        self.card = self.default.card
+        self._variants: OrderedDict[tuple[str, Fusion], Teacher] = OrderedDict(
+            {(self.base.tta, self.base.fusion.method): self.default})
 
     @property
     def sha256(self) -> str:
-        """Checksum of the checkpoint file: the teacher's identity in the store."""
-        return str(self.card.provenance["sha256"])
+        """Checksum of the loaded checkpoint: the teacher's identity in the store."""
+        return self.default.sha256
+
+    def refresh(self) -> bool:
+        """Reloads the checkpoint if its file changed since it was loaded; True if it did.
+
+        Called before each job, so that a checkpoint replaced under a running service
+        serves new jobs without a restart.
+        """
+        stat = self.checkpoint.stat()
+        if (stat.st_size, stat.st_mtime_ns) == self._identity:
+            return False
+        with self._lock:
+            old = self.sha256
+            self._load()
+        log.info("teacher %s: %s changed, reloaded (sha256 %s... -> %s...)", self.name,
+                 self.checkpoint, old[:12], self.sha256[:12])
+        return True
 
     def get(self, tta: str, fusion: Fusion) -> Teacher:
         """The teacher for a transform preset and fusion (raises ConfigError on bad ones)."""
@@ -51,20 +78,20 @@ class TeacherPool:
             return teacher
 
     def describe(self) -> dict[str, Any]:
-        """The card and how the worker runs it, as announced to the API."""
-        return {"card": self.card.to_dict(), "sha256": self.sha256,
-                "checkpoint": self.checkpoint.name, "device": self.base.device,
-                "default_tta": self.base.tta, "default_fusion": self.base.fusion.method}
+        """The teacher and how the worker runs it, as announced to the API."""
+        return {"teacher": self.name, "sha256": self.sha256, "checkpoint": self.checkpoint.name,
+                "device": self.base.device, "default_tta": self.base.tta,
+                "default_fusion": self.base.fusion.method}
 
 
 @dataclass
 class Runtime:
-    """The loaded teacher pool, the store and the worker's name."""
+    """The loaded teachers (by name, each with its queue), the store and the worker's name."""
 
-    teachers: TeacherPool
+    teachers: dict[str, TeacherPool]
+    queues: dict[str, str]  # teacher name -> queue name
     store: JobStore
     worker_name: str
-    queue: str
 
 
 _runtime: Runtime | None = None
@@ -80,7 +107,7 @@ def current() -> Runtime:
     """The installed runtime; jobs fail clearly when run outside ``distill worker``."""
     if _runtime is None:
         raise RuntimeError("no worker runtime installed: annotation jobs must run in "
-                           "`distill worker`, which loads the teacher first")
+                           "`distill worker`, which loads the teachers first")
     return _runtime
 
 

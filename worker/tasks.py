@@ -9,21 +9,20 @@ worker died continues where it stopped and no image is annotated twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from redis import Redis
-from rq import get_current_job
+from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
-from distill.annotate import finalize, infer_to_log
+from distill.annotate import infer_to_log
 from distill.errors import DistillError
+from distill.fileio import write_json_atomic
 from distill.predictions import ImageRecord, PredictionLog
-from distill.pseudolabels import SelectionConfig
+from distill.pseudolabels import SelectionConfig, finalize
+from jobs.store import ImageError, JobRecord, JobState, JobStatus, JobStore
 from worker import runtime
-from worker.store import ImageError, JobRecord, JobState, JobStore, utcnow, write_json
 
 log = logging.getLogger(__name__)
 
@@ -32,80 +31,65 @@ class JobCancelledError(Exception):
     """The job was cancelled or deleted through the API while it ran."""
 
 
-class _ObservedLog(PredictionLog):
-    """A prediction log that reports each appended batch, after it is on disk."""
-
-    def __init__(self, path: Path, on_append: Callable[[list[ImageRecord]], None]) -> None:
-        super().__init__(path)
-        self._on_append = on_append
-
-    def append(self, records: Iterable[ImageRecord]) -> None:
-        """Appends (fsynced), then reports."""
-        batch = list(records)
-        super().append(batch)
-        self._on_append(batch)
-
-
 def annotate_job(job_id: str) -> dict[str, Any]:
-    """Runs the teacher over a stored job's images and writes its calibrated COCO file.
+    """Runs the job's teacher over its stored images and writes its calibrated COCO file.
 
-    Deterministic failures (bad preset, unusable card) mark the job failed
-    without retrying; anything else is raised so that RQ retries the job.
+    Deterministic failures (bad preset, unusable card, a teacher this worker
+    does not serve) mark the job failed without retrying; anything else is
+    raised so that RQ retries the job.
     """
     rt = runtime.current()
     store = rt.store
     record = store.load_job(job_id)
     if record is None or record.cancelled_at is not None:
         log.info("job %s was deleted or cancelled before it started", job_id)
-        return {"status": "cancelled"}
+        return {"status": JobStatus.CANCELLED}
     state = store.load_state(job_id) or JobState()
-    if state.status == "finished" and store.annotations_path(job_id).exists():
-        return {"status": "finished"}  # a duplicate delivery of a finished job
-    state.status, state.error, state.finished_at = "running", None, None
-    state.attempts += 1
-    state.started_at = state.started_at or utcnow()
-    state.worker = rt.worker_name
-    state.total = len(record.files)
-    if state.teacher_sha256 is not None and state.teacher_sha256 != rt.teachers.sha256:
-        return _fail(store, job_id, state, "the job was started by another teacher "
-                     f"({state.teacher_sha256[:12]}...); every worker of a queue must serve "
-                     f"the same checkpoint, this one serves {rt.teachers.sha256[:12]}...")
-    state.teacher_sha256 = rt.teachers.sha256
+    if state.status == JobStatus.FINISHED and store.annotations_path(job_id).exists():
+        return {"status": JobStatus.FINISHED}  # a duplicate delivery of a finished job
+    state.start(rt.worker_name, len(record.files))
+    pool = _pool_for(rt, record)
+    if pool is None:
+        return _fail(store, job_id, state, f"this worker does not serve teacher "
+                     f"{record.teacher!r} (it serves {', '.join(rt.teachers)})")
+    pool.refresh()
+    if state.teacher_sha256 is not None and state.teacher_sha256 != pool.sha256:
+        return _fail(store, job_id, state, "the job was started with another checkpoint of "
+                     f"teacher {pool.name!r} ({state.teacher_sha256[:12]}...), which has "
+                     f"since been replaced ({pool.sha256[:12]}...); predictions of two "
+                     "checkpoints cannot be mixed: submit the images again")
+    state.teacher_sha256 = pool.sha256
     try:
-        teacher = rt.teachers.get(record.request.tta, record.request.fusion)
+        teacher = pool.get(record.request.tta, record.request.fusion)
     except DistillError as exc:
         return _fail(store, job_id, state, str(exc))
-    write_json(store.card_path(job_id), {"card": teacher.card.to_dict(), "info": teacher.info()})
+    write_json_atomic(store.card_path(job_id),
+                      {"card": teacher.card.to_dict(), "info": teacher.info()})
 
+    # The log is read once; afterwards each batch's outcomes arrive through the hook.
     names = {f.name for f in record.files}
-    outcomes = {n: r.error for n, r in PredictionLog(store.log_path(job_id)).read().items()
-                if n in names}
+    log_file = PredictionLog(store.log_path(job_id))
+    outcomes = {n: r.error for n, r in log_file.read().items() if n in names}
     _count(state, outcomes)
     store.save_state(job_id, state)
-    rq_job = get_current_job()
 
     def on_batch(batch: list[ImageRecord]) -> None:
-        _check_not_cancelled(store, job_id)
         outcomes.update({r.file_name: r.error for r in batch})
         _count(state, outcomes)
         store.save_state(job_id, state)
-        if rq_job is not None:
-            rq_job.meta["progress"] = {"done": state.done, "failed": state.failed,
-                                       "total": state.total}
-            rq_job.save_meta()
+        _check_not_cancelled(store, job_id)
 
     sources = [(f.name, store.images_dir(job_id) / f.stored) for f in record.files]
     try:
-        infer_to_log(teacher, sources, _ObservedLog(store.log_path(job_id), on_batch))
+        infer_to_log(teacher, sources, log_file, on_batch=on_batch)
         _check_not_cancelled(store, job_id)
-        records = [r for n, r in PredictionLog(store.log_path(job_id)).read().items()
-                   if n in names]
         selection = SelectionConfig(score_threshold=record.request.score_thresh,
                                     keypoint_threshold=record.request.keypoint_thresh)
-        coco = finalize(records, teacher.card, selection, teacher.info())
+        coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
+                        {**teacher.info(), "teacher_name": pool.name})
     except JobCancelledError:
         _discard(store, job_id)
-        return {"status": "cancelled"}
+        return {"status": JobStatus.CANCELLED}
     except DistillError as exc:
         return _fail(store, job_id, state, str(exc))
     except Exception as exc:
@@ -113,15 +97,20 @@ def annotate_job(job_id: str) -> dict[str, Any]:
         state.error = f"attempt {state.attempts} failed: {type(exc).__name__}: {exc}"
         store.save_state(job_id, state)
         raise
-    write_json(store.annotations_path(job_id), coco)
-    _count(state, outcomes)
-    state.status, state.finished_at = "finished", utcnow()
-    state.annotations = len(coco["annotations"])
+    write_json_atomic(store.annotations_path(job_id), coco)
+    state.finish(len(coco["annotations"]))
     store.save_state(job_id, state)
     log.info("job %s finished: %d images, %d failed, %d annotations", job_id, state.done,
              state.failed, state.annotations)
-    return {"status": "finished", "done": state.done, "failed": state.failed,
+    return {"status": JobStatus.FINISHED, "done": state.done, "failed": state.failed,
             "annotations": state.annotations}
+
+
+def _pool_for(rt: runtime.Runtime, record: JobRecord) -> runtime.TeacherPool | None:
+    """The loaded teacher a job is for (a record without a name: the only one served)."""
+    if not record.teacher and len(rt.teachers) == 1:
+        return next(iter(rt.teachers.values()))
+    return rt.teachers.get(record.teacher)
 
 
 def on_job_failed(job: Job, connection: Redis, exc_type: type[BaseException] | None,
@@ -139,9 +128,9 @@ def on_job_failed(job: Job, connection: Redis, exc_type: type[BaseException] | N
     if record is None or record.cancelled_at is not None:
         return
     state = rt.store.load_state(job.id) or JobState(total=len(record.files))
-    if state.status == "finished":
+    if state.status == JobStatus.FINISHED:
         return
-    if exc_type is not None and exc_type.__name__ == "AbandonedJobError":
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError):
         reason = "its worker stopped responding (killed or lost) and no retries are left"
     else:
         reason = f"{exc_type.__name__ if exc_type else 'error'}: {exc}"
@@ -157,9 +146,9 @@ def _count(state: JobState, outcomes: dict[str, str | None]) -> None:
 
 def _fail(store: JobStore, job_id: str, state: JobState, error: str) -> dict[str, Any]:
     log.warning("job %s failed: %s", job_id, error)
-    state.status, state.error, state.finished_at = "failed", error, utcnow()
+    state.fail(error)
     store.save_state(job_id, state)
-    return {"status": "failed", "error": error}
+    return {"status": JobStatus.FAILED, "error": error}
 
 
 def _check_not_cancelled(store: JobStore, job_id: str) -> None:

@@ -5,13 +5,9 @@ Detectron's test-time augmentation, the default) and ``"wbf"`` (weighted boxes
 fusion from the ``ensemble-boxes`` library).
 """
 
-from typing import Literal
-
-from distill.fusion.voting import SCORINGS, Scoring, box_voting, vote_merge
+from distill.fusion.voting import box_voting, vote_merge
 from distill.fusion.wbf import CONF_TYPES, wbf_merge
-
-Fusion = Literal["vote", "wbf"]
-FUSIONS: tuple[Fusion, ...] = ("vote", "wbf")
+from distill.options import FUSIONS, SCORINGS, Fusion, Scoring
 
 __all__ = [
     "CONF_TYPES",

@@ -13,16 +13,12 @@ Boxes are ``(N, 4)`` float tensors in ``(x1, y1, x2, y2)`` format.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
-
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou
 
 from distill.errors import ConfigError
-
-Scoring = Literal["ID", "AVG", "IOU_AVG"]
-SCORINGS: tuple[Scoring, ...] = get_args(Scoring)
+from distill.options import SCORINGS, Scoring
 
 
 def _check_unit_interval(name: str, value: float) -> None:

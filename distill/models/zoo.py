@@ -24,6 +24,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from distill.card import ModelCard, Task
 from distill.errors import CardError, ConfigError
 from distill.models.tiny import TinyBackbone
+from distill.options import ARCH_TASKS, ARCHITECTURES
 
 # Settings that make the tiny model fast on a CPU; every one can be overridden
 # through the card's arch_options.
@@ -37,13 +38,9 @@ TINY_DEFAULTS: dict[str, Any] = {
     "box_score_thresh": 0.02,
 }
 
-_TORCHVISION: dict[str, tuple[Task, Callable[..., GeneralizedRCNN]]] = {
-    "keypointrcnn_resnet50_fpn": ("keypoints", tvd.keypointrcnn_resnet50_fpn),
-    "fasterrcnn_resnet50_fpn": ("boxes", tvd.fasterrcnn_resnet50_fpn),
-    "fasterrcnn_resnet50_fpn_v2": ("boxes", tvd.fasterrcnn_resnet50_fpn_v2),
-    "fasterrcnn_mobilenet_v3_large_fpn": ("boxes", tvd.fasterrcnn_mobilenet_v3_large_fpn),
-}
-ARCHITECTURES: tuple[str, ...] = ("tiny", *_TORCHVISION)
+# torchvision's builders, by the names (and tasks) of distill.options.ARCH_TASKS.
+_TORCHVISION: dict[str, Callable[..., GeneralizedRCNN]] = {
+    name: getattr(tvd, name) for name, task in ARCH_TASKS.items() if task is not None}
 DEFAULT_SIZES: dict[str, tuple[int, int]] = {"tiny": (256, 416)}
 
 
@@ -64,7 +61,7 @@ def build_model(arch: str, task: Task, *, num_classes: int, num_keypoints: int =
     if arch == "tiny":
         model = _build_tiny(task, num_classes, num_keypoints, min_size, max_size, opts)
     elif arch in _TORCHVISION:
-        arch_task, builder = _TORCHVISION[arch]
+        builder, arch_task = _TORCHVISION[arch], ARCH_TASKS[arch]
         if arch_task != task:
             raise ConfigError(f"architecture {arch!r} does {arch_task}, not {task}")
         if task == "keypoints":

@@ -10,36 +10,15 @@ weighted boxes fusion from ``ensemble-boxes``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from distill.errors import ConfigError
-from distill.fusion import Scoring, vote_merge, wbf_merge
+from distill.fusion import vote_merge, wbf_merge
+from distill.options import FusionParams
 from distill.tta.transforms import Transform
-
-Fusion = Literal["vote", "wbf"]
-
-
-@dataclass(frozen=True)
-class FusionParams:
-    """How pooled detections are merged (Detectron's defaults)."""
-
-    method: Fusion = "vote"
-    nms_threshold: float = 0.5
-    vote_threshold: float = 0.8
-    scoring: Scoring = "ID"
-    wbf_iou_threshold: float = 0.55
-    max_detections: int = 100
-
-    def __post_init__(self) -> None:
-        if self.method not in ("vote", "wbf"):
-            raise ConfigError(f"fusion must be 'vote' or 'wbf', got {self.method!r}")
-        if self.scoring not in ("ID", "AVG", "IOU_AVG"):
-            raise ConfigError(f"vote scoring must be ID, AVG or IOU_AVG, got {self.scoring!r}")
 
 
 class BoxTTA:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -27,9 +26,9 @@ from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
 from torchvision.models.detection.transform import resize_boxes, resize_keypoints
 
 from distill.errors import ConfigError
+from distill.options import COMBINES, Combine, check_choice
 from distill.tta.transforms import Transform
 
-Combine = Literal["avg", "max"]
 # Detectron's size-dependent threshold was 180 px at its base scale of 800.
 SIZE_DEP_FRACTION = 180 / 800
 
@@ -43,8 +42,7 @@ class KeypointTTA:
                  size_dependent: bool = False) -> None:
         if not transforms:
             raise ConfigError("keypoint TTA needs at least one transform")
-        if combine not in ("avg", "max"):
-            raise ConfigError(f"heatmap combine must be 'avg' or 'max', got {combine!r}")
+        check_choice("heatmap combine", combine, COMBINES)
         self.model = model.eval()
         self.transforms = list(transforms)
         self.flip_perm = torch.as_tensor(list(flip_perm), dtype=torch.long)

@@ -4,19 +4,25 @@ A transform is (scale, hflip): the image's shorter side is resized to
 ``scale`` pixels with its longer side capped at ``max_size``, exactly as
 torchvision's ``GeneralizedRCNNTransform(min_size, max_size)`` does, then
 optionally mirrored. Presets name the usual sets.
+
+Importing this module does not import torch: the API parses and bounds
+presets with :func:`parse_preset` without it. Only the methods that act on
+tensors need torch, and they get it from the tensors they are given.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor
-from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
+from typing import TYPE_CHECKING
 
 from distill.errors import ConfigError
+from distill.options import PRESETS
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 # Detectron's keypoint test-time augmentation scales; the paper picked them on validation AP.
 PAPER_SCALES = tuple(range(400, 1201, 100))
@@ -56,6 +62,10 @@ class Transform:
 
         Sizes are (height, width) as torchvision keeps them.
         """
+        # torchvision's own resize (float32 ratios), so that projected boxes match the
+        # detector's exactly; imported here to keep this module importable without torch.
+        from torchvision.models.detection.transform import resize_boxes
+
         out = resize_boxes(boxes, list(original), list(resized))
         return hflip_boxes(out, resized[1]) if self.hflip else out
 
@@ -88,9 +98,6 @@ def _with_flips(scales: list[int], max_for: dict[int, int], flip: bool) -> list[
         if flip:
             out.append(Transform(s, max_for[s], True))
     return out
-
-
-PRESETS = ("identity", "flip", "standard", "paper", "paper-relative")
 
 
 def parse_preset(spec: str, base_scale: int, base_max: int) -> list[Transform]:
@@ -144,8 +151,3 @@ def parse_preset(spec: str, base_scale: int, base_max: int) -> list[Transform]:
         transforms.remove(identity)
         transforms.insert(0, identity)
     return transforms
-
-
-def flip_permutation_tensor(perm: list[int], device: torch.device | str = "cpu") -> Tensor:
-    """The card's left/right permutation as an index tensor."""
-    return torch.as_tensor(perm, dtype=torch.long, device=device)

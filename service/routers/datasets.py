@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import JSONResponse
 
 from service.annotations import NotAvailableError, build_coco
-from service.deps import OwnerDep, RedisDep, StoreDep
+from service.deps import OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.routers.annotate import DATASET_PATTERN
 from service.routers.jobs import KeypointQuery, ScoreQuery
 from service.views import job_view
@@ -24,7 +24,8 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
                409: {"description": "some jobs are still queued or running"}})
 def dataset_annotations(
     name: Annotated[str, Path(pattern=DATASET_PATTERN)], owner: OwnerDep, store: StoreDep,
-    redis: RedisDep, score_thresh: ScoreQuery = None, keypoint_thresh: KeypointQuery = None,
+    redis: RedisDep, settings: SettingsDep, score_thresh: ScoreQuery = None,
+    keypoint_thresh: KeypointQuery = None,
     partial: Annotated[bool, Query(
         description="serve the finished jobs even while others still run")] = False,
 ) -> JSONResponse:
@@ -33,7 +34,7 @@ def dataset_annotations(
     records = [r for r in store.list_jobs() if r.owner == owner and r.dataset == name]
     if not records:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no jobs in dataset {name!r}")
-    views = {r.id: job_view(store, redis, r) for r in records}
+    views = {r.id: job_view(store, redis, r, settings.queue) for r in records}
     pending = [i for i, v in views.items() if v.status in ("queued", "running")]
     if pending and not partial:
         raise HTTPException(status.HTTP_409_CONFLICT, {

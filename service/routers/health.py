@@ -6,9 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from service.deps import RedisDep, SettingsDep
+from jobs import queueing
+from service.deps import RedisDep, RegistryDep, SettingsDep
 from service.models import Health, Readiness
-from worker import queueing
 
 router = APIRouter(tags=["health"])
 
@@ -21,16 +21,21 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, summary="Readiness",
             responses={503: {"model": Readiness, "description": "not ready (see problems)"}})
-def readyz(settings: SettingsDep, redis: RedisDep) -> JSONResponse:
-    """Ready when Redis answers and at least one worker's heartbeat is current."""
+def readyz(settings: SettingsDep, redis: RedisDep, registry: RegistryDep) -> JSONResponse:
+    """Ready when Redis answers and every registered teacher has a live worker."""
     problems: list[str] = []
     workers = 0
+    names = registry.names()
+    if not names:
+        problems.append("no teacher registered (DISTILL_TEACHERS or DISTILL_TEACHER)")
     try:
         redis.ping()
         ok = True
-        workers = len(queueing.live_workers(redis, settings.queue))
-        if workers == 0:
-            problems.append(f"no live worker on queue {settings.queue!r}")
+        for name in names:
+            live = len(queueing.live_workers(redis, queueing.queue_name(settings.queue, name)))
+            workers += live
+            if live == 0:
+                problems.append(f"no live worker serves teacher {name!r}")
     except RedisError as exc:
         ok = False
         problems.append(f"Redis unreachable: {exc}")

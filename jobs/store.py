@@ -2,7 +2,7 @@
 
 Layout::
 
-    job.json          the request (owner hash, dataset, files, options); written by the API
+    job.json          the request (owner hash, dataset, teacher, files, options); by the API
     state.json        progress and outcome; written by the worker running the job
     card.json         the teacher card and inference info the job ran with (worker)
     images/           uploads under generated names (000000.img, ...)
@@ -25,12 +25,14 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
 from distill.fileio import atomic_writer, write_json_atomic
+from distill.options import Fusion
 
 log = logging.getLogger(__name__)
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -57,11 +59,29 @@ class StoredFile(BaseModel):
     height: int
 
 
+class JobStatus(StrEnum):
+    """A job's life: queued -> running -> finished | failed; cancelled from queued or running.
+
+    A retried job goes from running back to queued (the API shows what RQ says).
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Finished, failed or cancelled: nothing will change any more."""
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
 class JobRequest(BaseModel):
     """What the client asked for; None means the service default / calibration."""
 
     tta: str
-    fusion: Literal["vote", "wbf"]
+    fusion: Fusion
     score_thresh: float | None = None
     keypoint_thresh: float | None = None
 
@@ -77,6 +97,10 @@ class JobRecord(BaseModel):
     request: JobRequest
     timeout_s: int
     cancelled_at: datetime | None = None
+    # The registered teacher the job is for, and its checkpoint's checksum when accepted
+    # ("" for a record written before teachers had names: the only registered one).
+    teacher: str = ""
+    teacher_sha256: str | None = None
 
 
 class ImageError(BaseModel):
@@ -89,7 +113,7 @@ class ImageError(BaseModel):
 class JobState(BaseModel):
     """``state.json``: progress and outcome; only the worker running the job writes it."""
 
-    status: Literal["running", "finished", "failed", "cancelled"] = "running"
+    status: JobStatus = JobStatus.RUNNING
     attempts: int = 0
     started_at: datetime | None = None
     updated_at: datetime | None = None
@@ -103,6 +127,26 @@ class JobState(BaseModel):
     teacher_sha256: str | None = None
     annotations: int | None = None
 
+    @property
+    def is_terminal(self) -> bool:
+        """The worker is done with the job (finished, failed or cancelled)."""
+        return self.status.is_terminal
+
+    def start(self, worker: str, total: int) -> None:
+        """A worker (re)starts the job: one more attempt, the last error cleared."""
+        self.status, self.error, self.finished_at = JobStatus.RUNNING, None, None
+        self.attempts += 1
+        self.started_at = self.started_at or utcnow()
+        self.worker, self.total = worker, total
+
+    def finish(self, annotations: int) -> None:
+        """Every image is done and the COCO file is written."""
+        self.status, self.finished_at, self.annotations = JobStatus.FINISHED, utcnow(), annotations
+
+    def fail(self, error: str) -> None:
+        """The job ended without a result; ``error`` says why."""
+        self.status, self.error, self.finished_at = JobStatus.FAILED, error, utcnow()
+
 
 def atomic_write(path: Path, data: bytes | IO[bytes]) -> None:
     """Writes bytes (or a binary stream) atomically (see :mod:`distill.fileio`)."""
@@ -111,11 +155,6 @@ def atomic_write(path: Path, data: bytes | IO[bytes]) -> None:
             fh.write(data)
         else:
             shutil.copyfileobj(data, fh, 1024 * 1024)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (see :mod:`distill.fileio`)."""
-    write_json_atomic(path, data)
 
 
 class JobStore:
@@ -158,7 +197,7 @@ class JobStore:
 
     def commit(self, staging: Path, record: JobRecord) -> None:
         """Writes ``job.json`` into a staged job and renames it into place (atomic)."""
-        write_json(staging / "job.json", record.model_dump(mode="json"))
+        write_json_atomic(staging / "job.json", record.model_dump(mode="json"))
         _fsync_dir(staging / "images")
         os.rename(staging, self.job_dir(record.id))
         _fsync_dir(self.jobs_dir)
@@ -177,7 +216,7 @@ class JobStore:
 
     def save_job(self, record: JobRecord) -> None:
         """Rewrites ``job.json`` (the API's file)."""
-        write_json(self.job_dir(record.id) / "job.json", record.model_dump(mode="json"))
+        write_json_atomic(self.job_dir(record.id) / "job.json", record.model_dump(mode="json"))
 
     def load_state(self, job_id: str) -> JobState | None:
         """The worker's state of the job, None before a worker started it."""
@@ -189,7 +228,7 @@ class JobStore:
     def save_state(self, job_id: str, state: JobState) -> None:
         """Rewrites ``state.json`` (the worker's file)."""
         state.updated_at = utcnow()
-        write_json(self.job_dir(job_id) / "state.json", state.model_dump(mode="json"))
+        write_json_atomic(self.job_dir(job_id) / "state.json", state.model_dump(mode="json"))
 
     def load_card(self, job_id: str) -> dict[str, Any] | None:
         """``{"card": ..., "info": ...}`` as the worker saved them, or None."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from redis import Redis
 
-from worker.settings import Settings, redis_db_path
+from jobs.settings import Settings, redis_db_path
 
 log = logging.getLogger(__name__)
 

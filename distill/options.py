@@ -1,0 +1,101 @@
+"""Every option vocabulary of the method, defined once, and the inference options.
+
+Argparse ``choices``, pydantic settings, the job contract and the API's form
+fields all take their allowed values from here (``get_args`` of the
+``Literal``), so a new value is added in one place. Pure Python: the API
+imports this module without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+from distill.errors import ConfigError
+
+Task = Literal["keypoints", "boxes"]
+TASKS: tuple[Task, ...] = get_args(Task)
+
+# The model zoo's architectures and the task each does (None: "tiny" does both); the
+# builders live in distill.models.zoo, which needs torch.
+ARCH_TASKS: dict[str, Task | None] = {
+    "tiny": None,
+    "keypointrcnn_resnet50_fpn": "keypoints",
+    "fasterrcnn_resnet50_fpn": "boxes",
+    "fasterrcnn_resnet50_fpn_v2": "boxes",
+    "fasterrcnn_mobilenet_v3_large_fpn": "boxes",
+}
+ARCHITECTURES: tuple[str, ...] = tuple(ARCH_TASKS)
+
+# How pooled box detections are merged: NMS + box voting (Detectron) or weighted boxes fusion.
+Fusion = Literal["vote", "wbf"]
+FUSIONS: tuple[Fusion, ...] = get_args(Fusion)
+
+# Box-voting score of a kept box: its own (ID), the voters' mean (AVG), IoU-weighted mean.
+Scoring = Literal["ID", "AVG", "IOU_AVG"]
+SCORINGS: tuple[Scoring, ...] = get_args(Scoring)
+
+# How the per-transform keypoint heatmap logits are combined (Detectron's HM_AVG / HM_MAX).
+Combine = Literal["avg", "max"]
+COMBINES: tuple[Combine, ...] = get_args(Combine)
+
+# Named transform sets (see distill.tta.transforms.parse_preset).
+Preset = Literal["identity", "flip", "standard", "paper", "paper-relative"]
+PRESETS: tuple[Preset, ...] = get_args(Preset)
+
+DEFAULT_TTA: Preset = "standard"
+DEFAULT_MAX_PIXELS = 50_000_000  # decompression-bomb guard for any decoded image
+DEFAULT_BATCH_SIZE = 4  # images per forward pass
+
+
+def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Raises :class:`ConfigError` naming ``what`` and the allowed values."""
+    if value not in allowed:
+        raise ConfigError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    """How pooled detections are merged (Detectron's defaults); checked once, here."""
+
+    method: Fusion = "vote"
+    nms_threshold: float = 0.5
+    vote_threshold: float = 0.8
+    scoring: Scoring = "ID"
+    wbf_iou_threshold: float = 0.55
+    max_detections: int = 100
+
+    def __post_init__(self) -> None:
+        check_choice("fusion", self.method, FUSIONS)
+        check_choice("vote scoring", self.scoring, SCORINGS)
+        for name in ("nms_threshold", "vote_threshold", "wbf_iou_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:  # NaN fails too
+                raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+        if self.max_detections < 1:
+            raise ConfigError(f"max_detections must be >= 1, got {self.max_detections}")
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a teacher is run: the one object that travels from the CLI or the settings to
+    :func:`distill.tta.predictor.build_predictor`."""
+
+    tta: str = DEFAULT_TTA
+    fusion: FusionParams = field(default_factory=FusionParams)
+    combine: Combine = "avg"
+    size_dependent: bool = False
+    device: str = "cpu"
+    half: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        check_choice("heatmap combine", self.combine, COMBINES)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+
+    def describe(self) -> dict[str, Any]:
+        """JSON form for the output's info block."""
+        return {"tta": self.tta, "fusion": asdict(self.fusion), "heatmap_combine": self.combine,
+                "size_dependent": self.size_dependent}

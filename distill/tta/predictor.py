@@ -1,0 +1,94 @@
+"""``build_predictor``: the one entry point to multi-transform inference.
+
+It picks the keypoint path (shared boxes, heatmap averaging) or the box path
+(whole detector per transform, union, fusion) from the card's task, and
+handles the device; a plain model is the ``identity`` preset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.models.detection import KeypointRCNN
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+from distill.card import ModelCard
+from distill.errors import ConfigError
+from distill.options import InferenceOptions
+from distill.tta.boxes import BoxTTA
+from distill.tta.keypoints import KeypointTTA
+from distill.tta.transforms import Transform, parse_preset
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a clear error when CUDA is absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r} is not supported; use cpu or cuda")
+    return dev
+
+
+@dataclass
+class Predictor:
+    """Images in (any device, (3, H, W) floats in [0, 1]), CPU detections out.
+
+    Keeps the wrapped detector's call signature, so evaluation code can use a
+    plain model and a multi-transform ensemble interchangeably.
+    """
+
+    wrapped: Callable[[list[Tensor]], list[dict[str, Tensor]]]
+    transforms: list[Transform]
+    device: torch.device
+    half: bool = False
+
+    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        images = [img.to(self.device, non_blocking=True) for img in images]
+        with torch.inference_mode(), torch.autocast(
+                device_type=self.device.type, dtype=torch.float16,
+                enabled=self.half and self.device.type == "cuda"):
+            outputs = self.wrapped(images)
+        return [{k: v.float().cpu() if v.is_floating_point() else v.cpu()
+                 for k, v in out.items()} for out in outputs]
+
+
+def build_predictor(model: GeneralizedRCNN, card: ModelCard,
+                    options: InferenceOptions | None = None) -> Predictor:
+    """Wraps ``model`` (built from ``card``) for multi-transform inference.
+
+    ``options.tta`` is a preset name or custom list (see :func:`parse_preset`),
+    relative to the card's min/max sizes; ``options.fusion`` applies to box
+    tasks, ``combine`` and ``size_dependent`` to keypoint tasks. The default
+    options run the ``standard`` preset; pass ``InferenceOptions(tta="identity")``
+    for the plain model.
+    """
+    options = options or InferenceOptions()
+    dev = resolve_device(options.device)
+    model = model.to(dev).eval()
+    transforms = parse_preset(options.tta, card.min_size, card.max_size)
+    wrapped: Callable[[list[Tensor]], list[dict[str, Tensor]]]
+    if card.task == "keypoints":
+        if not isinstance(model, KeypointRCNN):
+            raise ConfigError(f"card says keypoints but the model is {type(model).__name__}")
+        wrapped = KeypointTTA(model, transforms, card.flip_permutation(),
+                              combine=options.combine, size_dependent=options.size_dependent)
+    else:
+        wrapped = BoxTTA(model, transforms, options.fusion)
+    return Predictor(wrapped, transforms, dev, options.half)
+
+
+def plain_predictor(model: GeneralizedRCNN, card: ModelCard, device: str = "cpu") -> Predictor:
+    """The model alone, one pass at its own test size, behind the same interface
+    (evaluation's single-pass baseline)."""
+    dev = resolve_device(device)
+    return Predictor(model.to(dev).eval(), parse_preset("identity", card.min_size,
+                                                        card.max_size), dev)

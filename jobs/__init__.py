@@ -1,0 +1,15 @@
+"""The job contract that the API (:mod:`service`) and the workers (:mod:`worker`) share.
+
+- :mod:`jobs.settings`: every setting, read from the environment once, and its mapping
+  to constructor arguments.
+- :mod:`jobs.store`: the artifact store on disk, the job record and the job state with
+  its status transitions.
+- :mod:`jobs.teachers`: the registry of teachers by name, and their cards (read without
+  torch).
+- :mod:`jobs.queueing`: one RQ queue per teacher, worker presence, enqueue and cancel.
+- :mod:`jobs.connection`: the Redis connection (``REDIS_URL`` or an embedded server).
+- :mod:`jobs.submit`: accepting a job (store, then queue, never one without the other).
+- :mod:`jobs.recovery`: re-queueing accepted jobs that Redis lost.
+
+Nothing here imports torch, FastAPI or the worker.
+"""
