@@ -5,7 +5,10 @@ Prints
    ``annotate_folder`` on the same images, transforms and batch size (target:
    the service adds < 10 %), both with the teacher loaded and without;
 2. POST /annotate latency for a 16-image batch (median and p90);
-3. a worker's resident memory sampled over a long job (it must stay flat).
+3. a worker's resident memory sampled over a long job (it must stay flat);
+4. the API process's resident memory after start-up and after a POST plus a
+   re-selection, and whether torch's libraries are mapped into it (they must
+   not be: the API never imports torch). ``--api-memory-only`` runs just this.
 
 Everything runs locally: a private redis-server, ``distill serve`` and
 ``distill worker`` subprocesses. Without ``--teacher`` a random-weight
@@ -171,6 +174,29 @@ def sample_rss(pid: int, stop: threading.Event, samples: list[tuple[float, float
         stop.wait(0.5)
 
 
+def api_memory(stack: Stack, pid: int, files: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """Part 4: the API's RSS before and after it has served a job and a re-selection
+    (the worker must already run), and whether any torch library is mapped into it."""
+    out: dict[str, Any] = {"api_rss_start_mb": psutil.Process(pid).memory_info().rss / 2**20}
+    job = stack.post(files, dataset="api-memory")
+    stack.finish(job["id"])
+    stack.http.get(f"/jobs/{job['id']}/annotations",
+                   params={"score_thresh": 0.3}).raise_for_status()
+    stack.http.get("/datasets/api-memory/annotations").raise_for_status()
+    out["api_rss_after_mb"] = psutil.Process(pid).memory_info().rss / 2**20
+    maps = Path(f"/proc/{pid}/maps")
+    out["api_torch_mapped"] = ("torch" in maps.read_text()) if maps.exists() else None
+    return out
+
+
+def print_api_memory(report: dict[str, Any]) -> None:
+    """Prints part 4."""
+    mapped = {True: "yes", False: "no", None: "unknown (no /proc)"}[report["api_torch_mapped"]]
+    print(f"  API process RSS: {report['api_rss_start_mb']:.0f} MB after start-up, "
+          f"{report['api_rss_after_mb']:.0f} MB after a POST + re-selection + dataset "
+          f"download; torch libraries mapped: {mapped}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=24, help="images of the end-to-end job")
@@ -183,6 +209,8 @@ def main() -> int:
     ap.add_argument("--long-images", type=int, default=120, help="images of the memory run")
     ap.add_argument("--teacher", type=Path, help="a real checkpoint (default: random tiny)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--api-memory-only", action="store_true",
+                    help="only part 4: the API process's memory (about a minute)")
     args = ap.parse_args()
 
     from distill.data import generate
@@ -201,8 +229,23 @@ def main() -> int:
                 "max_request_bytes": str(2**31)}
     stack = Stack(root, teacher, settings)
     report: dict[str, Any] = {"images": args.images, "tta": args.tta, "batch": args.batch_size}
+    if args.api_memory_only:
+        try:
+            stack.start_api()
+            api_pid = stack.procs[-1].pid
+            stack.start_worker()
+            report.update(api_memory(stack, api_pid, [(p.name, p.read_bytes())
+                                                      for p in images[:4]]))
+        finally:
+            stack.close()
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+        print("\nservice benchmark, part 4 only (cpu)")
+        print_api_memory(report)
+        return 0
     try:
         stack.start_api()
+        api_pid = stack.procs[-1].pid
         # 2. POST latency, with no worker running so that nothing competes for the CPU.
         batch = [(p.name, p.read_bytes()) for p in images[: args.post_batch]]
         stack.post(batch[:1])  # warm-up: the first POST imports the preset parser
@@ -240,6 +283,9 @@ def main() -> int:
         report["local_cold_s"] = min(local) + load_s
         report["overhead_vs_warm_pct"] = 100 * (report["service_s"] / min(local) - 1)
         report["overhead_vs_cold_pct"] = 100 * (report["service_s"] / report["local_cold_s"] - 1)
+
+        # 4. API memory (the worker is warm by now; this adds one small job).
+        report.update(api_memory(stack, api_pid, files[:4]))
 
         # 3. worker memory over a long job.
         long_files = [(f"long_{i:05d}.png", files[i % len(files)][1])
@@ -280,6 +326,7 @@ def main() -> int:
     print(f"  worker RSS over {args.long_images} images ({report['long_s']:.0f} s) at "
           f"10/25/50/75/100 % of the job: {', '.join(f'{r:.0f}' for r in prof)} MB "
           f"(max {report['rss_max_mb']:.0f}); growth after warm-up {prof[-1] - prof[0]:+.0f} MB")
+    print_api_memory(report)
     return 0
 
 

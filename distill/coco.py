@@ -1,4 +1,5 @@
-"""COCO I/O: reading and checking data sets, and their statistics.
+"""COCO I/O: reading and checking data sets, their statistics, and the categories,
+flip maps and OKS sigmas a model trained on them carries in its card.
 
 Everything here works on any COCO-format keypoint or box data set:
 categories, keypoint names and skeletons come from the file, not from code.
@@ -11,10 +12,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from distill.card import LabeledStats, Task
-from distill.errors import DataError
+from distill.card import LabeledStats, Task, flip_map_from_names
+from distill.errors import CardError, DataError
 
 CocoDict = dict[str, Any]
+
+# COCO's per-keypoint OKS sigmas (pycocotools' defaults), by keypoint name.
+COCO_SIGMAS: dict[str, float] = {
+    "nose": 0.026, "left_eye": 0.025, "right_eye": 0.025, "left_ear": 0.035,
+    "right_ear": 0.035, "left_shoulder": 0.079, "right_shoulder": 0.079,
+    "left_elbow": 0.072, "right_elbow": 0.072, "left_wrist": 0.062, "right_wrist": 0.062,
+    "left_hip": 0.107, "right_hip": 0.107, "left_knee": 0.087, "right_knee": 0.087,
+    "left_ankle": 0.089, "right_ankle": 0.089,
+}
+DEFAULT_SIGMA = 0.07
 
 
 def load_coco(path: Path) -> CocoDict:
@@ -89,3 +100,46 @@ def labeled_statistics(data: CocoDict, task: Task) -> LabeledStats:
 def _num_visible(ann: dict[str, Any]) -> int:
     kps = ann.get("keypoints") or []
     return sum(1 for v in kps[2::3] if v > 0)
+
+
+def training_categories(coco: CocoDict, task: Task) -> list[dict[str, Any]]:
+    """The categories a model trained on ``coco`` predicts, in label order.
+
+    Keypoint task: the one category carrying keypoint names. Box task: all
+    categories, in the file's order (that order becomes labels 1..C).
+    """
+    if task == "keypoints":
+        return [dict(keypoint_category(coco))]
+    cats = [dict(c) for c in coco["categories"]]
+    if not cats:
+        raise DataError("the COCO file has no categories to train on")
+    return cats
+
+
+def oks_sigmas_for(category: dict[str, Any]) -> list[float]:
+    """OKS sigmas of a keypoint category: its own ``oks_sigmas`` / ``sigmas`` field; else
+    COCO's, by name, when every keypoint has a COCO name (or positionally when there are
+    exactly 17); else a uniform 0.07."""
+    names = list(category.get("keypoints", []))
+    for key in ("oks_sigmas", "sigmas"):
+        if category.get(key) is not None:
+            sigmas = [float(s) for s in category[key]]
+            if len(sigmas) != len(names):
+                raise CardError(f"category {category.get('name')!r} has {len(sigmas)} {key} "
+                                f"for {len(names)} keypoints")
+            return sigmas
+    if names and all(n in COCO_SIGMAS for n in names):
+        return [COCO_SIGMAS[n] for n in names]
+    if len(names) == 17:
+        return list(COCO_SIGMAS.values())
+    return [DEFAULT_SIGMA] * len(names)
+
+
+def flip_map_for(category: dict[str, Any]) -> list[list[int]]:
+    """Left/right pairs: an explicit ``flip_map`` of the category (name or index pairs),
+    else derived from ``left_`` / ``right_`` names."""
+    names = list(category.get("keypoints", []))
+    explicit = category.get("flip_map")
+    if explicit and all(isinstance(v, int) for pair in explicit for v in pair):
+        return [[int(a), int(b)] for a, b in explicit]
+    return flip_map_from_names(names, explicit)

@@ -150,7 +150,7 @@ class ServiceStack:
 
     root: Path
     redis_url: str
-    teacher: Path
+    teacher: Path | None  # DISTILL_TEACHER (the one-teacher setting); None: not set
     settings: dict[str, str]
     queue: str = field(default_factory=lambda: f"q{uuid.uuid4().hex[:10]}")
     port: int = field(default_factory=free_port)
@@ -171,21 +171,26 @@ class ServiceStack:
         """Environment of a stack process: settings as DISTILL_* variables."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
         env.update({"REDIS_URL": self.redis_url, "DISTILL_DATA_DIR": str(self.data_dir),
-                    "DISTILL_QUEUE": self.queue, "DISTILL_TEACHER": str(self.teacher),
+                    "DISTILL_QUEUE": self.queue,
                     "DISTILL_API_KEYS": ",".join(API_KEYS), "DISTILL_TORCH_THREADS": "1",
                     "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+        if self.teacher is not None:
+            env["DISTILL_TEACHER"] = str(self.teacher)
         env.update({f"DISTILL_{k.upper()}": v for k, v in {**self.settings, **extra}.items()})
         return env
 
-    def _spawn(self, args: list[str], log_name: str, env: dict[str, str]
-               ) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str],
+               python: list[str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.root / log_name, "ab")  # noqa: SIM115 - the child owns it
-        return subprocess.Popen([sys.executable, "-m", "distill.cli", *args], cwd=REPO, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        command = python or [sys.executable, "-m", "distill.cli"]
+        return subprocess.Popen([*command, *args], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
 
-    def start_api(self, **extra: str) -> None:
-        """Starts ``distill serve`` and waits until it answers /healthz."""
-        self.api = self._spawn(["serve", "--port", str(self.port)], "api.log", self.env(**extra))
+    def start_api(self, python: list[str] | None = None, **extra: str) -> None:
+        """Starts ``distill serve`` and waits until it answers /healthz; ``python`` replaces
+        the ``python -m distill.cli`` that runs it (say, to run it with torch blocked)."""
+        self.api = self._spawn(["serve", "--port", str(self.port)], "api.log", self.env(**extra),
+                               python)
         api = self.api
         wait_for(lambda: api.poll() is None and httpx.get(f"{self.url}/healthz").is_success,
                  60, f"the API to start (log: {self.root / 'api.log'})")
@@ -196,11 +201,13 @@ class ServiceStack:
             stop_process(self.api, sig)
             self.api = None
 
-    def start_worker(self, wait: bool = True, **extra: str) -> subprocess.Popen[bytes]:
-        """Starts ``distill worker``; with ``wait``, until it has announced itself."""
+    def start_worker(self, wait: bool = True, args: tuple[str, ...] = (), **extra: str
+                     ) -> subprocess.Popen[bytes]:
+        """Starts ``distill worker ARGS``; with ``wait``, until it has announced itself."""
         n = len(self.workers)
         name = f"w{n}-{uuid.uuid4().hex[:6]}"
-        proc = self._spawn(["worker"], f"worker{n}.log", self.env(worker_name=name, **extra))
+        proc = self._spawn(["worker", *args], f"worker{n}.log",
+                           self.env(worker_name=name, **extra))
         self.workers.append(proc)
         if wait:
             wait_for(lambda: proc.poll() is None and name in self.live_workers(), 90,
@@ -263,15 +270,18 @@ def make_stack(redis_server: RedisServer, teacher_checkpoint: Path,
     """Factory of service stacks on the session's Redis; each gets its own queue and data dir.
 
     ``make_stack(api=True, workers=1, **settings)``; settings become DISTILL_* variables.
+    ``one_teacher=False`` leaves DISTILL_TEACHER unset (register teachers with
+    ``teachers="a=path,b=path"``).
     Every stack is stopped at the end of the session at the latest.
     """
     stacks: list[ServiceStack] = []
 
-    def make(api: bool = True, workers: int = 0, **settings: Any) -> ServiceStack:
+    def make(api: bool = True, workers: int = 0, one_teacher: bool = True,
+             **settings: Any) -> ServiceStack:
         base = {"tta": "identity", "batch_size": "2", "heartbeat_interval_s": "0.5",
                 "heartbeat_ttl_s": "4"}
-        stack = ServiceStack(root=tmp_path_factory.mktemp("stack"),
-                             redis_url=redis_server.url, teacher=teacher_checkpoint,
+        stack = ServiceStack(root=tmp_path_factory.mktemp("stack"), redis_url=redis_server.url,
+                             teacher=teacher_checkpoint if one_teacher else None,
                              settings={**base, **{k: str(v) for k, v in settings.items()}})
         stacks.append(stack)
         if api:

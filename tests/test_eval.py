@@ -11,11 +11,10 @@ import torch
 
 from distill.card import ModelCard
 from distill.checkpoint import save_checkpoint
-from distill.coco import load_coco
+from distill.coco import load_coco, training_categories
 from distill.data import generate
 from distill.models.zoo import build_from_card
 from training.checkpoint import build_card
-from training.data import training_categories
 from training.evaluate import evaluate, evaluate_checkpoint
 
 

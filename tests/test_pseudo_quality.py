@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from distill.coco import load_coco
+from distill.coco import load_coco, training_categories
 from distill.data import generate
 from distill.errors import DataError
 from training.checkpoint import build_card
-from training.data import training_categories
 from training.pseudo_quality import pseudo_label_quality
 
 

@@ -10,14 +10,13 @@ import torch
 from PIL import Image
 
 from distill.card import flip_map_from_names
+from distill.coco import oks_sigmas_for, training_categories
 from distill.errors import DataError
 from training.augment import hflip, jitter_sizes
-from training.checkpoint import oks_sigmas_for
 from training.data import (
     DetectionDataset,
     check_compatible,
     prepare_records,
-    training_categories,
 )
 
 NAMES = ["nose", "left_wrist", "right_wrist"]

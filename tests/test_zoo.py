@@ -56,3 +56,22 @@ def test_local_backbone_weights_are_loaded(tmp_path: Path) -> None:
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(Exception, match="fits the backbone"):
         load_backbone_weights(model, tmp_path / "bad.pth")
+
+
+def test_batchnorm_eps_option_reaches_every_norm_layer(tmp_path: Path) -> None:
+    """torchvision runs its published COCO V1 weights with batch-norm eps 0; the arch option
+    reproduces that, and the import sets it for those files (recognised by name)."""
+    from torch import nn
+
+    from distill.teacher_import import _published_defaults
+
+    model = build_model("fasterrcnn_mobilenet_v3_large_fpn", "boxes", num_classes=3,
+                        min_size=128, max_size=160, options={"batchnorm_eps": 0.0})
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.eps == 0.0 for m in norms)
+    assert _published_defaults("keypointrcnn_resnet50_fpn",
+                               Path("keypointrcnn_resnet50_fpn_coco-fc266e95.pth")) == {
+        "batchnorm_eps": 0.0}
+    assert _published_defaults("fasterrcnn_resnet50_fpn_v2",
+                               Path("fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth")) == {}
+    assert _published_defaults("fasterrcnn_resnet50_fpn", Path("model_25.pth")) == {}

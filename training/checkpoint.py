@@ -20,19 +20,8 @@ from typing import Any
 import torch
 import torchvision
 
-from distill.card import ModelCard, Task, flip_map_from_names
-from distill.coco import CocoDict, labeled_statistics
-from distill.errors import CardError
-
-# COCO's per-keypoint OKS sigmas (pycocotools' defaults), by keypoint name.
-COCO_SIGMAS: dict[str, float] = {
-    "nose": 0.026, "left_eye": 0.025, "right_eye": 0.025, "left_ear": 0.035,
-    "right_ear": 0.035, "left_shoulder": 0.079, "right_shoulder": 0.079,
-    "left_elbow": 0.072, "right_elbow": 0.072, "left_wrist": 0.062, "right_wrist": 0.062,
-    "left_hip": 0.107, "right_hip": 0.107, "left_knee": 0.087, "right_knee": 0.087,
-    "left_ankle": 0.089, "right_ankle": 0.089,
-}
-DEFAULT_SIGMA = 0.07
+from distill.card import ModelCard, Task
+from distill.coco import CocoDict, flip_map_for, labeled_statistics, oks_sigmas_for
 
 
 def resume_path(out: Path) -> Path:
@@ -48,35 +37,6 @@ def metrics_path(out: Path) -> Path:
 def tensorboard_dir(out: Path) -> Path:
     """``teacher.pt`` -> ``teacher.tb``."""
     return out.with_name(f"{out.stem}.tb")
-
-
-def oks_sigmas_for(category: dict[str, Any]) -> list[float]:
-    """OKS sigmas of a keypoint category: its own ``oks_sigmas`` / ``sigmas`` field; else
-    COCO's, by name, when every keypoint has a COCO name (or positionally when there are
-    exactly 17); else a uniform 0.07."""
-    names = list(category.get("keypoints", []))
-    for key in ("oks_sigmas", "sigmas"):
-        if category.get(key) is not None:
-            sigmas = [float(s) for s in category[key]]
-            if len(sigmas) != len(names):
-                raise CardError(f"category {category.get('name')!r} has {len(sigmas)} {key} "
-                                f"for {len(names)} keypoints")
-            return sigmas
-    if names and all(n in COCO_SIGMAS for n in names):
-        return [COCO_SIGMAS[n] for n in names]
-    if len(names) == 17:
-        return list(COCO_SIGMAS.values())
-    return [DEFAULT_SIGMA] * len(names)
-
-
-def flip_map_for(category: dict[str, Any]) -> list[list[int]]:
-    """Left/right pairs: an explicit ``flip_map`` of the category (name or index pairs),
-    else derived from ``left_`` / ``right_`` names."""
-    names = list(category.get("keypoints", []))
-    explicit = category.get("flip_map")
-    if explicit and all(isinstance(v, int) for pair in explicit for v in pair):
-        return [[int(a), int(b)] for a, b in explicit]
-    return flip_map_from_names(names, explicit)
 
 
 def build_card(*, arch: str, task: Task, labeled: CocoDict, categories: list[dict[str, Any]],

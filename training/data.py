@@ -72,20 +72,6 @@ class FilterCounts:
                 f"{', '.join(parts) if parts else 'nothing'}")
 
 
-def training_categories(coco: CocoDict, task: Task) -> list[dict[str, Any]]:
-    """The categories a model trained on ``coco`` predicts, in label order.
-
-    Keypoint task: the one category carrying keypoint names. Box task: all
-    categories, in the file's order (that order becomes labels 1..C).
-    """
-    if task == "keypoints":
-        return [dict(keypoint_category(coco))]
-    cats = [dict(c) for c in coco["categories"]]
-    if not cats:
-        raise DataError("the COCO file has no categories to train on")
-    return cats
-
-
 def check_compatible(categories: list[dict[str, Any]], coco: CocoDict, task: Task,
                      source: str) -> None:
     """Raises :class:`DataError` when ``coco`` (e.g. pseudo-labels) uses categories

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from distill.card import ModelCard, Task
 from distill.checkpoint import load_checkpoint, save_checkpoint
-from distill.coco import load_coco
+from distill.coco import load_coco, training_categories
 from distill.errors import ConfigError, DistillError
 from distill.models.zoo import build_model, default_sizes
 from distill.options import ARCHITECTURES
@@ -40,7 +40,6 @@ from training.data import (
     check_compatible,
     collate,
     prepare_records,
-    training_categories,
 )
 from training.defaults import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR
 from training.sampler import MixedBatchSampler

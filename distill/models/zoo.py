@@ -20,6 +20,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from distill.card import ModelCard, Task
 from distill.errors import CardError, ConfigError
@@ -42,6 +43,11 @@ TINY_DEFAULTS: dict[str, Any] = {
 _TORCHVISION: dict[str, Callable[..., GeneralizedRCNN]] = {
     name: getattr(tvd, name) for name, task in ARCH_TASKS.items() if task is not None}
 DEFAULT_SIZES: dict[str, tuple[int, int]] = {"tiny": (256, 416)}
+# An arch option of ours, not torchvision's: the epsilon of every batch-norm layer.
+# torchvision's published COCO weights of keypointrcnn_resnet50_fpn and
+# fasterrcnn_resnet50_fpn were trained and are run with eps 0 (its builders call
+# overwrite_eps(model, 0.0) when loading them); a model built with weights=None has 1e-5.
+BATCHNORM_EPS = "batchnorm_eps"
 
 
 def default_sizes(arch: str) -> tuple[int, int]:
@@ -58,6 +64,7 @@ def build_model(arch: str, task: Task, *, num_classes: int, num_keypoints: int =
     torchvision detector's constructor (thresholds, RPN sizes and the like).
     """
     opts = dict(options or {})
+    eps = opts.pop(BATCHNORM_EPS, None)
     if arch == "tiny":
         model = _build_tiny(task, num_classes, num_keypoints, min_size, max_size, opts)
     elif arch in _TORCHVISION:
@@ -70,9 +77,18 @@ def build_model(arch: str, task: Task, *, num_classes: int, num_keypoints: int =
                         min_size=min_size, max_size=max_size, **opts)
     else:
         raise ConfigError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+    if eps is not None:
+        set_batchnorm_eps(model, float(eps))
     if backbone_weights is not None:
         load_backbone_weights(model, backbone_weights)
     return model
+
+
+def set_batchnorm_eps(model: nn.Module, eps: float) -> None:
+    """Sets the epsilon of every batch-norm layer (plain or frozen)."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d | FrozenBatchNorm2d):
+            module.eps = eps
 
 
 def build_from_card(card: ModelCard, state_dict: dict[str, torch.Tensor] | None = None
