@@ -15,8 +15,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from distill.errors import DistillError
+from distill.errors import ConfigError, DistillError
 from distill.options import (
     COMBINES,
     DEFAULT_TTA,
@@ -31,6 +32,7 @@ from distill.options import (
 # heavy dependencies inside its commands, so that `distill serve` runs without torch.
 _PLUGINS = ("distill.teacher_cli", "training.cli", "service.cli", "worker.cli")
 _OWN_PACKAGES = frozenset({"distill", "jobs", "service", "worker", "training"})
+_ENGINE_PACKAGES = frozenset({"torch", "torchvision", "pycocotools", "ensemble_boxes"})
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -133,6 +135,21 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per forward pass")
 
 
+def parse_arch_options(items: list[str]) -> dict[str, Any]:
+    """``--arch-option`` values: ``["box_score_thresh=0.01", "x=abc"]`` ->
+    ``{"box_score_thresh": 0.01, "x": "abc"}`` (values parsed as JSON when they are)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--arch-option expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a bare string such as a name
+    return out
+
+
 def inference_options_from_args(args: argparse.Namespace) -> InferenceOptions:
     """The :class:`InferenceOptions` that :func:`add_inference_arguments` flags describe."""
     return InferenceOptions(
@@ -155,6 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except DistillError as exc:
         print(f"distill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in _ENGINE_PACKAGES:
+            raise
+        # An install without the engine (say the API's): this command runs a model.
+        print(f"distill {args.command}: error: this command needs {exc.name}, which this "
+              "installation lacks; install the worker or training extra: "
+              "pip install 'distill[worker]' or 'distill[training]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"distill {args.command}: interrupted; rerun the same command to resume",

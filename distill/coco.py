@@ -7,13 +7,13 @@ categories, keypoint names and skeletons come from the file, not from code.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from distill.card import LabeledStats, Task, flip_map_from_names
 from distill.errors import CardError, DataError
+from distill.fileio import read_json
 
 CocoDict = dict[str, Any]
 
@@ -30,13 +30,7 @@ DEFAULT_SIGMA = 0.07
 
 def load_coco(path: Path) -> CocoDict:
     """Reads and checks a COCO file: the keys, ids and references the project relies on."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError(f"COCO file {str(path)!r} does not exist") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+    data = read_json(path, "COCO file")
     validate_coco(data, source=str(path))
     return data
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: temp file in the same folder, fsync, rename.
+"""Atomic file writes (temp file in the same folder, fsync, rename), and JSON reads
+that fail with a message naming the file.
 
 A reader (another process, a restarted job, a crashed run's successor) sees
 either the old file or the new one, never half of one. Every artifact the
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from distill.errors import DataError
 
 
 @contextmanager
@@ -38,3 +41,15 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = None) -> No
     """Writes JSON atomically; NaN and infinity are refused (they are not JSON)."""
     with atomic_writer(path) as fh:
         fh.write(json.dumps(data, allow_nan=False, indent=indent).encode("utf-8"))
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parses a JSON file; a missing or malformed one is a :class:`DataError` saying
+    ``what`` it should have been."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataError(f"{what} {str(path)!r} does not exist") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc

@@ -8,13 +8,11 @@ which ``distill.cli.main`` prints as one line and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from distill.errors import ConfigError
-from distill.options import ARCHITECTURES  # pure Python: registering imports no torch
+from distill.options import ARCHITECTURES, TASKS  # pure Python: registering imports no torch
 
 
 def register(sub: Any) -> None:
@@ -56,26 +54,13 @@ def register(sub: Any) -> None:
                                     "COCO set (instances per image per category, visible "
                                     "keypoints per instance), for `import --stats`.")
     s.add_argument("labeled_json", type=Path, help="labeled COCO JSON")
-    s.add_argument("--task", required=True, choices=("keypoints", "boxes"))
+    s.add_argument("--task", required=True, choices=TASKS)
     s.add_argument("--out", required=True, type=Path, help="stats JSON to write")
     s.set_defaults(func=_cmd_stats)
 
 
-def parse_arch_options(items: list[str]) -> dict[str, Any]:
-    """``["box_score_thresh=0.01", "x=abc"]`` -> ``{"box_score_thresh": 0.01, "x": "abc"}``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--arch-option expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value  # a bare string such as a name
-    return out
-
-
 def _cmd_import(args: argparse.Namespace) -> int:
+    from distill.cli import parse_arch_options
     from distill.teacher_import import import_teacher, load_stats_file, write_teacher
 
     stats = None if args.stats is None else load_stats_file(args.stats)

@@ -40,8 +40,9 @@ from distill.coco import (
     training_categories,
 )
 from distill.errors import CardError, ConfigError, DataError
+from distill.fileio import read_json
 from distill.models.zoo import BATCHNORM_EPS, build_model, default_sizes
-from distill.options import ARCH_TASKS, ARCHITECTURES
+from distill.options import ARCH_TASKS, ARCHITECTURES, TASKS
 
 # COCO's person skeleton (1-based keypoint pairs), as published with person_keypoints_*.json.
 COCO_PERSON_SKELETON: list[list[int]] = [
@@ -336,7 +337,7 @@ def _guess_arch(keys: set[str], tried: str) -> str | None:
             with torch.device("meta"):
                 models = [build_model(arch, task, num_classes=2, num_keypoints=17,
                                       min_size=800, max_size=1333)
-                          for task in (("keypoints", "boxes") if arch == "tiny"
+                          for task in (TASKS if arch == "tiny"
                                        else (task_of(arch),))]
         except Exception:  # a guess only: never let it hide the real error
             continue
@@ -380,12 +381,7 @@ def stats_to_json(stats: LabeledStats) -> dict[str, Any]:
 def load_stats_file(path: Path) -> LabeledStats:
     """Reads a stats file written by ``distill teacher stats``; :class:`DataError` if bad."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataError(f"stats file {str(path)!r} does not exist") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"stats file {str(path)!r} is not valid JSON: {exc}") from exc
+    data = read_json(path, "stats file")
     if not isinstance(data, dict) or data.get("format") != STATS_FORMAT:
         raise DataError(f"{str(path)!r} is not a stats file (write one with `distill teacher "
                         "stats LABELED.json --task TASK --out FILE`)")

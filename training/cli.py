@@ -7,11 +7,8 @@ onto the matching function's explicit arguments and returns an exit code.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
-from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
 from distill.options import ARCHITECTURES, TASKS
 
@@ -80,19 +77,6 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def _arch_options(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--arch-option expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def _equivalent_command(args: argparse.Namespace) -> list[str]:
     """The command line that reproduces ``args`` (every option spelled out), for the card.
 
@@ -118,6 +102,7 @@ def _equivalent_command(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from distill.cli import parse_arch_options
     from training.trainer import TrainConfig, train
 
     cfg = TrainConfig(
@@ -130,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_size=args.max_size, scale_jitter=(args.scale_jitter[0], args.scale_jitter[1]),
         flip_prob=args.flip_prob, checkpoint_every=args.checkpoint_every,
         log_every=args.log_every, num_workers=args.workers, device=args.device,
-        arch_options=_arch_options(args.arch_option), backbone_weights=args.backbone_weights,
+        arch_options=parse_arch_options(args.arch_option), backbone_weights=args.backbone_weights,
         max_grad_norm=args.max_grad_norm, sync_bn=args.sync_bn, tensorboard=args.tensorboard,
         progress=not args.quiet, command=_equivalent_command(args))
     result = train(cfg)

@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from distill.data import SplitFiles, generate
+from distill.options import TASKS
 from training.demo_report import write_report
 from training.evaluate import EvalReport, evaluate_checkpoint
 from training.trainer import TrainConfig, train
@@ -100,7 +101,7 @@ def _train(task: str, files: dict[str, SplitFiles], out: Path, iters: int,
 def main(argv: list[str] | None = None) -> int:
     """Runs the demo; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--task", choices=("keypoints", "boxes"), default="keypoints")
+    p.add_argument("--task", choices=TASKS, default="keypoints")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--teacher-iters", type=int, default=TEACHER_ITERS)
     p.add_argument("--student-iters", type=int, default=STUDENT_ITERS)

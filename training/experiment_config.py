@@ -24,7 +24,7 @@ class ExperimentConfig:
     """Sizes, schedules and switches; the defaults are explained in the module docstring."""
 
     out_dir: Path
-    tasks: tuple[Task, ...] = ("keypoints", "boxes")
+    tasks: tuple[Task, ...] = TASKS
     seeds: tuple[int, ...] = (2, 3)  # mean and spread; 0 and 1 served the diagnostics
     labeled: int = 40
     unlabeled: int = 500
