@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: setup test lint types unit demo bench bench-tta bench-service bench-distill clean
+.PHONY: setup test lint types unit demo bench bench-tta bench-service bench-load bench-distill schemathesis clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ bench-tta: $(STAMP)
 
 bench-service: $(STAMP)
 	$(BIN)/python benchmarks/service_bench.py
+
+## bench-load: concurrent clients, several workers, Redis restarted mid-run; lost/duplicated
+bench-load: $(STAMP)
+	$(BIN)/python benchmarks/load_test.py
+
+## schemathesis: every schemathesis check against the real API (own venv, ~2 min)
+schemathesis: $(STAMP)
+	bash tests/contract/schemathesis.sh
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/distill_experiment.py

@@ -12,12 +12,14 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError, DistillError
+from distill.logs import configure_logging
 from distill.options import (
     COMBINES,
     DEFAULT_TTA,
@@ -30,7 +32,8 @@ from distill.options import (
 
 # Modules that add subcommands through a `register(subparsers)` function; each imports its
 # heavy dependencies inside its commands, so that `distill serve` runs without torch.
-_PLUGINS = ("distill.teacher_cli", "training.cli", "service.cli", "worker.cli")
+_PLUGINS = ("distill.teacher_cli", "distill.export_cli", "training.cli", "service.cli",
+            "worker.cli")
 _OWN_PACKAGES = frozenset({"distill", "jobs", "service", "worker", "training"})
 _ENGINE_PACKAGES = frozenset({"torch", "torchvision", "pycocotools", "ensemble_boxes"})
 
@@ -163,8 +166,14 @@ def inference_options_from_args(args: argparse.Namespace) -> InferenceOptions:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``distill`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Read here rather than through jobs.settings (whose Settings.log_format validates the
+    # same variable): the core imports nothing above it, and every subcommand logs alike.
+    fmt = os.environ.get("DISTILL_LOG_FORMAT", "").strip().lower() or "text"
+    try:
+        configure_logging(fmt, logging.DEBUG if args.verbose else logging.INFO)
+    except ConfigError as exc:
+        print(f"distill: error: DISTILL_LOG_FORMAT: {exc}", file=sys.stderr)
+        return 2
     if not args.verbose:
         # One line per HTTP request would drown the client's progress bar.
         logging.getLogger("httpx").setLevel(logging.WARNING)

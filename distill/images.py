@@ -80,9 +80,11 @@ def load_image(data: bytes | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
     return to_tensor(open_image(data, max_pixels=max_pixels))
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix), sorted by name."""
+def list_images(folder: Path, *, recursive: bool = False) -> list[Path]:
+    """Image files inside ``folder`` (by suffix; with ``recursive``, in its subfolders
+    too, hidden ones excepted), sorted by path."""
     if not folder.is_dir():
         raise DataError(f"image folder {str(folder)!r} does not exist")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))

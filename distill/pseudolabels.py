@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +49,8 @@ class SelectionConfig:
     def describe(self) -> dict[str, Any]:
         """JSON form for the output's info block."""
         return {"score_threshold": self.score_threshold,
-                "category_thresholds": {str(k): v for k, v in self.category_thresholds.items()},
+                "category_thresholds": {str(k): None if math.isinf(v) else v
+                                        for k, v in self.category_thresholds.items()},
                 "keypoint_threshold": self.keypoint_threshold}
 
 
@@ -122,6 +124,7 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
+    candidates: Counter[int] = Counter()
     for rec in recs:
         if rec.error is not None:
             errors.append({"file_name": rec.file_name, "error": rec.error})
@@ -129,6 +132,7 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": rec.file_name,
                        "width": rec.width, "height": rec.height})
+        candidates.update(rec.category_ids)
         for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
                                                   strict=True)):
             if not selection.keeps(cat, score):
@@ -148,6 +152,8 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
         "teacher": {"arch": card.arch, "task": card.task, **_provenance(card)},
         "thresholds": _thresholds_json(selection),
+        "categories_report": _category_report(card, selection, candidates, annotations,
+                                              len(images)),
         "labeled_stats": card.to_dict()["labeled_stats"],  # null: explicit thresholds only
         "num_images": len(images), "num_failed": len(errors), "errors": errors,
         **(info or {}),
@@ -169,6 +175,39 @@ def _add_keypoints(ann: dict[str, Any], points: tuple[tuple[float, float], ...],
             flat += [0, 0, 0]
     ann["keypoints"] = flat
     ann["num_keypoints"] = kept
+
+
+def _category_report(card: ModelCard, selection: Selection, candidates: Counter[int],
+                     annotations: list[dict[str, Any]], num_images: int) -> dict[str, Any]:
+    """Per category: the labeled target, the candidates, the kept count and the threshold.
+
+    ``target`` is ``round(labeled instances per image x images)``: ``null`` when the
+    labeled statistics lack the category (or are absent), ``0`` when its labeled mean
+    is 0; either way a calibrated threshold keeps nothing (``threshold: null``).
+    ``shortfall`` marks a category with fewer candidates than its target, which keeps
+    every candidate down to the detector's score floor. For keypoint tasks, ``keypoints``
+    gives the labeled visible keypoints per instance and what was kept.
+    """
+    stats = card.labeled_stats
+    means = {int(k): v for k, v in stats.instances_per_image.items()} if stats else {}
+    kept = Counter(int(a["category_id"]) for a in annotations)
+    report: dict[str, Any] = {}
+    for cat in card.categories:
+        cid = int(cat["id"])
+        target = round(means[cid] * num_images) if cid in means else None
+        threshold = selection.score_thresholds.get(cid, math.inf)
+        report[str(cid)] = {
+            "name": cat.get("name"), "target": target, "candidates": candidates[cid],
+            "kept": kept[cid], "threshold": None if math.isinf(threshold) else threshold,
+            "shortfall": target is not None and candidates[cid] < target}
+    if card.task == "keypoints":
+        instances = [a for a in annotations if "num_keypoints" in a]
+        report["keypoints"] = {
+            "target_per_instance": stats.visible_keypoints_per_instance if stats else None,
+            "instances": len(instances),
+            "kept_per_instance": (sum(a["num_keypoints"] for a in instances) / len(instances)
+                                  if instances else None)}
+    return report
 
 
 def _thresholds_json(selection: Selection) -> dict[str, Any]:

@@ -8,8 +8,12 @@
   torch).
 - :mod:`jobs.queueing`: one RQ queue per teacher, worker presence, enqueue and cancel.
 - :mod:`jobs.connection`: the Redis connection (``REDIS_URL`` or an embedded server).
-- :mod:`jobs.submit`: accepting a job (store, then queue, never one without the other).
-- :mod:`jobs.recovery`: re-queueing accepted jobs that Redis lost.
+- :mod:`jobs.records`: what ``job.json``, ``state.json`` and ``selection.json`` hold.
+- :mod:`jobs.submit`: accepting a job (cost bounds, quota, image names; stored, then
+  queued, never one without the other).
+- :mod:`jobs.maintenance`: re-queueing accepted jobs that Redis lost; retention.
+- :mod:`jobs.metrics`: the workers' counters, pushed through Redis for the API to export.
+- :mod:`jobs.logs`: the job id on every log line of a job.
 
 Nothing here imports torch, FastAPI or the worker.
 """

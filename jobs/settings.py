@@ -21,6 +21,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from distill.errors import ConfigError
+from distill.logs import LogFormat
 from distill.options import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_PIXELS,
@@ -60,6 +61,15 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=32 * MiB, ge=1)
     max_request_bytes: int = Field(default=512 * MiB, ge=1)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    # The cost of one request: passes per image (the paper's set is 18), the largest scale
+    # relative to the teacher's max size, and images x passes x pixels in megapixels
+    # (about 64 COCO-sized images under the paper's 18 passes).
+    max_passes: int = Field(default=18, ge=1)
+    max_scale_factor: float = Field(default=2.0, gt=0)
+    max_megapixel_passes: float = Field(default=3000.0, gt=0)
+    # Per key: images accepted and not finished (429 beyond); finished jobs kept this long.
+    max_pending_images: int = Field(default=2000, ge=1)
+    retention_days: float = Field(default=7.0, ge=0)  # 0: keep forever
 
     # Teachers: "name=path,..." or a folder of checkpoints; `teacher` is the one-teacher form.
     teachers: str | None = None
@@ -83,9 +93,19 @@ class Settings(BaseSettings):
     job_timeout_base_s: int = Field(default=300, ge=1)
     job_timeout_per_pass_s: float = Field(default=10.0, gt=0)  # per image and transform
     job_retries: int = Field(default=3, ge=0)
-    heartbeat_interval_s: float = Field(default=10.0, gt=0)
-    heartbeat_ttl_s: int = Field(default=60, ge=2)  # silent this long: the worker is gone
+    # A worker silent for the TTL is gone and its job is requeued; the heartbeat comes from
+    # a thread, so a long model pass does not delay it: 4 missed beats is a real failure.
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_ttl_s: int = Field(default=20, ge=2)
+    # How often a worker reconciles the store with Redis and applies the retention, and
+    # how old an accepted job must be before it counts as lost when no queue holds it.
+    maintenance_interval_s: float = Field(default=30.0, gt=0)
+    requeue_after_s: float = Field(default=60.0, ge=0)
     worker_name: str | None = None
+
+    # Log lines: text, or one JSON object per line with the job id (distill.logs; the
+    # command line reads DISTILL_LOG_FORMAT itself, this field validates it).
+    log_format: LogFormat = "text"
 
     # `distill serve`.
     host: str = "127.0.0.1"

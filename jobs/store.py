@@ -5,9 +5,16 @@ Layout::
     job.json          the request (owner hash, dataset, teacher, files, options); by the API
     state.json        progress and outcome; written by the worker running the job
     card.json         the teacher card and inference info the job ran with (worker)
-    images/           uploads under generated names (000000.img, ...)
+    images/           uploads under their content hash (<sha256>.img)
     predictions.jsonl raw ensembled predictions, one line per image (worker, append-only)
     annotations.json  the calibrated COCO output (worker)
+    selection.json    a reviewer's thresholds and exclusions, when saved (API)
+    thumbs/           review thumbnails, made once on first request (API)
+
+Beside ``jobs/``, ``index/<owner>/all/`` and ``index/<owner>/datasets/<name>/``
+hold one empty file per job, named ``<created>-<id>``, so that listing a key's
+jobs (newest first, paged with a cursor) or a dataset's reads only those jobs.
+The API writes them when it commits a job and removes them with it.
 
 Each JSON file has a single writer, so no file needs a lock: the API never
 writes ``state.json`` and a worker never writes ``job.json``. Every write is
@@ -24,128 +31,18 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from distill.fileio import atomic_writer, write_json_atomic
-from distill.options import Fusion
+from jobs.records import JobRecord, JobState, SavedSelection, utcnow
 
 log = logging.getLogger(__name__)
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # owners (hashes), datasets
 _Model = TypeVar("_Model", bound=BaseModel)
-
-
-def utcnow() -> datetime:
-    """Timezone-aware now, as stored everywhere."""
-    return datetime.now(UTC)
-
-
-def new_job_id() -> str:
-    """A fresh job id: 32 hex digits, safe as a directory name and an RQ id."""
-    return uuid.uuid4().hex
-
-
-class StoredFile(BaseModel):
-    """One uploaded image: its (sanitised, de-duplicated) name and where its bytes are."""
-
-    name: str
-    stored: str
-    bytes: int
-    width: int
-    height: int
-
-
-class JobStatus(StrEnum):
-    """A job's life: queued -> running -> finished | failed; cancelled from queued or running.
-
-    A retried job goes from running back to queued (the API shows what RQ says).
-    """
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        """Finished, failed or cancelled: nothing will change any more."""
-        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class JobRequest(BaseModel):
-    """What the client asked for; None means the service default / calibration."""
-
-    tta: str
-    fusion: Fusion
-    score_thresh: float | None = None
-    keypoint_thresh: float | None = None
-
-
-class JobRecord(BaseModel):
-    """``job.json``: the job as accepted; only the API writes it."""
-
-    id: str
-    owner: str  # sha256 of the API key, never the key
-    dataset: str | None = None
-    created_at: datetime
-    files: list[StoredFile]
-    request: JobRequest
-    timeout_s: int
-    cancelled_at: datetime | None = None
-    # The registered teacher the job is for, and its checkpoint's checksum when accepted
-    # ("" for a record written before teachers had names: the only registered one).
-    teacher: str = ""
-    teacher_sha256: str | None = None
-
-
-class ImageError(BaseModel):
-    """An image the worker could not annotate."""
-
-    file_name: str
-    error: str
-
-
-class JobState(BaseModel):
-    """``state.json``: progress and outcome; only the worker running the job writes it."""
-
-    status: JobStatus = JobStatus.RUNNING
-    attempts: int = 0
-    started_at: datetime | None = None
-    updated_at: datetime | None = None
-    finished_at: datetime | None = None
-    done: int = 0
-    failed: int = 0
-    total: int = 0
-    errors: list[ImageError] = Field(default_factory=list)
-    error: str | None = None
-    worker: str | None = None
-    teacher_sha256: str | None = None
-    annotations: int | None = None
-
-    @property
-    def is_terminal(self) -> bool:
-        """The worker is done with the job (finished, failed or cancelled)."""
-        return self.status.is_terminal
-
-    def start(self, worker: str, total: int) -> None:
-        """A worker (re)starts the job: one more attempt, the last error cleared."""
-        self.status, self.error, self.finished_at = JobStatus.RUNNING, None, None
-        self.attempts += 1
-        self.started_at = self.started_at or utcnow()
-        self.worker, self.total = worker, total
-
-    def finish(self, annotations: int) -> None:
-        """Every image is done and the COCO file is written."""
-        self.status, self.finished_at, self.annotations = JobStatus.FINISHED, utcnow(), annotations
-
-    def fail(self, error: str) -> None:
-        """The job ended without a result; ``error`` says why."""
-        self.status, self.error, self.finished_at = JobStatus.FAILED, error, utcnow()
 
 
 def atomic_write(path: Path, data: bytes | IO[bytes]) -> None:
@@ -163,6 +60,7 @@ class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.jobs_dir = self.root / "jobs"
+        self.index_dir = self.root / "index"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
 
     # -- paths ------------------------------------------------------------------------
@@ -201,6 +99,7 @@ class JobStore:
         _fsync_dir(staging / "images")
         os.rename(staging, self.job_dir(record.id))
         _fsync_dir(self.jobs_dir)
+        self._index(record)
 
     def discard(self, staging: Path) -> None:
         """Removes a staged job that was not accepted."""
@@ -238,8 +137,58 @@ class JobStore:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
+    def load_selection(self, owner: str, *, job_id: str | None = None,
+                       dataset: str | None = None) -> SavedSelection | None:
+        """The saved review selection of a job or of an owner's dataset, if any."""
+        try:
+            return _load(self._selection_path(owner, job_id, dataset), SavedSelection)
+        except RuntimeError as exc:
+            log.error("ignoring a damaged selection: %s", exc)
+            return None
+
+    def save_selection(self, owner: str, selection: SavedSelection, *, job_id: str | None = None,
+                       dataset: str | None = None) -> None:
+        """Stores a review selection (the API's file); downloads apply it from now on."""
+        selection.saved_at = utcnow()
+        path = self._selection_path(owner, job_id, dataset)
+        write_json_atomic(path, selection.model_dump(mode="json"))
+
+    def _selection_path(self, owner: str, job_id: str | None, dataset: str | None) -> Path:
+        if job_id is not None:
+            return self.job_dir(job_id) / "selection.json"
+        return self._index_folder(owner, dataset).parent / f"{dataset}.selection.json"
+
+    def list_owner_jobs(self, owner: str, *, dataset: str | None = None,
+                        after: str | None = None) -> Iterator[tuple[str, JobRecord]]:
+        """A key's jobs (or one dataset's), newest first, with each one's cursor.
+
+        ``after`` is a cursor from an earlier page: the listing resumes after it.
+        Reads only the index and the listed jobs' records.
+        """
+        folder = self._index_folder(owner, dataset)
+        if not folder.is_dir():
+            return
+        for entry in sorted((p.name for p in folder.iterdir()), reverse=True):
+            if after is not None and entry >= after:
+                continue
+            record = self._load_listed(entry.rsplit("-", 1)[-1])
+            if record is not None and record.owner == owner:
+                yield entry, record
+
+    def reindex(self) -> int:
+        """Adds the index entries of jobs that lack them (jobs written before the index
+        existed); returns how many. Cheap when nothing is missing."""
+        added = 0
+        for record in self.list_jobs():
+            for path in self._index_paths(record):
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
+                    added += 1
+        return added
+
     def list_jobs(self) -> Iterator[JobRecord]:
-        """Every committed job, oldest first."""
+        """Every committed job, oldest first (a full scan: for maintenance, not requests)."""
         records = []
         for path in self.jobs_dir.iterdir():
             if JOB_ID_RE.match(path.name):
@@ -261,8 +210,12 @@ class JobStore:
             (root / name).unlink(missing_ok=True)
 
     def delete_job(self, job_id: str) -> None:
-        """Removes the whole job directory."""
+        """Removes the whole job directory and its index entries."""
         root = self.job_dir(job_id)
+        record = self.load_job(job_id)
+        if record is not None:
+            for path in self._index_paths(record):
+                path.unlink(missing_ok=True)
         # Rename first so that a half-deleted job is never listed.
         trash = self.jobs_dir / f".deleted-{job_id}-{uuid.uuid4().hex[:6]}"
         try:
@@ -270,6 +223,34 @@ class JobStore:
         except FileNotFoundError:
             return
         shutil.rmtree(trash, ignore_errors=True)
+
+
+    # -- the index ------------------------------------------------------------------------
+    def _index_folder(self, owner: str, dataset: str | None) -> Path:
+        if not _SAFE_KEY.match(owner) or (dataset is not None and not _SAFE_KEY.match(dataset)):
+            raise KeyError(f"malformed owner or dataset {owner!r}, {dataset!r}")
+        base = self.index_dir / owner
+        return base / "all" if dataset is None else base / "datasets" / dataset
+
+    def _index_paths(self, record: JobRecord) -> list[Path]:
+        entry = f"{record.created_at.strftime('%Y%m%dT%H%M%S%f')}-{record.id}"
+        folders = [self._index_folder(record.owner, None)]
+        if record.dataset is not None:
+            folders.append(self._index_folder(record.owner, record.dataset))
+        return [folder / entry for folder in folders]
+
+    def _index(self, record: JobRecord) -> None:
+        for path in self._index_paths(record):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            _fsync_dir(path.parent)
+
+    def _load_listed(self, job_id: str) -> JobRecord | None:
+        try:
+            return self.load_job(job_id)
+        except RuntimeError as exc:  # one damaged record must not hide the others
+            log.error("skipping job %s: %s", job_id, exc)
+            return None
 
 
 def _load(path: Path, model: type[_Model]) -> _Model | None:

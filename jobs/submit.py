@@ -1,25 +1,31 @@
-"""Accepting a job: check it against its teacher, store it, queue it.
+"""Accepting a job: bound its cost, name its images, store it, queue it.
 
 The API route does the HTTP part (reading and probing the uploads); this is
 the rest, callable without HTTP. A job is either stored *and* queued, or
 neither: a staged directory is published atomically, and a job that cannot
 be queued is deleted again.
+
+Image identity: a file's name is the client's relative path; within a
+dataset, the same name with the same content is the same image (the merge
+keeps it once), and the same name with other content is renamed
+``stem~<sha8>.ext`` and reported, so no image is silently lost.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from distill.errors import ConfigError, DistillError
-from distill.tta.transforms import parse_preset
+from distill.tta.transforms import Transform, parse_preset
 from jobs import queueing
+from jobs.records import JobRecord, JobRequest, Renamed, StoredFile, new_job_id, utcnow
 from jobs.settings import Settings, job_timeout
-from jobs.store import JobRecord, JobRequest, JobStore, StoredFile, atomic_write, new_job_id, utcnow
+from jobs.store import JobStore, atomic_write
 from jobs.teachers import TeacherRegistry
 
 log = logging.getLogger(__name__)
@@ -29,24 +35,91 @@ class QueueUnavailableError(DistillError):
     """Redis could not be reached; nothing was stored or queued."""
 
 
+class QuotaExceededError(DistillError):
+    """The key has too many images queued and not finished; retry later."""
+
+
 @dataclass(frozen=True)
 class Upload:
-    """One checked image: the name it gets in the output, its bytes, its size."""
+    """One checked image: the name the client gave it, its bytes, size and hash."""
 
     name: str
     data: BinaryIO
     size: int
     width: int
     height: int
+    sha256: str
 
 
-def count_passes(registry: TeacherRegistry, teacher: str, tta: str) -> int:
-    """Checks a preset against the teacher's input sizes; the number of passes per image."""
+def plan_passes(registry: TeacherRegistry, teacher: str, tta: str, settings: Settings
+                ) -> list[Transform]:
+    """The transforms of a preset for a teacher, refused (ConfigError naming the limit)
+    when they cost more than one request may: too many passes or too large a scale."""
     card = registry.get(teacher).require_card()
     try:
-        return len(parse_preset(tta, card.min_size, card.max_size))
+        transforms = parse_preset(tta, card.min_size, card.max_size)
     except ConfigError as exc:
         raise ConfigError(f"bad tta for teacher {teacher!r}: {exc}") from exc
+    if len(transforms) > settings.max_passes:
+        raise ConfigError(f"tta {tta!r} makes {len(transforms)} passes per image, more than the "
+                          f"limit of {settings.max_passes} (DISTILL_MAX_PASSES)")
+    largest = max(t.scale for t in transforms)
+    limit = settings.max_scale_factor * card.max_size
+    if largest > limit:
+        raise ConfigError(f"tta {tta!r} scales images to {largest} px, more than the limit of "
+                          f"{limit:.0f} px ({settings.max_scale_factor:g}x teacher "
+                          f"{teacher!r}'s max size {card.max_size}; DISTILL_MAX_SCALE_FACTOR)")
+    return transforms
+
+
+def megapixel_passes(uploads: list[Upload], transforms: list[Transform]) -> float:
+    """Pixels the teacher will process, in millions: every image at every scale."""
+    total = 0.0
+    for u in uploads:
+        short, long = min(u.width, u.height), max(u.width, u.height)
+        for t in transforms:
+            factor = min(t.scale / short, t.max_size / long)
+            total += u.width * u.height * factor * factor
+    return total / 1e6
+
+
+def pending_images(store: JobStore, owner: str) -> int:
+    """Images in the key's jobs that are accepted and not yet finished, failed or cancelled."""
+    count = 0
+    for _, record in store.list_owner_jobs(owner):
+        state = store.load_state(record.id)
+        if record.cancelled_at is None and (state is None or not state.is_terminal):
+            count += len(record.files)
+    return count
+
+
+def name_uploads(uploads: list[Upload], store: JobStore, owner: str, dataset: str | None
+                 ) -> tuple[list[Upload], list[Renamed]]:
+    """Final names: a name taken by other content (in this batch or the dataset) gets
+    ``~<sha8>`` before its extension; an exact repeat within the batch is dropped."""
+    taken: dict[str, tuple[str, str | None]] = {}  # name -> (sha256, job id or None)
+    if dataset is not None:
+        for _, record in store.list_owner_jobs(owner, dataset=dataset):
+            for f in record.files:
+                taken.setdefault(f.name, (f.sha256, record.id))
+    named: list[Upload] = []
+    renamed: list[Renamed] = []
+    for upload in uploads:
+        holder = taken.get(upload.name)
+        if holder is not None and holder[0] in (upload.sha256, ""):
+            if holder[1] is None:
+                continue  # the same image twice in one batch: keep one
+            named.append(upload)  # the dataset already has it: the merge keeps one
+            continue
+        name = upload.name
+        if holder is not None:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem}~{upload.sha256[:8]}.{ext}" if dot and stem \
+                else f"{name}~{upload.sha256[:8]}"
+            renamed.append(Renamed(original=upload.name, name=name, clashes_with_job=holder[1]))
+        taken.setdefault(name, (upload.sha256, None))
+        named.append(replace(upload, name=name))
+    return named, renamed
 
 
 def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: TeacherRegistry,
@@ -54,24 +127,38 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
                dataset: str | None) -> JobRecord:
     """Stores the images and the record, then queues the job on its teacher's queue.
 
-    Raises ConfigError (unknown teacher, bad preset), QueueUnavailableError.
+    Raises ConfigError (unknown teacher, bad or too costly preset),
+    QuotaExceededError, QueueUnavailableError.
     """
     name = registry.resolve(teacher)
-    passes = count_passes(registry, name, request.tta)
-    registered = registry.get(name)
+    transforms = plan_passes(registry, name, request.tta, settings)
+    cost = megapixel_passes(uploads, transforms)
+    if cost > settings.max_megapixel_passes:
+        raise ConfigError(f"this request would process {cost:.0f} megapixels (images x passes), "
+                          f"more than the limit of {settings.max_megapixel_passes:g} "
+                          "(DISTILL_MAX_MEGAPIXEL_PASSES): send fewer or smaller images, or a "
+                          "preset with fewer passes")
+    pending = pending_images(store, owner)
+    if pending + len(uploads) > settings.max_pending_images:
+        raise QuotaExceededError(f"this key has {pending} images queued or running; with "
+                                 f"{len(uploads)} more it would pass the limit of "
+                                 f"{settings.max_pending_images} (DISTILL_MAX_PENDING_IMAGES)")
+    named, renamed = name_uploads(uploads, store, owner, dataset)
     job_id = new_job_id()
     staging = store.staging(job_id)
     try:
         stored: list[StoredFile] = []
-        for i, upload in enumerate(uploads):
-            target = f"{i:06d}.img"
-            atomic_write(staging / "images" / target, upload.data)
+        for upload in named:
+            target = f"{upload.sha256}.img"  # identical content is stored once per job
+            if not (staging / "images" / target).exists():
+                atomic_write(staging / "images" / target, upload.data)
             stored.append(StoredFile(name=upload.name, stored=target, bytes=upload.size,
-                                     width=upload.width, height=upload.height))
+                                     width=upload.width, height=upload.height,
+                                     sha256=upload.sha256))
         record = JobRecord(
             id=job_id, owner=owner, dataset=dataset, created_at=utcnow(), files=stored,
-            request=request, timeout_s=job_timeout(settings, len(stored), passes),
-            teacher=name, teacher_sha256=registered.sha256)
+            request=request, timeout_s=job_timeout(settings, len(stored), len(transforms)),
+            teacher=name, teacher_sha256=registry.get(name).sha256, renamed=renamed)
         store.commit(staging, record)
     except BaseException:
         store.discard(staging)

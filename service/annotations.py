@@ -8,13 +8,15 @@ no inference and no torch.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from distill.card import ModelCard
 from distill.errors import DistillError
 from distill.predictions import ImageRecord, PredictionLog
 from distill.pseudolabels import SelectionConfig, finalize
-from jobs.store import JobRecord, JobStore
+from jobs.records import JobRecord, SavedSelection
+from jobs.store import JobStore
 
 
 class NotAvailableError(DistillError):
@@ -22,22 +24,34 @@ class NotAvailableError(DistillError):
 
 
 def selection_for(record: JobRecord, score_thresh: float | None,
-                  keypoint_thresh: float | None) -> SelectionConfig:
-    """The thresholds asked for now, else the job's own explicit ones, else calibration."""
+                  keypoint_thresh: float | None, saved: SavedSelection | None = None
+                  ) -> tuple[SelectionConfig, str]:
+    """Which thresholds a download uses, and a word saying so: thresholds asked for in
+    the query (``query``), else the reviewer's saved selection (``saved``), else the
+    job's own explicit ones or calibration (``job``)."""
     request = record.request
-    return SelectionConfig(
-        score_threshold=score_thresh if score_thresh is not None else request.score_thresh,
-        keypoint_threshold=(keypoint_thresh if keypoint_thresh is not None
-                            else request.keypoint_thresh))
+    if score_thresh is not None or keypoint_thresh is not None or saved is None:
+        source = "job" if score_thresh is None and keypoint_thresh is None else "query"
+        return SelectionConfig(
+            score_threshold=score_thresh if score_thresh is not None else request.score_thresh,
+            keypoint_threshold=(keypoint_thresh if keypoint_thresh is not None
+                                else request.keypoint_thresh)), source
+    per_category = {int(k): (math.inf if v is None else v)
+                    for k, v in saved.score_thresholds.items()}
+    return SelectionConfig(category_thresholds=per_category,
+                           keypoint_threshold=saved.keypoint_threshold), "saved"
 
 
 def build_coco(store: JobStore, records: list[JobRecord], score_thresh: float | None,
-               keypoint_thresh: float | None) -> dict[str, Any]:
+               keypoint_thresh: float | None, saved: SavedSelection | None = None
+               ) -> dict[str, Any]:
     """Calibrates over every image of ``records`` (finished jobs, oldest first) and builds COCO.
 
-    All jobs must have run with the same teacher checkpoint. A file name that
-    several jobs share is kept once, from the oldest job: a resubmitted batch
-    adds no duplicate image.
+    A saved selection's excluded images are left out (and listed in ``info``). All
+    jobs must have run with the same teacher checkpoint. Names are unique per
+    content within a dataset (a clash was renamed at upload), so a name that
+    several jobs share is the same image re-sent: it is kept once, from the
+    oldest job. ``info.renamed`` lists the uploads that were renamed.
     """
     if not records:
         raise NotAvailableError("no finished jobs to build annotations from")
@@ -47,11 +61,11 @@ def build_coco(store: JobStore, records: list[JobRecord], score_thresh: float | 
     sha = _sha256(first)
     by_name: dict[str, ImageRecord] = {}
     for record in records:
-        saved = store.load_card(record.id)
-        if saved is None or _sha256(saved) != sha:
+        ran = store.load_card(record.id)
+        if ran is None or _sha256(ran) != sha:
             raise NotAvailableError(
                 f"job {record.id} ran with teacher {record.teacher or '?'!r} "
-                f"({(_sha256(saved) if saved else 'unknown')[:12]}...), job {records[0].id} "
+                f"({(_sha256(ran) if ran else 'unknown')[:12]}...), job {records[0].id} "
                 f"with teacher {records[0].teacher or '?'!r} ({sha[:12]}...): pseudo-labels of "
                 "different teachers cannot be calibrated together; download them per job")
         names = {f.name for f in record.files}
@@ -59,9 +73,14 @@ def build_coco(store: JobStore, records: list[JobRecord], score_thresh: float | 
             if name in names and name not in by_name:
                 by_name[name] = rec
     card = ModelCard.from_dict(first["card"])
-    info = {**first["info"], "teacher_name": records[0].teacher, "jobs": [r.id for r in records]}
-    return finalize(list(by_name.values()), card,
-                    selection_for(records[0], score_thresh, keypoint_thresh), info)
+    selection, source = selection_for(records[0], score_thresh, keypoint_thresh, saved)
+    excluded = set(saved.excluded) if saved is not None and source == "saved" else set()
+    info = {**first["info"], "teacher_name": records[0].teacher, "jobs": [r.id for r in records],
+            "renamed": [{**r.model_dump(), "job": rec.id} for rec in records
+                        for r in rec.renamed],
+            "selection_source": source, "excluded": sorted(excluded & set(by_name))}
+    kept = [rec for name, rec in by_name.items() if name not in excluded]
+    return finalize(kept, card, selection, info)
 
 
 def _sha256(saved: dict[str, Any]) -> str:

@@ -42,6 +42,9 @@ def register(sub: Any) -> None:
     a.add_argument("--out", required=True, help="COCO JSON to write")
     a.add_argument("--batch-size", type=int, default=16, help="images per uploaded batch")
     a.add_argument("--dataset", help="dataset name grouping the batches (default: generated)")
+    a.add_argument("--recursive", action="store_true",
+                   help="include subfolders; each image is named by its relative path "
+                        "(cam1/0001.png), so equal names in two folders stay apart")
     a.add_argument("--teacher", help="registered teacher name (default: the only one)")
     a.add_argument("--tta", help="transform preset (default: the service's)")
     a.add_argument("--fusion", choices=FUSIONS)
@@ -93,7 +96,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # handlers turn that into an exception so that the worker and Redis are stopped too.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _raise_stopped)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        # log_config=None: uvicorn's own lines (access log included) go through the root
+        # handler of distill.logs, so DISTILL_LOG_FORMAT=json covers them too.
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                    log_config=None)
     except _StoppedError:
         log.info("stopped by signal")
     finally:
@@ -127,6 +133,7 @@ def _cmd_client_annotate(args: argparse.Namespace) -> int:
 
     options = ClientOptions(batch_size=max(1, args.batch_size), dataset=args.dataset,
                             teacher=args.teacher, tta=args.tta, fusion=args.fusion,
+                            recursive=args.recursive,
                             score_thresh=args.score_thresh,
                             keypoint_thresh=args.keypoint_thresh, poll_s=args.poll,
                             progress=not args.quiet)

@@ -39,6 +39,7 @@ class ClientOptions:
     fusion: str | None = None
     score_thresh: float | None = None
     keypoint_thresh: float | None = None
+    recursive: bool = False  # subfolders too; names are then paths like cam1/0001.png
     poll_s: float = 1.0
     timeout_s: float = 24 * 3600.0
     progress: bool = True
@@ -71,7 +72,8 @@ class ClientState:
 def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
                            options: ClientOptions) -> dict[str, Any]:
     """Runs the whole client flow; returns the downloaded COCO dict (also written to ``out``)."""
-    files = list_images(Path(images))
+    root = Path(images)
+    files = list_images(root, recursive=options.recursive)
     if not files:
         raise DistillError(f"no images (png, jpg, ...) in {str(images)!r}")
     state_path = out.with_name(out.name + ".state.json")
@@ -89,14 +91,14 @@ def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
     with httpx.Client(base_url=url, headers=headers, timeout=120.0) as http:
         _drop_resubmittable(http, state)
         submitted = {name for b in state.batches for name in b["files"]}
-        pending = [p for p in files if p.name not in submitted]
+        pending = [p for p in files if _name(root, p) not in submitted]
         if pending and state.dataset is None and state.batches:
             raise DistillError("the folder gained images since the single-batch job was "
                                f"submitted; delete {state_path} to start over")
         for i in range(0, len(pending), options.batch_size):
             batch = pending[i:i + options.batch_size]
-            job = _submit(http, batch, state)
-            state.batches.append({"files": [p.name for p in batch], "job": job})
+            job = _submit(http, root, batch, state)
+            state.batches.append({"files": [_name(root, p) for p in batch], "job": job})
             state.save(state_path)
         _wait(http, state, options, total=sum(len(b["files"]) for b in state.batches))
         if len(state.batches) == 1 and state.dataset is None:
@@ -107,13 +109,18 @@ def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
     return coco
 
 
-def _submit(http: httpx.Client, batch: list[Path], state: ClientState) -> str:
+def _name(root: Path, path: Path) -> str:
+    """What the service gets as the file's name: its path relative to the folder."""
+    return path.relative_to(root).as_posix()
+
+
+def _submit(http: httpx.Client, root: Path, batch: list[Path], state: ClientState) -> str:
     data = dict(state.form)
     if state.dataset:
         data["dataset"] = state.dataset
     with ExitStack() as stack:
-        parts = [("files", (p.name, stack.enter_context(open(p, "rb")), "application/octet-stream"))
-                 for p in batch]
+        parts = [("files", (_name(root, p), stack.enter_context(open(p, "rb")),
+                            "application/octet-stream")) for p in batch]
         resp = http.post("/annotate", data=data, files=parts)
     _check(resp, "upload")
     return str(resp.json()["id"])

@@ -8,8 +8,9 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 
+from jobs.records import JobRecord
 from jobs.settings import Settings, get_settings
-from jobs.store import JOB_ID_RE, JobRecord, JobStore
+from jobs.store import JOB_ID_RE, JobStore
 from jobs.teachers import TeacherRegistry
 from service.auth import authenticate
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from jobs.store import ImageError, JobRequest, JobStatus
+from jobs.records import ImageError, JobRequest, JobStatus, Renamed
 
 __all__ = ["JobStatus"]  # re-exported: the API's status vocabulary is the store's
 
@@ -45,6 +45,9 @@ class JobAccepted(BaseModel):
     dataset: str | None
     teacher: str
     images: int
+    renamed: list[Renamed] = Field(
+        default_factory=list, description="uploads whose name another image already had "
+                                          "(in the batch or the dataset), and their new name")
     files: list[AcceptedFile]
     links: JobLinks
 
@@ -74,9 +77,11 @@ class JobOut(BaseModel):
 
 
 class JobList(BaseModel):
-    """GET /jobs."""
+    """GET /jobs: one page, newest first."""
 
     jobs: list[JobOut]
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the next page; null on the last one")
 
 
 class Deleted(BaseModel):

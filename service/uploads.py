@@ -8,9 +8,10 @@ header (truncated data, bad compressed stream) becomes a per-image error of
 the job while the rest of the batch is annotated. This keeps the API's CPU
 and memory use per request small and independent of image content.
 
-Client file names are metadata only: they are reduced to a safe base name,
-made unique within the job, and used as the COCO ``file_name``; the bytes are
-stored under generated names.
+Client file names are metadata only: a relative path (``cam1/0001.png``) is
+kept, each part reduced to safe characters, with no absolute path and no
+``..``; it becomes the COCO ``file_name``. The bytes are stored under their
+content hash, never under a client's name.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 # Formats a detector can take that Pillow decodes without external tools.
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP", "GIF"})
 _MAX_NAME = 200
+_MAX_DEPTH = 8
 _FORBIDDEN = set('<>:"|?*')
 
 
@@ -68,8 +70,25 @@ def probe_image(fh: IO[bytes], *, max_pixels: int) -> Probe:
     return Probe(fmt, w, h)
 
 
+def safe_path(raw: str | None, index: int) -> str:
+    """A client's relative file path, each part made harmless (see :func:`safe_name`).
+
+    Either slash separates parts; a leading slash (an absolute path) and ``.``
+    parts are dropped; ``..`` is refused with :class:`RejectedError`, since a
+    name that climbs out of its folder would collide with another folder's.
+    Parts beyond ``_MAX_DEPTH`` keep only the last ones.
+    """
+    parts = [p for p in unicodedata.normalize("NFC", raw or "").replace("\\", "/").split("/")
+             if p.strip() not in ("", ".")]
+    if any(p.strip() == ".." for p in parts):
+        raise RejectedError("file name climbs out of its folder ('..'); send paths relative "
+                            "to the uploaded folder")
+    clean = [safe_name(p, index) for p in parts[-_MAX_DEPTH:]]
+    return "/".join(clean) if clean else f"image_{index:04d}"
+
+
 def safe_name(raw: str | None, index: int) -> str:
-    """A client's file name reduced to a harmless base name (never a path).
+    """One file name (or path part) reduced to a harmless base name (never a path).
 
     Directories (either slash), control characters, characters Windows
     forbids and leading dots are dropped; an empty result becomes
@@ -85,20 +104,3 @@ def safe_name(raw: str | None, index: int) -> str:
         ext = ext[:16] if dot and stem else ""
         name = (stem if ext else name)[: _MAX_NAME - len(ext) - 1] + ("." + ext if ext else "")
     return name
-
-
-def unique_names(names: list[str]) -> list[str]:
-    """Makes names unique, keeping the first and numbering repeats (``a.png``, ``a-1.png``)."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for name in names:
-        candidate, n = name, 0
-        stem, dot, ext = name.rpartition(".")
-        if not dot or not stem:
-            stem, ext = name, ""
-        while candidate in seen:
-            n += 1
-            candidate = f"{stem}-{n}.{ext}" if ext else f"{stem}-{n}"
-        seen.add(candidate)
-        out.append(candidate)
-    return out

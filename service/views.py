@@ -13,7 +13,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from jobs import queueing
-from jobs.store import JobRecord, JobState, JobStatus, JobStore
+from jobs.records import JobRecord, JobState, JobStatus
+from jobs.store import JobStore
 from service.models import JobLinks, JobOut, Progress
 
 _QUEUED_IN_RQ = ("queued", "scheduled", "deferred")

@@ -9,6 +9,7 @@ exactly the project's pinned dependencies.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -160,3 +161,55 @@ def test_the_api_installs_no_torch() -> None:
     assert re.findall(r'pip install "([^"]+)"', stage) == [".[service]"]
     api = text[text.index("AS api\n"):]
     assert "COPY --from=build-api /opt/venv /opt/venv" in api.split("FROM ")[0]
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of a service's read-only bind mounts."""
+    found = {}
+    for volume in service["volumes"]:
+        host, container, *mode = volume.split(":")
+        if host.startswith("./"):
+            assert mode == ["ro"], f"{volume} must be mounted read-only"
+            found[container] = ROOT / host
+    return found
+
+
+def test_monitoring_profile_scrapes_the_api_and_its_dashboard_queries_real_series(
+        compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prometheus scrapes the API's /metrics; Grafana's provisioning parses, points at that
+    Prometheus, and the dashboard queries only series that the API exports."""
+    from service.app import create_app
+    from service.metrics import series_names
+
+    services = compose["services"]
+    for name in ("dashboard", "prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+    api = _settings_for(services["api"]["environment"], monkeypatch)
+    prometheus = services["prometheus"]
+    config = yaml.safe_load(_mounts(prometheus)["/etc/prometheus/prometheus.yml"].read_text())
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    (scrape,) = config["scrape_configs"]
+    targets = [t for group in scrape["static_configs"] for t in group["targets"]]
+    assert targets == [f"api:{api.port}"]
+    served = create_app(Settings(api_keys=["k"])).url_path_for("metrics")
+    assert scrape.get("metrics_path", "/metrics") == served == "/metrics"
+
+    grafana = _mounts(services["grafana"])
+    provisioning = grafana["/etc/grafana/provisioning"]
+    (datasource,) = yaml.safe_load(
+        (provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    prometheus_port = prometheus["ports"][0].split(":")[-1]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == f"http://prometheus:{prometheus_port}"
+    (provider,) = yaml.safe_load(
+        (provisioning / "dashboards" / "distill.yml").read_text())["providers"]
+    dashboards = grafana[provider["options"]["path"]]
+    dashboard = json.loads((dashboards / "distill.json").read_text())
+
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"]]
+    queried = {name for e in exprs for name in re.findall(r"\b(distill_\w+)", e)}
+    assert queried, "the dashboard queries no distill series"
+    assert queried <= series_names(), f"not exported: {sorted(queried - series_names())}"
+    # Every panel reads the provisioned datasource.
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {datasource["uid"]}

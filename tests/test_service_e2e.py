@@ -9,6 +9,7 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pycocotools.coco import COCO
 
@@ -145,3 +146,32 @@ def test_corrupt_image_is_a_per_image_error(live_service: ServiceStack,
     assert [i["file_name"] for i in coco["images"]] == sorted(
         [unlabeled_images[0].name, unlabeled_images[1].name])
     assert [e["file_name"] for e in coco["info"]["errors"]] == ["broken.png"]
+
+
+def test_downloads_in_every_export_format(live_service: ServiceStack,
+                                          unlabeled_images: list[Path]) -> None:
+    import io
+    import zipfile
+
+    from distill.export import read_yolo
+
+    job = live_service.submit(unlabeled_images[:2], dataset="exports")
+    live_service.wait_job(job["id"])
+    with live_service.client() as c:
+        coco = c.get(f"/jobs/{job['id']}/annotations").json()
+        yolo = c.get(f"/jobs/{job['id']}/annotations", params={"format": "yolo"})
+        studio = c.get("/datasets/exports/annotations", params={"format": "labelstudio"})
+        bad = c.get(f"/jobs/{job['id']}/annotations", params={"format": "voc"})
+    assert yolo.headers["content-type"] == "application/zip"
+    assert yolo.headers["x-distill-selection"] == "job"
+    names = zipfile.ZipFile(io.BytesIO(yolo.content)).namelist()
+    assert "data.yaml" in names and len([n for n in names if n.startswith("labels/")]) == 2
+    back = read_yolo(yolo.content, coco)
+    assert len(back) == len(coco["annotations"])
+    for got, want in zip(sorted(back, key=lambda a: a["bbox"]),
+                         sorted(coco["annotations"], key=lambda a: a["bbox"]), strict=True):
+        assert max(abs(g - w) for g, w in zip(got["bbox"], want["bbox"], strict=True)) < 0.01
+    tasks = studio.json()
+    assert studio.status_code == 200 and len(tasks) == 2
+    assert "<View>" in unquote(studio.headers["x-labelstudio-config"])
+    assert bad.status_code == 422 and "format" in bad.json()["detail"]["message"]

@@ -64,14 +64,16 @@ def _post(api: ServiceStack, files: list[tuple[str, bytes]], key: str | None = A
 
 
 def _message(resp: httpx.Response) -> str:
-    return str(resp.json()["detail"])
+    detail = resp.json()["detail"]
+    assert isinstance(detail["message"], str)  # the one error shape
+    return str(detail)
 
 
 def test_upload_limits_and_content(api: ServiceStack, unlabeled_images: list[Path]) -> None:
     ok = unlabeled_images[0].read_bytes()
     with api.client() as c:
         resp = c.post("/annotate", data={"tta": "identity"})
-    assert resp.status_code == 422 and "no files" in _message(resp)
+    assert resp.status_code == 422 and "body.files: Field required" in _message(resp)
 
     resp = _post(api, [(f"{i}.png", ok) for i in range(4)])
     assert resp.status_code == 422
@@ -109,17 +111,26 @@ def test_upload_limits_and_content(api: ServiceStack, unlabeled_images: list[Pat
 
 def test_file_names_are_metadata_only(api: ServiceStack, unlabeled_images: list[Path]) -> None:
     ok = unlabeled_images[0].read_bytes()
-    names = ["../../escape.png", "..\\..\\win.png", "/etc/passwd", "a.png", "a.png", "...", ""]
-    resp = _post(api, [(n, ok) for n in names[:3]])
+    for climbing in ("../../escape.png", "..\\..\\win.png", "cam1/../../x.png"):
+        resp = _post(api, [(climbing, ok)])
+        assert resp.status_code == 422 and "climbs out of its folder" in _message(resp)
+    resp = _post(api, [(n, ok) for n in ("/etc/passwd", "cam1/0001.png", "c:<x>|.png")])
     assert resp.status_code == 202, resp.text
-    resp2 = _post(api, [(n, ok) for n in names[3:6]])
+    # Relative paths are kept, a leading slash dropped, odd characters go.
+    assert [f["name"] for f in resp.json()["files"]] == ["etc/passwd", "cam1/0001.png",
+                                                         "cx.png"]
+    # The same image twice under one name is one image; an empty name gets a generated one.
+    resp2 = _post(api, [(n, ok) for n in ("a.png", "a.png", "...")])
     assert resp2.status_code == 202, resp2.text
-    assert [f["name"] for f in resp.json()["files"]] == ["escape.png", "win.png", "passwd"]
-    assert [f["name"] for f in resp2.json()["files"]] == ["a.png", "a-1.png", "image_0002"]
+    got = [f["name"] for f in resp2.json()["files"]]
+    assert got[0] == "a.png" and got[1].startswith("image_") and len(got) == 2
     stored = sorted(p.relative_to(api.root) for p in api.root.rglob("*") if p.is_file()
                     and "images" in p.parts)
     assert all(p.name.endswith(".img") and p.parts[1] == "jobs" for p in stored)
+    job_images = [p for p in stored if resp.json()["id"] in p.parts]
+    assert len(job_images) == 1  # one content, stored once, under its hash
     assert not list(api.root.parent.rglob("escape.png"))
+    assert not list(api.root.parent.rglob("passwd"))
 
 
 def test_keys_and_ownership(api: ServiceStack, unlabeled_images: list[Path]) -> None:
@@ -198,4 +209,4 @@ def test_service_refuses_to_start_without_keys(redis_server: RedisServer, tmp_pa
     app = create_app(Settings(redis_url=redis_server.url, data_dir=tmp_path, allow_open=True,
                               queue="open-test"))
     with TestClient(app) as client:
-        assert client.get("/jobs").json() == {"jobs": []}
+        assert client.get("/jobs").json() == {"jobs": [], "next_cursor": None}

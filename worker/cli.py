@@ -6,12 +6,19 @@ import argparse
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill.errors import ConfigError
 from jobs.settings import Settings, check_teacher_name, get_settings, teacher_paths
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from worker.rqworker import DistillWorker
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +116,10 @@ def run_worker(settings: Settings, teachers: dict[str, Path], *, burst: bool = F
 
     from jobs import queueing
     from jobs.connection import connect
+    from jobs.maintenance import run_maintenance
     from jobs.settings import inference_options
     from jobs.store import JobStore
+    from jobs.teachers import TeacherRegistry
     from worker.rqworker import DistillWorker
     from worker.runtime import Runtime, TeacherPool, install
 
@@ -126,16 +135,69 @@ def run_worker(settings: Settings, teachers: dict[str, Path], *, burst: bool = F
         log.info("worker %s: teacher %s = %s (sha256 %s...) on %s, queue %r", name, t,
                  pool.checkpoint, pool.sha256[:12], settings.device, queues[t])
     handle = connect(settings)
-    install(Runtime(pools, queues, JobStore(settings.data_dir), name))
-    worker = DistillWorker([Queue(q, connection=handle.redis) for q in queues.values()],
-                           name=name, lease_s=settings.heartbeat_ttl_s,
-                           interval_s=settings.heartbeat_interval_s,
-                           teachers={queues[t]: pools[t].describe for t in teachers})
-    worker.start_heartbeat()
+    store = JobStore(settings.data_dir)
+    install(Runtime(pools, queues, store, name, redis=handle.redis,
+                    queue_prefix=settings.queue))
+    registry = TeacherRegistry({**teacher_paths(settings), **teachers})
+
+    def make_worker(worker_name: str) -> DistillWorker:
+        return DistillWorker([Queue(q, connection=handle.redis) for q in queues.values()],
+                             name=worker_name, lease_s=settings.heartbeat_ttl_s,
+                             interval_s=settings.heartbeat_interval_s,
+                             teachers={queues[t]: pools[t].describe for t in teachers},
+                             maintenance=lambda: run_maintenance(store, handle.redis, settings,
+                                                                 registry.resolve),
+                             maintenance_interval_s=settings.maintenance_interval_s)
+
     try:
-        worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()),
-                    with_scheduler=False)
+        return supervise(make_worker, name, handle.redis, burst=burst)
     finally:
-        worker.stop_heartbeat()
         handle.close()
-    return 0
+
+
+def supervise(make_worker: Callable[[str], DistillWorker], name: str, redis: Redis, *,
+              burst: bool) -> int:
+    """Runs RQ's work loop, and runs it again when it ends because Redis went away.
+
+    RQ's loop quits on any Redis error (a restart, a failover); the process then
+    waits until Redis answers and starts a fresh loop, with the teachers still
+    loaded. A job caught in the outage was written to the store; RQ requeues it
+    as abandoned and its second delivery finds it finished. Only a stop request
+    (SIGTERM, SIGINT) or the end of a burst ends the process.
+    """
+    from redis.exceptions import RedisError
+
+    restarts = 0
+    while True:
+        # A fresh RQ identity per loop: the lost one may still be registered as alive.
+        worker = make_worker(name if restarts == 0 else f"{name}.r{restarts}")
+        worker.start_heartbeat()
+        try:
+            worker.work(burst=burst, logging_level=logging.getLevelName(log.getEffectiveLevel()),
+                        with_scheduler=False)
+        except RedisError as exc:
+            log.warning("worker %s lost Redis: %s", worker.name, exc)
+        finally:
+            worker.stop_heartbeat()
+        if burst or _stop_requested(worker):
+            return 0
+        restarts += 1
+        delay = 0.5
+        while not _stop_requested(worker):
+            try:
+                redis.ping()
+                break
+            except RedisError:
+                time.sleep(delay)
+                delay = min(5.0, delay * 2)
+        if _stop_requested(worker):
+            return 0
+        log.warning("Redis answers again: worker %s restarts its loop (restart %d)", name,
+                    restarts)
+
+
+def _stop_requested(worker: DistillWorker) -> bool:
+    """SIGTERM/SIGINT reached RQ's handler: a busy worker sets ``_stop_requested``, an idle
+    one only records the date (RQ 3)."""
+    return bool(worker._stop_requested
+                or getattr(worker, "_shutdown_requested_date", None) is not None)

@@ -10,9 +10,11 @@ thread and gives the execution a lease of the whole job timeout, so a
 SIGKILLed worker's job stays "started" for that long. Here the lease is
 short (``lease_s``) and a thread renews it every ``interval_s`` through RQ's
 own ``maintain_heartbeats``. The same thread announces the worker and its
-teacher card to the API, and runs the StartedJobRegistry cleanup, which
-requeues (``Retry``) jobs whose lease expired: a replacement or a sibling
-worker picks a dead worker's job up within about ``lease_s + interval_s``.
+teachers to the API, runs the StartedJobRegistry cleanup, which requeues
+(``Retry``) jobs whose lease expired, so that a replacement or a sibling
+worker picks a dead worker's job up within about ``lease_s + interval_s``,
+and runs the periodic maintenance (:mod:`jobs.maintenance`): lost jobs back
+into their queues, expired jobs deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +37,7 @@ from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
 
 from jobs import queueing
+from jobs.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +46,20 @@ class DistillWorker(SimpleWorker):
     """A ``SimpleWorker`` with short, thread-renewed job leases and a live-teacher announcement."""
 
     def __init__(self, queues: list[Queue], *, name: str, lease_s: int, interval_s: float,
-                 teachers: Mapping[str, Callable[[], dict[str, Any]]]) -> None:
+                 teachers: Mapping[str, Callable[[], dict[str, Any]]],
+                 maintenance: Callable[[], object] | None = None,
+                 maintenance_interval_s: float = 30.0) -> None:
         """``teachers`` maps each queue's name to a function describing its teacher now
-        (a replaced checkpoint is announced with its new checksum)."""
+        (a replaced checkpoint is announced with its new checksum). ``maintenance``, if
+        given, runs from the heartbeat thread every ``maintenance_interval_s`` seconds."""
         super().__init__(queues, name=name, connection=queues[0].connection,
                          job_monitoring_interval=max(1, round(interval_s)))
         self.lease_s = int(lease_s)
         self.interval_s = float(interval_s)
         self.teachers = teachers
+        self.maintenance = maintenance
+        self.maintenance_interval_s = float(maintenance_interval_s)
+        self._last_maintenance = float("-inf")
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
         self._current: tuple[Job, Execution] | None = None
         self._lock = threading.Lock()
@@ -67,7 +77,10 @@ class DistillWorker(SimpleWorker):
             self._current = (job, execution)
         try:
             self.beat()  # announce "busy" right away
-            self.perform_job(job, queue, execution)
+            # RQ's own lines about the job (its result, a retry, the failure callback)
+            # carry the job id too, not only the task's.
+            with job_context(job.id):
+                self.perform_job(job, queue, execution)
         finally:
             with self._lock:
                 self._current = None
@@ -92,6 +105,7 @@ class DistillWorker(SimpleWorker):
             try:
                 self.beat()
                 self.reap_abandoned()
+                self._maintain()
             except RedisError as exc:  # Redis away for a moment: keep trying, leases are long
                 log.warning("heartbeat failed: %s", exc)
             except Exception:
@@ -114,6 +128,13 @@ class DistillWorker(SimpleWorker):
             }
             queueing.announce(self.connection, queue.name, self.name, payload,
                               ttl_s=self.lease_s)
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if self.maintenance is None or now - self._last_maintenance < self.maintenance_interval_s:
+            return
+        self._last_maintenance = now
+        self.maintenance()
 
     def reap_abandoned(self) -> None:
         """Requeues (or fails, with no retries left) jobs whose worker stopped renewing them.

@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from redis import Redis
+
 from distill.annotate import Teacher
 from distill.options import Fusion, InferenceOptions
 from jobs.store import JobStore
@@ -86,12 +88,16 @@ class TeacherPool:
 
 @dataclass
 class Runtime:
-    """The loaded teachers (by name, each with its queue), the store and the worker's name."""
+    """The loaded teachers (by name, each with its queue), the store, the worker's name and
+    the Redis its jobs push their metrics to."""
 
     teachers: dict[str, TeacherPool]
     queues: dict[str, str]  # teacher name -> queue name
     store: JobStore
     worker_name: str
+    # Where jobs push their metrics (jobs.metrics); None: not recorded (tests, tools).
+    redis: Redis | None = None
+    queue_prefix: str = "distill"
 
 
 _runtime: Runtime | None = None

@@ -9,6 +9,7 @@ worker died continues where it stopped and no image is annotated twice.
 from __future__ import annotations
 
 import logging
+import time
 from types import TracebackType
 from typing import Any
 
@@ -19,9 +20,13 @@ from rq.job import Job
 from distill.annotate import infer_to_log
 from distill.errors import DistillError
 from distill.fileio import write_json_atomic
+from distill.interrupt import interruptible
 from distill.predictions import ImageRecord, PredictionLog
 from distill.pseudolabels import SelectionConfig, finalize
-from jobs.store import ImageError, JobRecord, JobState, JobStatus, JobStore
+from jobs.logs import job_context
+from jobs.metrics import record_job
+from jobs.records import ImageError, JobRecord, JobState, JobStatus
+from jobs.store import JobStore
 from worker import runtime
 
 log = logging.getLogger(__name__)
@@ -36,8 +41,14 @@ def annotate_job(job_id: str) -> dict[str, Any]:
 
     Deterministic failures (bad preset, unusable card, a teacher this worker
     does not serve) mark the job failed without retrying; anything else is
-    raised so that RQ retries the job.
+    raised so that RQ retries the job. Every line logged meanwhile carries ``job_id``.
     """
+    with job_context(job_id):
+        return _annotate_job(job_id)
+
+
+def _annotate_job(job_id: str) -> dict[str, Any]:
+    started = time.monotonic()  # this attempt's time, for the seconds-per-image metric
     rt = runtime.current()
     store = rt.store
     record = store.load_job(job_id)
@@ -81,7 +92,9 @@ def annotate_job(job_id: str) -> dict[str, Any]:
 
     sources = [(f.name, store.images_dir(job_id) / f.stored) for f in record.files]
     try:
-        infer_to_log(teacher, sources, log_file, on_batch=on_batch)
+        # Cancellation is checked after every batch and, within one, between passes.
+        with interruptible(lambda: _check_not_cancelled(store, job_id)):
+            inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch)
         _check_not_cancelled(store, job_id)
         selection = SelectionConfig(score_threshold=record.request.score_thresh,
                                     keypoint_threshold=record.request.keypoint_thresh)
@@ -102,6 +115,11 @@ def annotate_job(job_id: str) -> dict[str, Any]:
     store.save_state(job_id, state)
     log.info("job %s finished: %d images, %d failed, %d annotations", job_id, state.done,
              state.failed, state.annotations)
+    if rt.redis is not None:  # never raises: metrics must not fail a finished job
+        record_job(rt.redis, rt.queue_prefix, teacher=pool.name, tta=record.request.tta,
+                   images_done=state.done, images_failed=state.failed,
+                   seconds=time.monotonic() - started, coco=coco,
+                   images_timed=sum(inferred), job_id=job_id)
     return {"status": JobStatus.FINISHED, "done": state.done, "failed": state.failed,
             "annotations": state.annotations}
 

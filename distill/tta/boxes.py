@@ -17,6 +17,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from distill.errors import ConfigError
 from distill.fusion import vote_merge, wbf_merge
+from distill.interrupt import checkpoint
 from distill.options import FusionParams
 from distill.tta.transforms import Transform
 
@@ -46,6 +47,7 @@ class BoxTTA:
     def _detect(self, t: Transform, images: list[Tensor], original: list[tuple[int, int]]
                 ) -> list[dict[str, Tensor]]:
         """Full detector at one transform, boxes back in the original frame."""
+        checkpoint()  # a cancelled job stops here, between passes
         model = self.model
         rcnn = t.rcnn_transform(model.transform)
         batch, _ = rcnn([img.flip(-1) for img in images] if t.hflip else images)

@@ -26,6 +26,7 @@ from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
 from torchvision.models.detection.transform import resize_boxes, resize_keypoints
 
 from distill.errors import ConfigError
+from distill.interrupt import checkpoint
 from distill.options import COMBINES, Combine, check_choice
 from distill.tta.transforms import Transform
 
@@ -92,6 +93,7 @@ class KeypointTTA:
         total: Tensor | None = None
         count: Tensor | None = None
         for t in self.transforms:
+            checkpoint()  # a cancelled job stops here, between passes
             if t == self.identity and identity_features is not None:
                 logits = _keypoint_logits(model, identity_features, base_boxes, base_sizes)
             else:

@@ -2,48 +2,43 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
 from distill.errors import ConfigError
 from distill.options import Fusion
+from jobs.records import JobRecord, JobRequest
 from jobs.settings import TEACHER_NAME_PATTERN
-from jobs.store import JobRequest
-from jobs.submit import QueueUnavailableError, Upload, submit_job
+from jobs.submit import QueueUnavailableError, QuotaExceededError, Upload, submit_job
 from service.deps import OwnerDep, RedisDep, RegistryDep, SettingsDep, StoreDep
+from service.errors import problem, responses
 from service.models import AcceptedFile, JobAccepted
-from service.uploads import RejectedError, probe_image, safe_name, unique_names
+from service.uploads import RejectedError, probe_image, safe_path
 from service.views import links
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["annotate"])
 
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
-
-def _problem(code: int, message: str, files: list[dict[str, str]] | None = None) -> HTTPException:
-    detail: dict[str, Any] = {"message": message}
-    if files is not None:
-        detail["files"] = files
-    return HTTPException(code, detail)
+RETRY_AFTER_S = 30  # a quota frees up as jobs finish: a sensible first retry
 
 
 @router.post(
     "/annotate", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted,
     summary="Upload a batch of images to pseudo-label",
-    responses={401: {"description": "missing or invalid API key"},
-               413: {"description": "a file or the request is larger than allowed"},
-               422: {"description": "no files, too many, not images, too many pixels, "
-                                    "an unknown teacher, or a bad option"},
-               503: {"description": "the queue (Redis) is unreachable"}})
+    responses=responses(400, 401, 413, 422, 429, 503, c422="no files, too many, not images, too "
+                        "many pixels, an unknown teacher, a bad option, or a request that "
+                        "costs more than its limits (passes, scale, megapixels)"))
 def annotate(
     response: Response, owner: OwnerDep, settings: SettingsDep, store: StoreDep,
     redis: RedisDep, registry: RegistryDep,
-    files: Annotated[list[UploadFile] | None, File(
-        description="one or more images (PNG, JPEG, BMP, TIFF, WebP, GIF); file names are "
-                    "kept as COCO file_name only")] = None,
+    files: Annotated[list[UploadFile], File(
+        description="one or more images (PNG, JPEG, BMP, TIFF, WebP, GIF); a file name may "
+                    "be a relative path (cam1/0001.png), kept as COCO file_name")],
     teacher: Annotated[str | None, Form(
         pattern=TEACHER_NAME_PATTERN,
         description="registered teacher to run (GET /teachers); default: the only one")] = None,
@@ -63,36 +58,47 @@ def annotate(
         description="groups batches whose pseudo-labels are calibrated together")] = None,
 ) -> JobAccepted:
     """Accepts a batch (202) after checking every file; nothing is stored when one is refused."""
-    uploads = [f for f in files or [] if f.filename or f.size]
+    uploads = [f for f in files if f.filename or f.size]
     if not uploads:
-        raise _problem(422, "no files: send one or more images as multipart field 'files'")
+        raise problem(422, "no files: send one or more images as multipart field 'files'")
     if len(uploads) > settings.max_files:
-        raise _problem(422, f"{len(uploads)} files in one request, more than the limit of "
-                            f"{settings.max_files}; split them into several batches")
+        raise problem(422, f"{len(uploads)} files in one request, more than the limit of "
+                           f"{settings.max_files}; split them into several batches")
     request = JobRequest(tta=tta or settings.tta, fusion=fusion or settings.fusion,
                          score_thresh=score_thresh, keypoint_thresh=keypoint_thresh)
     checked = _check_files(uploads, settings.max_file_bytes, settings.max_pixels)
     try:
         record = submit_job(store=store, redis=redis, settings=settings, registry=registry,
-                            owner=owner, uploads=checked, request=request, teacher=teacher,
-                            dataset=dataset)
+                            owner=owner, uploads=list(checked), request=request,
+                            teacher=teacher, dataset=dataset)
     except ConfigError as exc:
-        raise _problem(422, str(exc)) from exc
+        raise problem(422, str(exc)) from exc
+    except QuotaExceededError as exc:
+        raise problem(429, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
     except QueueUnavailableError as exc:
-        raise _problem(503, str(exc)) from exc
+        raise problem(503, str(exc)) from exc
     response.headers["Location"] = f"/jobs/{record.id}"
+    original = {u.name: u.filename for u in checked}
     return JobAccepted(
         id=record.id, dataset=dataset, teacher=record.teacher, images=len(record.files),
-        links=links(record.id),
-        files=[AcceptedFile(name=s.name, original=u.filename, width=s.width, height=s.height,
-                            bytes=s.bytes) for s, u in zip(record.files, uploads, strict=True)])
+        links=links(record.id), renamed=record.renamed,
+        files=[AcceptedFile(name=s.name, original=original.get(_was(record, s.name)),
+                            width=s.width, height=s.height, bytes=s.bytes)
+               for s in record.files])
 
 
-def _check_files(uploads: list[UploadFile], max_bytes: int, max_pixels: int) -> list[Upload]:
-    """Sizes and probes every file; one 413/422 listing every refused file, or all accepted."""
+def _was(record: JobRecord, name: str) -> str:
+    """The name an accepted file had before it was renamed (or its own)."""
+    return next((r.original for r in record.renamed if r.name == name), name)
+
+
+def _check_files(uploads: list[UploadFile], max_bytes: int, max_pixels: int
+                 ) -> list[_Checked]:
+    """Sizes, probes and hashes every file; one 413/422 listing every refused file, or all
+    accepted (named by the client's sanitised relative path)."""
     problems: list[dict[str, str]] = []
     too_big = False
-    probed = []
+    probed: list[_Checked] = []
     for upload in uploads:
         size = _size(upload)
         name = upload.filename or "(unnamed)"
@@ -102,15 +108,33 @@ def _check_files(uploads: list[UploadFile], max_bytes: int, max_pixels: int) -> 
                                                     f"{max_bytes}"})
             continue
         try:
-            probed.append((upload, size, probe_image(upload.file, max_pixels=max_pixels)))
+            path = safe_path(upload.filename, len(probed))
+            probe = probe_image(upload.file, max_pixels=max_pixels)
         except RejectedError as exc:
             problems.append({"file": name, "error": str(exc)})
+            continue
+        probed.append(_Checked(path, upload.file, size, probe.width, probe.height,
+                               _sha256(upload), upload.filename))
     if problems:
-        raise _problem(413 if too_big else 422, f"{len(problems)} of {len(uploads)} files "
-                       "refused; nothing was queued", problems)
-    names = unique_names([safe_name(u.filename, i) for i, u in enumerate(uploads)])
-    return [Upload(name=n, data=u.file, size=s, width=p.width, height=p.height)
-            for n, (u, s, p) in zip(names, probed, strict=True)]
+        raise problem(413 if too_big else 422, f"{len(problems)} of {len(uploads)} files "
+                      "refused; nothing was queued", files=problems)
+    return probed
+
+
+@dataclass(frozen=True)
+class _Checked(Upload):
+    """An :class:`Upload` that remembers the file name the client sent."""
+
+    filename: str | None = None
+
+
+def _sha256(upload: UploadFile) -> str:
+    digest = hashlib.sha256()
+    upload.file.seek(0)
+    for chunk in iter(lambda: upload.file.read(1 << 20), b""):
+        digest.update(chunk)
+    upload.file.seek(0)
+    return digest.hexdigest()
 
 
 def _size(upload: UploadFile) -> int:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse, Response
 
 from service.annotations import NotAvailableError, build_coco
 from service.deps import OwnerDep, RedisDep, SettingsDep, StoreDep
+from service.downloads import FormatQuery, export_response
+from service.errors import problem, responses
 from service.routers.annotate import DATASET_PATTERN
 from service.routers.jobs import KeypointQuery, ScoreQuery
 from service.views import job_view
@@ -20,32 +22,34 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
     "/{name}/annotations", summary="COCO pseudo-labels of a dataset, calibrated over all its jobs",
     response_class=JSONResponse,
     responses={200: {"description": "COCO JSON over every finished job of the dataset"},
-               404: {"description": "no job of this dataset (for this key)"},
-               409: {"description": "some jobs are still queued or running"}})
+               **responses(401, 404, 409, 422, 503, c404="no job of this dataset (for this key)",
+                           c409="some jobs are still queued or running, none finished, or "
+                                "they ran with different teachers")})
 def dataset_annotations(
     name: Annotated[str, Path(pattern=DATASET_PATTERN)], owner: OwnerDep, store: StoreDep,
     redis: RedisDep, settings: SettingsDep, score_thresh: ScoreQuery = None,
-    keypoint_thresh: KeypointQuery = None,
+    keypoint_thresh: KeypointQuery = None, format: FormatQuery = "coco",
     partial: Annotated[bool, Query(
         description="serve the finished jobs even while others still run")] = False,
-) -> JSONResponse:
-    """Thresholds are calibrated over the union of the dataset's finished jobs (the caller's);
-    failed and cancelled jobs are left out."""
-    records = [r for r in store.list_jobs() if r.owner == owner and r.dataset == name]
+) -> Response:
+    """Thresholds are calibrated over the union of the dataset's finished jobs (the caller's),
+    unless the query gives thresholds or a review saved a selection (then that applies,
+    exclusions included); failed and cancelled jobs are left out."""
+    # Oldest first: a name several jobs share is kept from the first job that sent it.
+    records = [r for _, r in store.list_owner_jobs(owner, dataset=name)][::-1]
     if not records:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no jobs in dataset {name!r}")
+        raise problem(404, f"no jobs in dataset {name!r}")
     views = {r.id: job_view(store, redis, r, settings.queue) for r in records}
     pending = [i for i, v in views.items() if v.status in ("queued", "running")]
     if pending and not partial:
-        raise HTTPException(status.HTTP_409_CONFLICT, {
-            "message": f"{len(pending)} of {len(records)} jobs of dataset {name!r} are not "
-                       "finished; wait, or pass partial=true", "pending": pending})
+        raise problem(409, f"{len(pending)} of {len(records)} jobs of dataset {name!r} are not "
+                           "finished; wait, or pass partial=true", pending=pending)
     finished = [r for r in records if views[r.id].status == "finished"]
     if not finished:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            f"no finished jobs in dataset {name!r} (all failed or cancelled)")
+        raise problem(409, f"no finished jobs in dataset {name!r} (all failed or cancelled)")
+    saved = store.load_selection(owner, dataset=name)
     try:
-        coco = build_coco(store, finished, score_thresh, keypoint_thresh)
+        coco = build_coco(store, finished, score_thresh, keypoint_thresh, saved)
     except NotAvailableError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    return JSONResponse(coco)
+        raise problem(409, str(exc)) from exc
+    return export_response(coco, format, name)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from jobs import queueing
-from jobs.store import utcnow
+from jobs.records import utcnow
 from service.annotations import NotAvailableError, build_coco
 from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
+from service.downloads import SELECTION_HEADER, FormatQuery, export_response
+from service.errors import problem, responses
 from service.models import Deleted, JobList, JobOut, JobStatus
+from service.routers.annotate import DATASET_PATTERN
 from service.views import job_view
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -24,20 +28,32 @@ KeypointQuery = Annotated[float | None, Query(
     description="re-select with this keypoint-score threshold instead of the job's")]
 
 
-@router.get("", response_model=JobList, summary="List your jobs, newest first")
+@router.get("", response_model=JobList, summary="List your jobs, newest first",
+            responses=responses(401, 422))
 def list_jobs(owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
               status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-              dataset: Annotated[str | None, Query(max_length=64)] = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JobList:
-    """The caller's jobs, optionally filtered by status or dataset."""
-    mine = [r for r in store.list_jobs()
-            if r.owner == owner and (dataset is None or r.dataset == dataset)]
-    views = [job_view(store, redis, r, settings.queue) for r in reversed(mine)]
-    return JobList(jobs=[v for v in views if status_ is None or v.status == status_][:limit])
+              dataset: Annotated[str | None, Query(pattern=DATASET_PATTERN)] = None,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+              cursor: Annotated[str | None, Query(
+                  pattern=r"^[0-9T]{21}-[0-9a-f]{32}$",
+                  description="next_cursor of the previous page")] = None) -> JobList:
+    """The caller's jobs (optionally one status or dataset), a page of at most ``limit``;
+    ``next_cursor`` fetches the next page. Only the listed jobs are read."""
+    jobs: list[JobOut] = []
+    last: str | None = None
+    for entry, record in store.list_owner_jobs(owner, dataset=dataset, after=cursor):
+        view = job_view(store, redis, record, settings.queue)
+        last = entry
+        if status_ is None or view.status == status_:
+            jobs.append(view)
+            if len(jobs) == limit:
+                break
+    full = len(jobs) == limit
+    return JobList(jobs=jobs, next_cursor=last if full else None)
 
 
 @router.get("/{job_id}", response_model=JobOut, summary="Status and progress of a job",
-            responses={404: {"description": "no such job (for this key)"}})
+            responses=responses(401, 404, 422))
 def get_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep) -> JobOut:
     """Status, progress (images done / failed / total), timestamps and per-image errors."""
     return job_view(store, redis, record, settings.queue)
@@ -47,31 +63,39 @@ def get_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: Settings
     "/{job_id}/annotations", summary="COCO pseudo-labels of a finished job",
     response_class=JSONResponse,
     responses={200: {"description": "COCO JSON (images, annotations, categories, info)"},
-               404: {"description": "no such job (for this key)"},
-               409: {"description": "the job has not finished (the body gives its status)"}})
+               **responses(401, 404, 409, 422, c409="the job has not finished (the body "
+                                                    "gives its status)")})
 def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
-                    score_thresh: ScoreQuery = None,
-                    keypoint_thresh: KeypointQuery = None) -> Response:
-    """The job's calibrated COCO file; threshold parameters re-select without re-running."""
+                    owner: OwnerDep, score_thresh: ScoreQuery = None,
+                    keypoint_thresh: KeypointQuery = None, format: FormatQuery = "coco"
+                    ) -> Response:
+    """The job's COCO file: with the thresholds of the query if given, else with the
+    selection saved in review, else as calibrated; ``info.selection_source`` and the
+    ``X-Distill-Selection`` header say which (``query``, ``saved``, ``job``)."""
     view = job_view(store, redis, record, settings.queue)
     if view.status != "finished":
-        raise HTTPException(status.HTTP_409_CONFLICT, {
-            "message": f"job {record.id} is {view.status}; annotations exist once it has "
-                       "finished", "status": view.status,
-            "progress": view.progress.model_dump()})
+        raise problem(409, f"job {record.id} is {view.status}; annotations exist once it "
+                           "has finished", status=view.status,
+                      progress=view.progress.model_dump())
+    saved = store.load_selection(owner, job_id=record.id)
     path = store.annotations_path(record.id)
-    if score_thresh is None and keypoint_thresh is None and path.exists():
-        return FileResponse(path, media_type="application/json")
-    # Other thresholds (or a lost output file): rebuilt from the stored raw predictions.
+    unchanged = score_thresh is None and keypoint_thresh is None and saved is None
+    if unchanged and format == "coco" and path.exists():
+        return FileResponse(path, media_type="application/json",
+                            headers={SELECTION_HEADER: "job"})
+    if unchanged and path.exists():
+        return export_response(json.loads(path.read_text(encoding="utf-8")), format, record.id)
+    # Other thresholds, a saved review (or a lost output file): rebuilt from the raw
+    # predictions, without inference.
     try:
-        coco: dict[str, Any] = build_coco(store, [record], score_thresh, keypoint_thresh)
+        coco: dict[str, Any] = build_coco(store, [record], score_thresh, keypoint_thresh, saved)
     except NotAvailableError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    return JSONResponse(coco)
+        raise problem(409, str(exc)) from exc
+    return export_response(coco, format, record.id)
 
 
 @router.delete("/{job_id}", response_model=Deleted, summary="Cancel and/or delete a job",
-               responses={404: {"description": "no such job (for this key)"}})
+               responses=responses(401, 404, 422))
 def delete_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep
                ) -> Deleted:
     """A queued or running job is cancelled: taken off the queue (or stopped by its worker

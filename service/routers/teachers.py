@@ -6,13 +6,15 @@ from fastapi import APIRouter
 
 from jobs import queueing
 from service.deps import OwnerDep, RedisDep, RegistryDep, SettingsDep
+from service.errors import responses
 from service.models import TeacherList, TeacherOut, WorkerOut
 
 router = APIRouter(tags=["teachers"])
 
 
 @router.get("/teachers", response_model=TeacherList,
-            summary="Registered teachers with their model cards and live workers")
+            summary="Registered teachers with their model cards and live workers",
+            responses=responses(401, 503))
 def teachers(_owner: OwnerDep, settings: SettingsDep, redis: RedisDep,
              registry: RegistryDep) -> TeacherList:
     """Cards are read from the checkpoint files (re-read when a file changes); workers

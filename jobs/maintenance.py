@@ -1,0 +1,93 @@
+"""Keeping the queue and the store healthy: lost jobs re-queued, old jobs deleted.
+
+The store, not Redis, is the record of what was accepted. If Redis loses its
+data (a restart without persistence, a failover), jobs that were accepted but
+not finished are in no queue any more; :func:`requeue_lost_jobs` puts them
+back, each on its teacher's queue. The API runs it at start-up and every
+worker runs :func:`run_maintenance` periodically from its heartbeat thread,
+so the queue heals itself without a restart. A Redis lock lets one process
+at a time do it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from redis import Redis
+
+from jobs import queueing
+from jobs.records import utcnow
+from jobs.settings import Settings
+from jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+# Resolves a job's teacher name ("" in old records) to a registered one, or raises.
+ResolveTeacher = Callable[[str | None], str]
+
+
+def requeue_lost_jobs(store: JobStore, redis: Redis, settings: Settings,
+                      resolve: ResolveTeacher) -> int:
+    """Queues again the unfinished jobs that Redis no longer knows; returns how many.
+
+    A job whose teacher is no longer registered stays in the store, untouched,
+    and is logged. A job accepted less than ``requeue_after_s`` ago is left alone:
+    the API may be between storing it and queueing it.
+    """
+    count = 0
+    settled = utcnow() - timedelta(seconds=settings.requeue_after_s)
+    for record in store.list_jobs():
+        if record.created_at > settled:
+            continue
+        state = store.load_state(record.id)
+        if record.cancelled_at is not None or (state is not None and state.is_terminal):
+            continue
+        if queueing.rq_status(redis, record.id) is not None:
+            continue
+        try:
+            teacher = resolve(record.teacher or None)
+        except ValueError as exc:
+            log.error("job %s cannot be requeued: %s", record.id, exc)
+            continue
+        queueing.enqueue(redis, queueing.queue_name(settings.queue, teacher), record.id,
+                         timeout_s=record.timeout_s, retries=settings.job_retries)
+        count += 1
+    if count:
+        log.warning("requeued %d accepted jobs that Redis had lost", count)
+    return count
+
+
+def delete_expired_jobs(store: JobStore, retention: timedelta) -> int:
+    """Deletes jobs that ended (finished, failed, cancelled) longer than ``retention`` ago;
+    a queued or running job is never deleted, however old."""
+    cutoff = utcnow() - retention
+    deleted = 0
+    for record in store.list_jobs():
+        state = store.load_state(record.id)
+        if record.cancelled_at is not None:
+            ended = record.cancelled_at
+        elif state is not None and state.is_terminal:
+            ended = state.finished_at or state.updated_at or record.created_at
+        else:
+            continue
+        if ended < cutoff:
+            store.delete_job(record.id)
+            deleted += 1
+    if deleted:
+        log.info("retention: deleted %d jobs that ended before %s", deleted,
+                 cutoff.isoformat(timespec="seconds"))
+    return deleted
+
+
+def run_maintenance(store: JobStore, redis: Redis, settings: Settings,
+                    resolve: ResolveTeacher) -> bool:
+    """Both tasks, unless another process ran them within the interval; True if this did."""
+    lock = f"distill:{settings.queue}:maintenance"
+    if not redis.set(lock, "1", nx=True, ex=max(1, int(settings.maintenance_interval_s))):
+        return False
+    requeue_lost_jobs(store, redis, settings, resolve)
+    if settings.retention_days > 0:
+        delete_expired_jobs(store, timedelta(days=settings.retention_days))
+    return True

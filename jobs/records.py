@@ -1,0 +1,148 @@
+"""The job contract's records: what ``job.json`` and ``state.json`` hold.
+
+``JobRecord`` is the job as the API accepted it (only the API writes it);
+``JobState`` is its progress and outcome (only the worker running it writes
+it), with the status transitions as methods so that no caller spells a
+transition by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from distill.options import Fusion
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, as stored everywhere."""
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    """A fresh job id: 32 hex digits, safe as a directory name and an RQ id."""
+    return uuid.uuid4().hex
+
+
+class StoredFile(BaseModel):
+    """One uploaded image: its name in the output (the client's relative path, sanitised,
+    unique in its dataset) and its bytes, stored under their content hash."""
+
+    name: str
+    stored: str
+    bytes: int
+    width: int
+    height: int
+    sha256: str = ""  # "" in records written before images were keyed by content
+
+
+class Renamed(BaseModel):
+    """An upload whose name was taken (in its batch or its dataset) by other content."""
+
+    original: str
+    name: str
+    clashes_with_job: str | None = None  # None: another file of the same batch
+
+
+class JobStatus(StrEnum):
+    """A job's life: queued -> running -> finished | failed; cancelled from queued or running.
+
+    A retried job goes from running back to queued (the API shows what RQ says).
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Finished, failed or cancelled: nothing will change any more."""
+        return self in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobRequest(BaseModel):
+    """What the client asked for; None means the service default / calibration."""
+
+    tta: str
+    fusion: Fusion
+    score_thresh: float | None = None
+    keypoint_thresh: float | None = None
+
+
+class JobRecord(BaseModel):
+    """``job.json``: the job as accepted; only the API writes it."""
+
+    id: str
+    owner: str  # sha256 of the API key, never the key
+    dataset: str | None = None
+    created_at: datetime
+    files: list[StoredFile]
+    request: JobRequest
+    timeout_s: int
+    cancelled_at: datetime | None = None
+    # The registered teacher the job is for, and its checkpoint's checksum when accepted
+    # ("" for a record written before teachers had names: the only registered one).
+    teacher: str = ""
+    teacher_sha256: str | None = None
+    renamed: list[Renamed] = Field(default_factory=list)
+
+
+class ImageError(BaseModel):
+    """An image the worker could not annotate."""
+
+    file_name: str
+    error: str
+
+
+class JobState(BaseModel):
+    """``state.json``: progress and outcome; only the worker running the job writes it."""
+
+    status: JobStatus = JobStatus.RUNNING
+    attempts: int = 0
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    done: int = 0
+    failed: int = 0
+    total: int = 0
+    errors: list[ImageError] = Field(default_factory=list)
+    error: str | None = None
+    worker: str | None = None
+    teacher_sha256: str | None = None
+    annotations: int | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """The worker is done with the job (finished, failed or cancelled)."""
+        return self.status.is_terminal
+
+    def start(self, worker: str, total: int) -> None:
+        """A worker (re)starts the job: one more attempt, the last error cleared."""
+        self.status, self.error, self.finished_at = JobStatus.RUNNING, None, None
+        self.attempts += 1
+        self.started_at = self.started_at or utcnow()
+        self.worker, self.total = worker, total
+
+    def finish(self, annotations: int) -> None:
+        """Every image is done and the COCO file is written."""
+        self.status, self.finished_at, self.annotations = JobStatus.FINISHED, utcnow(), annotations
+
+    def fail(self, error: str) -> None:
+        """The job ended without a result; ``error`` says why."""
+        self.status, self.error, self.finished_at = JobStatus.FAILED, error, utcnow()
+
+
+class SavedSelection(BaseModel):
+    """A reviewer's choice for a job or a dataset (``selection.json``; the API writes it):
+    thresholds per category id (``None`` keeps nothing), the keypoint threshold, and the
+    images left out. Every download of that job or dataset applies it."""
+
+    score_thresholds: dict[str, float | None] = Field(default_factory=dict)
+    keypoint_threshold: float | None = None
+    excluded: list[str] = Field(default_factory=list)
+    saved_at: datetime | None = None

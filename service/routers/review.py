@@ -1,0 +1,122 @@
+"""The review API: a job's or dataset's predictions for the page, its images, its selection.
+
+GET  /jobs/{id}/review, /datasets/{name}/review     predictions, thresholds, targets
+GET  /jobs/{id}/images/{n}[?thumb=true]              the job's own image bytes (cached)
+PUT  /jobs/{id}/selection, /datasets/{name}/selection  thresholds + exclusions to apply
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image
+
+from jobs.records import JobRecord, JobStatus, SavedSelection
+from service.annotations import NotAvailableError
+from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
+from service.errors import problem, responses
+from service.review import image_path, review_data, thumbnail
+from service.routers.annotate import DATASET_PATTERN
+from service.views import job_view
+
+router = APIRouter(tags=["review"])
+_CACHE = "private, max-age=31536000, immutable"  # content-addressed: never changes
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "BMP": "image/bmp",
+         "TIFF": "image/tiff", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+class SelectionIn(SavedSelection):
+    """PUT body: thresholds per category id (null keeps nothing), the keypoint
+    threshold, and the file names to leave out."""
+
+
+@router.get("/jobs/{job_id}/review", summary="Everything the review page shows for a job",
+            responses=responses(401, 404, 409, 422))
+def job_review(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
+               owner: OwnerDep) -> JSONResponse:
+    """All raw predictions (not only the kept ones), the calibrated thresholds, the
+    labeled targets and kept counts per category, and the saved selection."""
+    _require_finished([record], store, redis, settings.queue)
+    saved = store.load_selection(owner, job_id=record.id)
+    return JSONResponse(_review(store, [record], saved, kind="job", name=record.id))
+
+
+@router.get("/datasets/{name}/review", summary="Everything the review page shows for a dataset",
+            responses=responses(401, 404, 409, 422))
+def dataset_review(name: Annotated[str, Path(pattern=DATASET_PATTERN)], owner: OwnerDep,
+                   store: StoreDep, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
+    """The same over a dataset's finished jobs, calibrated together."""
+    records = [r for _, r in store.list_owner_jobs(owner, dataset=name)][::-1]
+    if not records:
+        raise problem(404, f"no jobs in dataset {name!r}")
+    finished = _require_finished(records, store, redis, settings.queue, some=True)
+    saved = store.load_selection(owner, dataset=name)
+    return JSONResponse(_review(store, finished, saved, kind="dataset", name=name))
+
+
+@router.get("/jobs/{job_id}/images/{n}", summary="One of the job's images (or its thumbnail)",
+            response_class=Response, responses={
+                200: {"content": {"image/*": {}}, "description": "the image bytes"},
+                304: {"description": "not modified (If-None-Match)"},
+                **responses(401, 404, 422)})
+def job_image(record: JobDep, store: StoreDep, request: Request,
+              n: Annotated[int, Path(ge=0, le=100_000)],
+              thumb: Annotated[bool, Query(description="a JPEG of at most 320 px")] = False
+              ) -> Response:
+    """Only the job's own images, by index; cacheable forever (they never change)."""
+    try:
+        path = thumbnail(store, record, n) if thumb else image_path(store, record, n)
+    except NotAvailableError as exc:
+        raise problem(404, str(exc)) from exc
+    etag = f'"{record.files[n].sha256 or record.id}-{n}{"-t" if thumb else ""}"'
+    headers = {"Cache-Control": _CACHE, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    with Image.open(path) as img:
+        media = _MIME.get(str(img.format), "application/octet-stream")
+    return FileResponse(path, media_type=media, headers=headers)
+
+
+@router.put("/jobs/{job_id}/selection", response_model=SavedSelection,
+            summary="Save thresholds and exclusions; every download of the job applies them",
+            responses=responses(401, 404, 422))
+def save_job_selection(record: JobDep, body: SelectionIn, store: StoreDep,
+                       owner: OwnerDep) -> SavedSelection:
+    """Replaces the job's saved selection."""
+    selection = SavedSelection.model_validate(body.model_dump())
+    store.save_selection(owner, selection, job_id=record.id)
+    return selection
+
+
+@router.put("/datasets/{name}/selection", response_model=SavedSelection,
+            summary="Save thresholds and exclusions; every download of the dataset applies them",
+            responses=responses(401, 404, 422))
+def save_dataset_selection(name: Annotated[str, Path(pattern=DATASET_PATTERN)],
+                           body: SelectionIn, store: StoreDep, owner: OwnerDep
+                           ) -> SavedSelection:
+    """Replaces the dataset's saved selection."""
+    if next(store.list_owner_jobs(owner, dataset=name), None) is None:
+        raise problem(404, f"no jobs in dataset {name!r}")
+    selection = SavedSelection.model_validate(body.model_dump())
+    store.save_selection(owner, selection, dataset=name)
+    return selection
+
+
+def _require_finished(records: list[JobRecord], store: StoreDep, redis: RedisDep, prefix: str,
+                      *, some: bool = False) -> list[JobRecord]:
+    views = {r.id: job_view(store, redis, r, prefix).status for r in records}
+    done = [r for r in records if views[r.id] == JobStatus.FINISHED]
+    if (some and not done) or (not some and len(done) < len(records)):
+        raise problem(409, "nothing to review yet: the job has not finished" if not some
+                      else "no finished job in this dataset yet", statuses=views)
+    return done
+
+
+def _review(store: StoreDep, records: list[JobRecord], saved: SavedSelection | None, *,
+            kind: str, name: str) -> dict[str, Any]:
+    try:
+        return review_data(store, records, saved, kind=kind, name=name)
+    except NotAvailableError as exc:
+        raise problem(409, str(exc)) from exc
