@@ -11,6 +11,7 @@ both run exactly these functions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from distill.predictions import ImageRecord, PredictionLog
 from distill.pseudolabels import SelectionConfig, finalize
 from distill.tta.predictor import Predictor, build_predictor
 
+log = logging.getLogger(__name__)
 # An image source: a name (metadata only, never a path we open) and its bytes or file.
 ImageSource = tuple[str, bytes | Path]
 # Called with each batch's records once they are on disk (progress, cancellation checks).
@@ -52,6 +54,8 @@ class Teacher:
         self.options = options
         self.checkpoint = checkpoint
         self.predictor: Predictor = build_predictor(model, card, options)
+        # Images per forward pass; halved (for good) when the device runs out of memory.
+        self.max_batch = options.batch_size
 
     @classmethod
     def load(cls, checkpoint: Path, options: InferenceOptions) -> Teacher:
@@ -110,15 +114,33 @@ def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: Predicti
 
 def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor]
              ) -> list[ImageRecord]:
-    """Runs one batch; if it fails, each image alone, so one bad image (say 1 x 5000
-    pixels, which resizes to nothing) becomes its own error instead of sinking the batch."""
+    """Runs one batch, in pieces of at most ``teacher.max_batch`` images.
+
+    Out of GPU memory, the piece is halved and retried, and the smaller size is kept
+    for the rest of the run: a job never fails for a batch size too large for the
+    device. Any other failure of a batch is retried image by image, so one bad image
+    (say 1 x 5000 pixels, which resizes to nothing) becomes its own error instead of
+    sinking the batch.
+    """
     def record(name: str, img: torch.Tensor, out: dict[str, torch.Tensor]) -> ImageRecord:
         return ImageRecord.from_output(name, int(img.shape[-1]), int(img.shape[-2]), out,
                                        teacher.card)
 
+    if len(images) > teacher.max_batch:
+        step = teacher.max_batch
+        return [r for k in range(0, len(images), step)
+                for r in _predict(teacher, names[k:k + step], images[k:k + step])]
     try:
         outputs = teacher.predictor(images)
         return [record(n, i, o) for n, i, o in zip(names, images, outputs, strict=True)]
+    except torch.cuda.OutOfMemoryError as exc:
+        torch.cuda.empty_cache()
+        if len(images) == 1:
+            return [ImageRecord.failed(names[0], f"out of GPU memory even alone: {exc}")]
+        teacher.max_batch = max(1, len(images) // 2)
+        log.warning("out of GPU memory with %d images per pass; %d from now on", len(images),
+                    teacher.max_batch)
+        return _predict(teacher, names, images)
     except (RuntimeError, ValueError) as exc:
         if len(images) == 1:
             return [ImageRecord.failed(names[0], f"inference failed: {exc}")]

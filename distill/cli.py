@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from distill.errors import ConfigError, DistillError
 from distill.logs import configure_logging
@@ -52,7 +52,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_annotate(args: argparse.Namespace) -> int:
     from distill.annotate import annotate_folder
     from distill.pseudolabels import SelectionConfig
+    from distill.threads import apply_thread_budget
 
+    apply_thread_budget(args.threads)
     selection = SelectionConfig(score_threshold=args.score_thresh,
                                 keypoint_threshold=args.keypoint_thresh)
     report = annotate_folder(Path(args.teacher), Path(args.images), Path(args.out),
@@ -136,6 +138,13 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="images per forward pass")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: $DISTILL_TORCH_THREADS, else half the cores, "
+                        "so that two processes on one machine do not thrash)")
+    p.add_argument("--keypoint-cap", type=_cap, default=d.keypoint_cap,
+                   help="keypoint teachers: detections per image that get the keypoint "
+                        "ensemble: 'auto' (4x the labeled instances per image, at least 10), "
+                        "a number, or 0 for all")
 
 
 def parse_arch_options(items: list[str]) -> dict[str, Any]:
@@ -160,7 +169,18 @@ def inference_options_from_args(args: argparse.Namespace) -> InferenceOptions:
         fusion=FusionParams(method=args.fusion, vote_threshold=args.vote_iou,
                             scoring=args.vote_scoring),
         combine=args.heatmap_combine, size_dependent=args.size_dependent,
-        device=args.device, half=args.half, batch_size=args.batch_size)
+        device=args.device, half=args.half, batch_size=args.batch_size,
+        keypoint_cap=args.keypoint_cap)
+
+
+def _cap(value: str) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {value!r}") \
+            from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,11 @@ PRESETS: tuple[Preset, ...] = get_args(Preset)
 DEFAULT_TTA: Preset = "standard"
 DEFAULT_MAX_PIXELS = 50_000_000  # decompression-bomb guard for any decoded image
 DEFAULT_BATCH_SIZE = 4  # images per forward pass
+# The automatic keypoint cap: calibration keeps about the labeled mean instances per image,
+# so 4x that (and never fewer than 10) leaves crowded images ample room; see
+# docs/BENCHMARKS.md for what it changed in the pseudo-label files (nothing measured).
+KEYPOINT_CAP_FACTOR = 4.0
+KEYPOINT_CAP_MIN = 10
 
 
 def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -89,13 +94,21 @@ class InferenceOptions:
     half: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # Keypoint teachers: detections per image that get the keypoint ensemble. "auto":
+    # KEYPOINT_CAP_FACTOR x the labeled instances per image (at least KEYPOINT_CAP_MIN);
+    # 0: every detection the detector returns.
+    keypoint_cap: int | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         check_choice("heatmap combine", self.combine, COMBINES)
+        if self.keypoint_cap != "auto" and (not isinstance(self.keypoint_cap, int)
+                                            or self.keypoint_cap < 0):
+            raise ConfigError(f"keypoint_cap must be 'auto' or an integer >= 0, "
+                              f"got {self.keypoint_cap!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
 
     def describe(self) -> dict[str, Any]:
         """JSON form for the output's info block."""
         return {"tta": self.tta, "fusion": asdict(self.fusion), "heatmap_combine": self.combine,
-                "size_dependent": self.size_dependent}
+                "size_dependent": self.size_dependent, "keypoint_cap": self.keypoint_cap}

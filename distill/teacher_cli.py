@@ -61,7 +61,8 @@ def register(sub: Any) -> None:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from distill.cli import parse_arch_options
-    from distill.teacher_import import import_teacher, load_stats_file, write_teacher
+    from distill.teacher_import import import_teacher, write_teacher
+    from distill.teacher_labels import load_stats_file
 
     stats = None if args.stats is None else load_stats_file(args.stats)
     card, state = import_teacher(
@@ -96,7 +97,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from distill.fileio import write_json_atomic
-    from distill.teacher_import import labeled_stats_from_json, stats_to_json
+    from distill.teacher_labels import labeled_stats_from_json, stats_to_json
 
     stats = labeled_stats_from_json(args.labeled_json, args.task)
     write_json_atomic(args.out, stats_to_json(stats), indent=2)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     vote_scoring: Scoring = "ID"
     heatmap_combine: Combine = "avg"
     size_dependent: bool = False
-    torch_threads: int | None = Field(default=None, ge=1)  # None: torch's default (all cores)
+    keypoint_cap: int | Literal["auto"] = "auto"
+    torch_threads: int | None = Field(default=None, ge=1)  # None: half the cores (threads.py)
 
     # Job lifecycle.
     job_timeout_base_s: int = Field(default=300, ge=1)
@@ -179,6 +180,7 @@ def inference_options(settings: Settings, *, tta: str | None = None,
         fusion=FusionParams(method=fusion or settings.fusion,
                             vote_threshold=settings.vote_iou, scoring=settings.vote_scoring),
         combine=settings.heatmap_combine, size_dependent=settings.size_dependent,
+        keypoint_cap=settings.keypoint_cap,
         device=settings.device, half=settings.half, batch_size=settings.batch_size,
         max_pixels=settings.max_pixels)
 

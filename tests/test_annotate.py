@@ -185,3 +185,31 @@ def test_an_image_that_breaks_inference_fails_alone(setup: dict, tmp_path: Path)
     errors = json.loads(out.read_text())["info"]["errors"]
     assert report.images == 1 and [e["file_name"] for e in errors] == ["sliver.png"]
     assert errors[0]["error"].startswith("inference failed")
+
+
+def test_out_of_gpu_memory_halves_the_batch_and_loses_nothing(tmp_path: Path) -> None:
+    """A device that runs out of memory above 2 images per pass: the batch is halved (for
+    the rest of the run) and every image still gets its prediction."""
+    import torch
+
+    from distill.annotate import _predict
+    from distill.images import load_image
+
+    splits = make_synth(tmp_path / "data", labeled=3, unlabeled=5)
+    make_teacher(tmp_path / "t.pt", splits["labeled"].keypoints_json)
+    teacher = Teacher.load(tmp_path / "t.pt", InferenceOptions(tta="identity", batch_size=5))
+    real = teacher.predictor
+    sizes: list[int] = []
+
+    def small_device(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        sizes.append(len(images))
+        if len(images) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(images)
+
+    teacher.predictor = small_device  # type: ignore[assignment]
+    paths = sorted(splits["unlabeled"].images_dir.glob("*.png"))
+    records = _predict(teacher, [p.name for p in paths], [load_image(p) for p in paths])
+    assert [r.error for r in records] == [None] * 5
+    assert [r.file_name for r in records] == [p.name for p in paths]
+    assert sizes[0] == 5 and max(sizes[1:]) <= 2 and teacher.max_batch <= 2

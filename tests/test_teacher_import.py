@@ -26,7 +26,8 @@ from distill.coco import labeled_statistics, load_coco
 from distill.errors import CardError, ConfigError, DistillError
 from distill.predictions import ImageRecord
 from distill.teacher_cli import register
-from distill.teacher_import import COCO_PERSON_SKELETON, import_teacher, load_categories
+from distill.teacher_import import import_teacher
+from distill.teacher_labels import COCO_PERSON_SKELETON, load_categories
 
 SIZE: dict[str, Any] = {"min_size": 128, "max_size": 160}
 # A low threshold keeps random heads' detections; fewer proposals keep the box heads cheap.

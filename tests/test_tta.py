@@ -202,3 +202,35 @@ def test_box_projection_round_trip() -> None:
     projected = t.boxes_to_pass(boxes, (240, 300), (480, 600))
     torch.testing.assert_close(projected[0], torch.tensor([500.0, 40.0, 580.0, 160.0]))
     torch.testing.assert_close(hflip_boxes(hflip_boxes(boxes, 300), 300), boxes)
+
+
+def test_keypoint_cap_keeps_the_best_detections_unchanged(kp_model: KeypointRCNN) -> None:
+    """The cap drops the lowest-scoring detections before the keypoint ensemble; the ones
+    it keeps get exactly the keypoints they get without it."""
+    images = _images()
+    transforms = parse_preset("flip", 256, 416)
+    full = KeypointTTA(kp_model, transforms, list(range(13)))(images)
+    capped = KeypointTTA(kp_model, transforms, list(range(13)), max_instances=5)(images)
+    for f, c in zip(full, capped, strict=True):
+        assert len(f["boxes"]) > 5 and len(c["boxes"]) == 5
+        for key in ("boxes", "scores", "labels", "keypoints", "keypoints_scores"):
+            torch.testing.assert_close(c[key], f[key][:5])
+    with pytest.raises(ConfigError, match="max_instances"):
+        KeypointTTA(kp_model, transforms, list(range(13)), max_instances=0)
+
+
+def test_automatic_keypoint_cap_follows_the_labeled_instances() -> None:
+    from distill.card import LabeledStats, ModelCard
+    from distill.tta.predictor import keypoint_cap
+
+    def card(mean: float | None) -> ModelCard:
+        stats = None if mean is None else LabeledStats(images=10, instances_per_image={
+            "1": mean}, visible_keypoints_per_instance=10.0)
+        return ModelCard(arch="tiny", task="keypoints", min_size=256, max_size=416,
+                         categories=[{"id": 1, "name": "person", "keypoints": ["a"]}],
+                         labeled_stats=stats)
+
+    assert keypoint_cap(card(1.5), "auto") == 10  # at least KEYPOINT_CAP_MIN
+    assert keypoint_cap(card(6.0), "auto") == 24  # 4 x the labeled mean
+    assert keypoint_cap(card(None), "auto") is None  # no statistics: no cap
+    assert keypoint_cap(card(6.0), 0) is None and keypoint_cap(card(6.0), 7) == 7

@@ -40,6 +40,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled-ratio", type=float, default=0.6,
                    help="probability that a minibatch image is a labeled one (default 0.6)")
     p.add_argument("--arch", choices=ARCHITECTURES, default="tiny")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default: $DISTILL_TORCH_THREADS, else "
+                        "half the cores, so that a worker or a second training fits beside)")
     p.add_argument("--iters", type=int, default=DEFAULT_ITERS)
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                    help="images per iteration over all processes")
@@ -103,8 +106,10 @@ def _equivalent_command(args: argparse.Namespace) -> list[str]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from distill.cli import parse_arch_options
+    from distill.threads import apply_thread_budget
     from training.trainer import TrainConfig, train
 
+    apply_thread_budget(args.threads)
     cfg = TrainConfig(
         task=args.task, train_json=args.train_json, images=args.images, out=args.out,
         arch=args.arch, pseudo_json=args.pseudo_json, pseudo_images=args.pseudo_images,
@@ -138,6 +143,9 @@ def _add_eval(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from distill.threads import apply_thread_budget
+
+    apply_thread_budget(args.threads)
     from distill.cli import inference_options_from_args
     from training.evaluate import evaluate_checkpoint
 

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 # Command-line flags that override a setting of the same name when given.
 _OVERRIDES = ("queue", "tta", "fusion", "device", "half", "batch_size", "vote_iou",
-              "vote_scoring", "heatmap_combine", "size_dependent", "data_dir", "worker_name",
-              "torch_threads")
+              "vote_scoring", "heatmap_combine", "size_dependent", "keypoint_cap", "data_dir",
+              "worker_name")
 
 
 def register(sub: Any) -> None:
@@ -42,19 +42,22 @@ def register(sub: Any) -> None:
     p.add_argument("--queue", help="queue-name prefix (DISTILL_QUEUE)")
     p.add_argument("--data-dir", help="shared data directory (DISTILL_DATA_DIR)")
     p.add_argument("--name", dest="worker_name", help="worker name (default host.pid.random)")
-    p.add_argument("--threads", dest="torch_threads", type=int,
-                   help="torch threads (DISTILL_TORCH_THREADS; default: torch's)")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("--check", action="store_true",
                    help="health probe: exit 0 when a worker on this host has a current "
                         "heartbeat in Redis, 1 otherwise (container healthchecks)")
     add_inference_arguments(p)
     # Unset flags must not override settings: clear the shared arguments' defaults.
-    p.set_defaults(func=_cmd_worker, worker_teachers=None, **{k: None for k in _OVERRIDES})
+    p.set_defaults(func=_cmd_worker, worker_teachers=None, threads=None,
+                   **{k: None for k in _OVERRIDES})
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    given = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k, None) not in (None, False)}
+    # "is" comparisons: a flag set to 0 (say --keypoint-cap 0) is given, an unset one is None.
+    given = {k: v for k in _OVERRIDES
+             if (v := getattr(args, k, None)) is not None and v is not False}
+    if args.threads is not None:  # --threads of the shared inference arguments
+        given["torch_threads"] = args.threads
     settings = Settings.model_validate({**get_settings().model_dump(), **given})
     teachers = served_teachers(settings, args.worker_teachers or settings.worker_teachers)
     if args.check:
@@ -114,6 +117,7 @@ def run_worker(settings: Settings, teachers: dict[str, Path], *, burst: bool = F
     ``burst``)."""
     from rq import Queue
 
+    from distill.threads import apply_thread_budget
     from jobs import queueing
     from jobs.connection import connect
     from jobs.maintenance import run_maintenance
@@ -123,17 +127,14 @@ def run_worker(settings: Settings, teachers: dict[str, Path], *, burst: bool = F
     from worker.rqworker import DistillWorker
     from worker.runtime import Runtime, TeacherPool, install
 
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    threads = apply_thread_budget(settings.torch_threads)
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     options = inference_options(settings)
     pools = {t: TeacherPool(t, path, options) for t, path in teachers.items()}
     queues = {t: queueing.queue_name(settings.queue, t) for t in teachers}
     for t, pool in pools.items():
-        log.info("worker %s: teacher %s = %s (sha256 %s...) on %s, queue %r", name, t,
-                 pool.checkpoint, pool.sha256[:12], settings.device, queues[t])
+        log.info("worker %s: teacher %s = %s (sha256 %s...) on %s (%d threads), queue %r",
+                 name, t, pool.checkpoint, pool.sha256[:12], settings.device, threads, queues[t])
     handle = connect(settings)
     store = JobStore(settings.data_dir)
     install(Runtime(pools, queues, store, name, redis=handle.redis,

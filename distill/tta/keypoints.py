@@ -40,7 +40,11 @@ class KeypointTTA:
 
     def __init__(self, model: KeypointRCNN, transforms: Sequence[Transform],
                  flip_perm: Sequence[int], *, combine: Combine = "avg",
-                 size_dependent: bool = False) -> None:
+                 size_dependent: bool = False, max_instances: int | None = None) -> None:
+        """``max_instances``: keep only that many best-scoring detections per image (None:
+        all). The keypoint ensemble costs one keypoint head per detection and pass, while
+        calibrated selection keeps about the labeled set's instances per image; detections
+        far below that rank cannot become pseudo-labels."""
         if not transforms:
             raise ConfigError("keypoint TTA needs at least one transform")
         check_choice("heatmap combine", combine, COMBINES)
@@ -49,6 +53,9 @@ class KeypointTTA:
         self.flip_perm = torch.as_tensor(list(flip_perm), dtype=torch.long)
         self.combine = combine
         self.size_dependent = size_dependent
+        if max_instances is not None and max_instances < 1:
+            raise ConfigError(f"max_instances must be >= 1 or None, got {max_instances}")
+        self.max_instances = max_instances
         base = model.transform
         self.identity = Transform(int(base.min_size[-1]), int(base.max_size), False)
         self.area_threshold = (SIZE_DEP_FRACTION * self.identity.scale) ** 2
@@ -66,6 +73,11 @@ class KeypointTTA:
         features = model.backbone(batch.tensors)
         proposals, _ = model.rpn(batch, features)
         boxes, scores, labels = _detect(model, features, proposals, batch.image_sizes)
+        if self.max_instances is not None:
+            # postprocess_detections returns each image's detections best first.
+            cap = self.max_instances
+            boxes, scores, labels = ([b[:cap] for b in boxes], [s[:cap] for s in scores],
+                                     [lbl[:cap] for lbl in labels])
         base_sizes = [(int(h), int(w)) for h, w in batch.image_sizes]
         rois = [resize_boxes(b, list(s), list(o))
                 for b, s, o in zip(boxes, base_sizes, original, strict=True)]

@@ -7,8 +7,10 @@ handles the device; a plain model is the ``identity`` preset.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -17,7 +19,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from distill.card import ModelCard
 from distill.errors import ConfigError
-from distill.options import InferenceOptions
+from distill.options import KEYPOINT_CAP_FACTOR, KEYPOINT_CAP_MIN, InferenceOptions
 from distill.tta.boxes import BoxTTA
 from distill.tta.keypoints import KeypointTTA
 from distill.tta.transforms import Transform, parse_preset
@@ -52,6 +54,9 @@ class Predictor:
     half: bool = False
 
     def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        if self.device.type == "cuda":
+            # Page-locked host memory lets the copies overlap with the GPU's work.
+            images = [img.pin_memory() if img.device.type == "cpu" else img for img in images]
         images = [img.to(self.device, non_blocking=True) for img in images]
         with torch.inference_mode(), torch.autocast(
                 device_type=self.device.type, dtype=torch.float16,
@@ -80,7 +85,8 @@ def build_predictor(model: GeneralizedRCNN, card: ModelCard,
         if not isinstance(model, KeypointRCNN):
             raise ConfigError(f"card says keypoints but the model is {type(model).__name__}")
         wrapped = KeypointTTA(model, transforms, card.flip_permutation(),
-                              combine=options.combine, size_dependent=options.size_dependent)
+                              combine=options.combine, size_dependent=options.size_dependent,
+                              max_instances=keypoint_cap(card, options.keypoint_cap))
     else:
         wrapped = BoxTTA(model, transforms, options.fusion)
     return Predictor(wrapped, transforms, dev, options.half)
@@ -92,3 +98,18 @@ def plain_predictor(model: GeneralizedRCNN, card: ModelCard, device: str = "cpu"
     dev = resolve_device(device)
     return Predictor(model.to(dev).eval(), parse_preset("identity", card.min_size,
                                                         card.max_size), dev)
+
+
+def keypoint_cap(card: ModelCard, setting: int | Literal["auto"]) -> int | None:
+    """Detections per image that get the keypoint ensemble (None: all).
+
+    ``auto`` scales with the labeled instances per image of the keypoint category;
+    a card without labeled statistics (explicit thresholds only) gets no cap.
+    """
+    if setting != "auto":
+        return setting or None
+    stats = card.labeled_stats
+    if stats is None or card.task != "keypoints":
+        return None
+    mean = stats.instances_per_image.get(str(card.categories[0]["id"]), 0.0)
+    return max(KEYPOINT_CAP_MIN, math.ceil(KEYPOINT_CAP_FACTOR * mean))
