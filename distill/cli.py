@@ -134,6 +134,9 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heatmap-combine", choices=COMBINES, default=d.combine)
     p.add_argument("--size-dependent", action="store_true",
                    help="small boxes ignore down-scaled passes, large ones up-scaled passes")
+    p.add_argument("--size-dependent-area", type=float, default=d.size_dependent_area,
+                   help="below this area in original-image pixels a box is small "
+                        "(Detectron's AREA_TH, 180^2)")
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
@@ -169,8 +172,8 @@ def inference_options_from_args(args: argparse.Namespace) -> InferenceOptions:
         fusion=FusionParams(method=args.fusion, vote_threshold=args.vote_iou,
                             scoring=args.vote_scoring),
         combine=args.heatmap_combine, size_dependent=args.size_dependent,
-        device=args.device, half=args.half, batch_size=args.batch_size,
-        keypoint_cap=args.keypoint_cap)
+        size_dependent_area=args.size_dependent_area, device=args.device, half=args.half,
+        batch_size=args.batch_size, keypoint_cap=args.keypoint_cap)
 
 
 def _cap(value: str) -> int | Literal["auto"]:

@@ -90,6 +90,8 @@ class InferenceOptions:
     fusion: FusionParams = field(default_factory=FusionParams)
     combine: Combine = "avg"
     size_dependent: bool = False
+    # Size-dependent selection: RoIs under this area (original-image pixels) are "small".
+    size_dependent_area: float = 180.0 ** 2
     device: str = "cpu"
     half: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -111,4 +113,6 @@ class InferenceOptions:
     def describe(self) -> dict[str, Any]:
         """JSON form for the output's info block."""
         return {"tta": self.tta, "fusion": asdict(self.fusion), "heatmap_combine": self.combine,
-                "size_dependent": self.size_dependent, "keypoint_cap": self.keypoint_cap}
+                "size_dependent": self.size_dependent,
+                "size_dependent_area": self.size_dependent_area,
+                "keypoint_cap": self.keypoint_cap}

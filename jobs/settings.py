@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     vote_scoring: Scoring = "ID"
     heatmap_combine: Combine = "avg"
     size_dependent: bool = False
+    size_dependent_area: float = Field(default=180.0 ** 2, gt=0)
     keypoint_cap: int | Literal["auto"] = "auto"
     torch_threads: int | None = Field(default=None, ge=1)  # None: half the cores (threads.py)
 
@@ -180,7 +181,7 @@ def inference_options(settings: Settings, *, tta: str | None = None,
         fusion=FusionParams(method=fusion or settings.fusion,
                             vote_threshold=settings.vote_iou, scoring=settings.vote_scoring),
         combine=settings.heatmap_combine, size_dependent=settings.size_dependent,
-        keypoint_cap=settings.keypoint_cap,
+        keypoint_cap=settings.keypoint_cap, size_dependent_area=settings.size_dependent_area,
         device=settings.device, half=settings.half, batch_size=settings.batch_size,
         max_pixels=settings.max_pixels)
 

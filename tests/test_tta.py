@@ -234,3 +234,23 @@ def test_automatic_keypoint_cap_follows_the_labeled_instances() -> None:
     assert keypoint_cap(card(6.0), "auto") == 24  # 4 x the labeled mean
     assert keypoint_cap(card(None), "auto") is None  # no statistics: no cap
     assert keypoint_cap(card(6.0), 0) is None and keypoint_cap(card(6.0), 7) == 7
+
+
+def test_size_dependent_area_is_measured_in_original_pixels() -> None:
+    """Detectron's AREA_TH (180^2) applies to boxes in the original image, whatever the
+    scale the identity pass resizes it to: boxes just below and just above it."""
+    tta = KeypointTTA(_oracle_model(), [Transform(128, 256), Transform(64, 128),
+                                        Transform(256, 512)], [0, 2, 1], size_dependent=True)
+    assert tta.area_threshold == 180 ** 2
+    # A 1000 x 800 image: the identity pass (128) shrinks it 6x, so in the resized frame
+    # both boxes would be tiny; in original pixels one is small, one is large.
+    images = [torch.rand(3, 800, 1000)]
+    small = torch.tensor([[100.0, 100.0, 279.0, 280.0]])  # 179 x 180 < 180^2
+    large = torch.tensor([[100.0, 100.0, 281.0, 280.0]])  # 181 x 180 > 180^2
+    used: list[list[bool]] = []
+    original = tta._uses
+    tta._uses = lambda t, areas: (used.append(original(t, areas).tolist()),  # type: ignore[method-assign]
+                                  original(t, areas))[1]
+    tta.keypoints_on_boxes(images, [torch.cat([small, large])])
+    # transforms: base (all), down-scaled (large only), up-scaled (small only)
+    assert used == [[True, True], [False, True], [True, False]]

@@ -155,7 +155,9 @@ def vote_merge(
     """Merges the pooled detections of all transforms of one image.
 
     Per class: NMS (``torchvision.ops.batched_nms``, which suppresses a box
-    whose IoU with a better one is ``> nms_threshold``, as Detectron's NMS),
+    whose IoU with a better one is ``> nms_threshold``; Detectron's NMS suppresses
+    at ``>=``, so the two differ only for a pair at exactly the threshold, and the
+    torchvision rule is the one that runs here),
     then box voting of each survivor against all pooled boxes of its class,
     suppressed ones included (see ``box_voting``). Finally the
     ``max_detections`` best by (voted) score over all classes are kept.

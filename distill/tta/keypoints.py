@@ -30,8 +30,9 @@ from distill.interrupt import checkpoint
 from distill.options import COMBINES, Combine, check_choice
 from distill.tta.transforms import Transform
 
-# Detectron's size-dependent threshold was 180 px at its base scale of 800.
-SIZE_DEP_FRACTION = 180 / 800
+# Detectron's TEST.KPS_AUG.AREA_TH: an RoI is "small" below 180^2 pixels of the ORIGINAL
+# image (detectron/core/config.py; its test-time-aug example config uses 150^2).
+AREA_TH = 180 ** 2
 
 
 class KeypointTTA:
@@ -40,7 +41,8 @@ class KeypointTTA:
 
     def __init__(self, model: KeypointRCNN, transforms: Sequence[Transform],
                  flip_perm: Sequence[int], *, combine: Combine = "avg",
-                 size_dependent: bool = False, max_instances: int | None = None) -> None:
+                 size_dependent: bool = False, max_instances: int | None = None,
+                 area_threshold: float = AREA_TH) -> None:
         """``max_instances``: keep only that many best-scoring detections per image (None:
         all). The keypoint ensemble costs one keypoint head per detection and pass, while
         calibrated selection keeps about the labeled set's instances per image; detections
@@ -58,7 +60,7 @@ class KeypointTTA:
         self.max_instances = max_instances
         base = model.transform
         self.identity = Transform(int(base.min_size[-1]), int(base.max_size), False)
-        self.area_threshold = (SIZE_DEP_FRACTION * self.identity.scale) ** 2
+        self.area_threshold = float(area_threshold)  # original-image pixels, as Detectron
         if size_dependent and all(t.scale != self.identity.scale for t in self.transforms):
             # Every RoI must keep at least the base-scale passes, as in Detectron.
             raise ConfigError("size-dependent heatmap selection needs a transform at the "
@@ -100,7 +102,8 @@ class KeypointTTA:
         base_sizes = [self._resized_size(o) for o in original]
         base_boxes = [resize_boxes(b, list(o), list(s))
                       for b, o, s in zip(boxes, original, base_sizes, strict=True)]
-        areas = torch.cat([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in base_boxes])
+        # Sizes in the original image, as Detectron measures them (not in a resized frame).
+        areas = torch.cat([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in boxes])
         # 2-4. keypoint logits of every transform, accumulated to keep memory flat.
         total: Tensor | None = None
         count: Tensor | None = None

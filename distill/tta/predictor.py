@@ -86,7 +86,8 @@ def build_predictor(model: GeneralizedRCNN, card: ModelCard,
             raise ConfigError(f"card says keypoints but the model is {type(model).__name__}")
         wrapped = KeypointTTA(model, transforms, card.flip_permutation(),
                               combine=options.combine, size_dependent=options.size_dependent,
-                              max_instances=keypoint_cap(card, options.keypoint_cap))
+                              max_instances=keypoint_cap(card, options.keypoint_cap),
+                              area_threshold=options.size_dependent_area)
     else:
         wrapped = BoxTTA(model, transforms, options.fusion)
     return Predictor(wrapped, transforms, dev, options.half)
