@@ -170,14 +170,20 @@ class Selection:
     ``score_thresholds`` maps category id -> detection-score threshold; a
     category missing from it keeps nothing. ``keypoint_threshold`` is the
     keypoint-score threshold of keypoint tasks, ``None`` for box tasks.
+    ``min_votes``: a box agreed on by fewer transforms is never kept (instances
+    without an agreement count, such as keypoint ones, are not affected).
     Everything is compared with ``>=``.
     """
 
     score_thresholds: dict[int, float]
     keypoint_threshold: float | None  # None for box tasks
+    min_votes: int = 0
 
-    def keeps(self, category_id: int, score: float) -> bool:
-        """Whether a detection of ``category_id`` scoring ``score`` is kept."""
+    def keeps(self, category_id: int, score: float, votes: int | None = None) -> bool:
+        """Whether a detection of ``category_id`` scoring ``score`` (agreed on by ``votes``
+        transforms, when known) is kept."""
+        if votes is not None and votes < self.min_votes:
+            return False
         return score >= self.score_thresholds.get(category_id, math.inf)
 
     def keeps_keypoint(self, score: float) -> bool:

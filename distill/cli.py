@@ -56,7 +56,8 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
 
     apply_thread_budget(args.threads)
     selection = SelectionConfig(score_threshold=args.score_thresh,
-                                keypoint_threshold=args.keypoint_thresh)
+                                keypoint_threshold=args.keypoint_thresh,
+                                min_votes=args.min_votes)
     report = annotate_folder(Path(args.teacher), Path(args.images), Path(args.out),
                              options=inference_options_from_args(args), selection=selection,
                              progress=not args.quiet)
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explicit detection-score threshold (default: calibrated)")
     p.add_argument("--keypoint-thresh", type=float, default=None,
                    help="explicit keypoint-score threshold (default: calibrated)")
+    p.add_argument("--min-votes", type=int, default=0,
+                   help="box teachers: keep only instances that at least this many transforms "
+                        "agree on (each annotation's distill.votes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_annotate)
 

@@ -41,6 +41,10 @@ class ImageRecord:
     keypoints: tuple[tuple[tuple[float, float], ...], ...] | None = None
     keypoint_scores: tuple[tuple[float, ...], ...] | None = None
     error: str | None = None
+    # Box teachers under several transforms: how many transforms agree on each instance,
+    # and how far apart their boxes are (distill.fusion.agreement); None otherwise.
+    votes: tuple[int, ...] | None = None
+    spread: tuple[float, ...] | None = None
 
     @classmethod
     def failed(cls, file_name: str, error: str) -> ImageRecord:
@@ -67,12 +71,17 @@ class ImageRecord:
             kps = tuple(tuple((r(x), r(y)) for x, y, _ in points[i]) for i in keep)
             kp_scores = tuple(tuple(round(s, 4) for s in point_scores[i]) for i in keep)
         scores = output["scores"].tolist()
+        votes = spread = None
+        if "votes" in output:
+            all_votes, all_spread = output["votes"].tolist(), output["spread"].tolist()
+            votes = tuple(int(all_votes[i]) for i in keep)
+            spread = tuple(round(float(all_spread[i]), 4) for i in keep)
         return cls(
             file_name=file_name, width=width, height=height,
             boxes=tuple(tuple(r(v) for v in boxes[i]) for i in keep),  # type: ignore[misc]
             scores=tuple(round(float(scores[i]), 5) for i in keep),
             category_ids=tuple(int(ids[i]) for i in keep),  # type: ignore[arg-type]
-            keypoints=kps, keypoint_scores=kp_scores,
+            keypoints=kps, keypoint_scores=kp_scores, votes=votes, spread=spread,
         )
 
     @classmethod
@@ -90,6 +99,8 @@ class ImageRecord:
                                                      for inst in kps),
             keypoint_scores=None if kp_scores is None else tuple(tuple(s) for s in kp_scores),
             error=data.get("error"),
+            votes=None if data.get("votes") is None else tuple(int(v) for v in data["votes"]),
+            spread=None if data.get("spread") is None else tuple(data["spread"]),
         )
 
     def to_json(self) -> dict[str, Any]:

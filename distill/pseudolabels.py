@@ -45,13 +45,15 @@ class SelectionConfig:
     score_threshold: float | None = None
     category_thresholds: Mapping[int, float] = field(default_factory=dict)
     keypoint_threshold: float | None = None
+    # Box teachers: instances fewer transforms agree on are neither candidates nor kept.
+    min_votes: int = 0
 
     def describe(self) -> dict[str, Any]:
         """JSON form for the output's info block."""
         return {"score_threshold": self.score_threshold,
                 "category_thresholds": {str(k): None if math.isinf(v) else v
                                         for k, v in self.category_thresholds.items()},
-                "keypoint_threshold": self.keypoint_threshold}
+                "keypoint_threshold": self.keypoint_threshold, "min_votes": self.min_votes}
 
 
 def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> Selection:
@@ -68,8 +70,9 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
         for r in fresh():
             if r.error is None:
                 num_ok += 1
-                for s, c in zip(r.scores, r.category_ids, strict=True):
-                    by_cat.setdefault(c, array("d")).append(s)
+                for i, (s, c) in enumerate(zip(r.scores, r.category_ids, strict=True)):
+                    if r.votes is None or r.votes[i] >= config.min_votes:
+                        by_cat.setdefault(c, array("d")).append(s)
         targets = {int(k): v for k, v in stats.instances_per_image.items()}
         thresholds = score_thresholds(by_cat, targets, num_ok)
     kp_threshold: float | None = None
@@ -86,7 +89,8 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
                     zip(r.keypoint_scores or (), r.scores, r.category_ids, strict=True)
                     if boxes_only.keeps(c, s)]
             kp_threshold = keypoint_score_threshold(kept, visible)
-    return Selection(score_thresholds=thresholds, keypoint_threshold=kp_threshold)
+    return Selection(score_thresholds=thresholds, keypoint_threshold=kp_threshold,
+                     min_votes=config.min_votes)
 
 
 def _labeled_stats(card: ModelCard, what: str) -> LabeledStats:
@@ -135,7 +139,7 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         candidates.update(rec.category_ids)
         for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
                                                   strict=True)):
-            if not selection.keeps(cat, score):
+            if not selection.keeps(cat, score, None if rec.votes is None else rec.votes[i]):
                 continue
             x1, y1, x2, y2 = box
             w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
@@ -146,6 +150,10 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
             }
             if rec.keypoints is not None and rec.keypoint_scores is not None:
                 _add_keypoints(ann, rec.keypoints[i], rec.keypoint_scores[i], selection)
+            if rec.votes is not None and rec.spread is not None:
+                # Per-instance extras (DESIGN section 4): transforms agreeing on this box
+                # (out of len(info.transforms)) and their spread, in box sizes.
+                ann["distill"] = {"votes": rec.votes[i], "spread": rec.spread[i]}
             annotations.append(ann)
     block = {
         "description": "pseudo-labels by data distillation (Radosavovic et al., CVPR 2018)",

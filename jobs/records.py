@@ -72,6 +72,7 @@ class JobRequest(BaseModel):
     fusion: Fusion
     score_thresh: float | None = None
     keypoint_thresh: float | None = None
+    min_votes: int = 0  # box teachers: transforms that must agree on a kept instance
 
 
 class JobRecord(BaseModel):

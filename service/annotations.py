@@ -35,11 +35,13 @@ def selection_for(record: JobRecord, score_thresh: float | None,
         return SelectionConfig(
             score_threshold=score_thresh if score_thresh is not None else request.score_thresh,
             keypoint_threshold=(keypoint_thresh if keypoint_thresh is not None
-                                else request.keypoint_thresh)), source
+                                else request.keypoint_thresh),
+            min_votes=request.min_votes), source
     per_category = {int(k): (math.inf if v is None else v)
                     for k, v in saved.score_thresholds.items()}
     return SelectionConfig(category_thresholds=per_category,
-                           keypoint_threshold=saved.keypoint_threshold), "saved"
+                           keypoint_threshold=saved.keypoint_threshold,
+                           min_votes=request.min_votes), "saved"
 
 
 def build_coco(store: JobStore, records: list[JobRecord], score_thresh: float | None,

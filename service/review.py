@@ -43,7 +43,8 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
                 "file_name": file_name, "job": ref[0], "n": ref[1], "width": rec.width,
                 "height": rec.height, "error": rec.error, "boxes": rec.boxes,
                 "scores": rec.scores, "category_ids": rec.category_ids,
-                "keypoints": rec.keypoints, "keypoint_scores": rec.keypoint_scores})
+                "keypoints": rec.keypoints, "keypoint_scores": rec.keypoint_scores,
+                "votes": rec.votes})
     return {
         "kind": kind, "name": name, "teacher": records[0].teacher,
         "task": info["teacher"]["task"], "categories": calibrated["categories"],

@@ -272,3 +272,57 @@ def test_wbf_rejects_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
 def test_wbf_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match=r"per_transform\[0\].*scores"):
         wbf_merge([(t([[0, 0, 1, 1]]), t([0.5, 0.4]), labels_of([1]))], (10, 10))
+
+
+def test_transform_agreement_counts_transforms_and_measures_spread() -> None:
+    from distill.fusion.agreement import transform_agreement
+
+    fused = torch.tensor([[0.0, 0.0, 100.0, 100.0], [200.0, 200.0, 220.0, 220.0]])
+    labels = torch.tensor([1, 2])
+    per_transform = [
+        (torch.tensor([[0.0, 0.0, 100.0, 100.0]]), torch.tensor([1])),       # agrees exactly
+        (torch.tensor([[10.0, 10.0, 110.0, 110.0]]), torch.tensor([1])),     # IoU 0.68: agrees
+        (torch.tensor([[0.0, 0.0, 100.0, 100.0]]), torch.tensor([2])),       # other class
+        (torch.tensor([[60.0, 60.0, 160.0, 160.0]]), torch.tensor([1])),     # IoU 0.09: no
+        (torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64)),         # found nothing
+    ]
+    votes, spread = transform_agreement(fused, labels, per_transform)
+    assert votes.tolist() == [2, 0]
+    # Corners 0 and 10 around their mean 5: 5 px deviation in a 100 px box.
+    assert spread.tolist() == pytest.approx([0.05, 0.0])
+
+
+def test_agreement_travels_to_the_coco_file() -> None:
+    from distill.calibrate import Selection
+    from distill.card import LabeledStats, ModelCard
+    from distill.predictions import ImageRecord
+    from distill.pseudolabels import to_coco
+
+    card = ModelCard(arch="tiny", task="boxes", min_size=256, max_size=416,
+                     categories=[{"id": 1, "name": "cone"}],
+                     labeled_stats=LabeledStats(images=1, instances_per_image={"1": 1.0}))
+    rec = ImageRecord("a.png", 100, 100, boxes=((0.0, 0.0, 10.0, 10.0),), scores=(0.9,),
+                      category_ids=(1,), votes=(5,), spread=(0.02,))
+    assert ImageRecord.from_json(rec.to_json()) == rec
+    coco = to_coco([rec], card, Selection({1: 0.5}, None))
+    assert coco["annotations"][0]["distill"] == {"votes": 5, "spread": 0.02}
+
+
+def test_min_votes_drops_instances_few_transforms_agree_on() -> None:
+    from distill.card import LabeledStats, ModelCard
+    from distill.predictions import ImageRecord
+    from distill.pseudolabels import SelectionConfig, finalize
+
+    card = ModelCard(arch="tiny", task="boxes", min_size=256, max_size=416,
+                     categories=[{"id": 1, "name": "cone"}],
+                     labeled_stats=LabeledStats(images=1, instances_per_image={"1": 2.0}))
+    rec = ImageRecord("a.png", 100, 100,
+                      boxes=((0.0, 0.0, 9.0, 9.0), (20.0, 0.0, 29.0, 9.0), (40.0, 0.0, 49.0, 9.0)),
+                      scores=(0.9, 0.8, 0.7), category_ids=(1, 1, 1), votes=(6, 1, 5),
+                      spread=(0.01, 0.3, 0.02))
+    every = finalize([rec], card, SelectionConfig())
+    assert [a["score"] for a in every["annotations"]] == [0.9, 0.8]  # target 2, best two
+    agreed = finalize([rec], card, SelectionConfig(min_votes=3))
+    # The 1-vote box is no candidate: calibration takes the best two of the others.
+    assert [a["score"] for a in agreed["annotations"]] == [0.9, 0.7]
+    assert agreed["info"]["selection"]["min_votes"] == 3

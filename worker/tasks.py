@@ -97,7 +97,8 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
             inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch)
         _check_not_cancelled(store, job_id)
         selection = SelectionConfig(score_threshold=record.request.score_thresh,
-                                    keypoint_threshold=record.request.keypoint_thresh)
+                                    keypoint_threshold=record.request.keypoint_thresh,
+                                    min_votes=record.request.min_votes)
         coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
                         {**teacher.info(), "teacher_name": pool.name})
     except JobCancelledError:

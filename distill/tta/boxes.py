@@ -17,6 +17,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from distill.errors import ConfigError
 from distill.fusion import vote_merge, wbf_merge
+from distill.fusion.agreement import transform_agreement
 from distill.interrupt import checkpoint
 from distill.options import FusionParams
 from distill.tta.transforms import Transform
@@ -71,4 +72,7 @@ class BoxTTA:
                 torch.cat([d["labels"] for d in dets]), nms_threshold=f.nms_threshold,
                 vote_threshold=f.vote_threshold, scoring=f.scoring,
                 max_detections=f.max_detections)
-        return {"boxes": boxes, "scores": scores, "labels": labels}
+        votes, spread = transform_agreement(boxes, labels, [(d["boxes"], d["labels"])
+                                                            for d in dets])
+        return {"boxes": boxes, "scores": scores, "labels": labels, "votes": votes,
+                "spread": spread}

@@ -53,6 +53,9 @@ def annotate(
     keypoint_thresh: Annotated[float | None, Form(
         allow_inf_nan=False,
         description="explicit keypoint-score threshold (default: calibrated)")] = None,
+    min_votes: Annotated[int, Form(
+        ge=0, le=100, description="box teachers: keep only instances that at least this "
+                                  "many transforms agree on (default 0: no such rule)")] = 0,
     dataset: Annotated[str | None, Form(
         pattern=DATASET_PATTERN,
         description="groups batches whose pseudo-labels are calibrated together")] = None,
@@ -65,7 +68,8 @@ def annotate(
         raise problem(422, f"{len(uploads)} files in one request, more than the limit of "
                            f"{settings.max_files}; split them into several batches")
     request = JobRequest(tta=tta or settings.tta, fusion=fusion or settings.fusion,
-                         score_thresh=score_thresh, keypoint_thresh=keypoint_thresh)
+                         score_thresh=score_thresh, keypoint_thresh=keypoint_thresh,
+                         min_votes=min_votes)
     checked = _check_files(uploads, settings.max_file_bytes, settings.max_pixels)
     try:
         record = submit_job(store=store, redis=redis, settings=settings, registry=registry,

@@ -311,7 +311,9 @@ async function draw(canvas, im, thumb) {
     ctx.lineWidth = 2;
     ctx.strokeRect(x1 * s, y1 * s, (x2 - x1) * s, (y2 - y1) * s);
     ctx.font = "12px sans-serif";
-    ctx.fillText(`${cats[index]?.name ?? "?"} ${im.scores[i].toFixed(2)}`, x1 * s + 2, Math.max(10, y1 * s - 3));
+    const votes = im.votes ? ` ${im.votes[i]}v` : "";  // transforms that agree on it
+    ctx.fillText(`${cats[index]?.name ?? "?"} ${im.scores[i].toFixed(2)}${votes}`, x1 * s + 2,
+      Math.max(10, y1 * s - 3));
     if (!im.keypoints) return;
     const pts = im.keypoints[i];
     const visible = im.keypoint_scores[i].map((k) => state.kp !== null && k >= state.kp);
