@@ -24,6 +24,7 @@ from distill.options import (
     COMBINES,
     DEFAULT_TTA,
     FUSIONS,
+    POOLINGS,
     PRESETS,
     SCORINGS,
     FusionParams,
@@ -135,6 +136,9 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vote-iou", type=float, default=d.fusion.vote_threshold,
                    help="box-voting IoU threshold")
     p.add_argument("--vote-scoring", choices=SCORINGS, default=d.fusion.scoring)
+    p.add_argument("--box-pooling", choices=POOLINGS, default=d.fusion.pooling,
+                   help="box fusion pools each transform's final detections (nms) or, as "
+                        "Detectron, its raw per-class boxes before NMS (raw)")
     p.add_argument("--heatmap-combine", choices=COMBINES, default=d.combine)
     p.add_argument("--size-dependent", action="store_true",
                    help="small boxes ignore down-scaled passes, large ones up-scaled passes")
@@ -174,7 +178,7 @@ def inference_options_from_args(args: argparse.Namespace) -> InferenceOptions:
     return InferenceOptions(
         tta=args.tta or DEFAULT_TTA,
         fusion=FusionParams(method=args.fusion, vote_threshold=args.vote_iou,
-                            scoring=args.vote_scoring),
+                            scoring=args.vote_scoring, pooling=args.box_pooling),
         combine=args.heatmap_combine, size_dependent=args.size_dependent,
         size_dependent_area=args.size_dependent_area, device=args.device, half=args.half,
         batch_size=args.batch_size, keypoint_cap=args.keypoint_cap)

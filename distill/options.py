@@ -31,6 +31,12 @@ ARCHITECTURES: tuple[str, ...] = tuple(ARCH_TASKS)
 Fusion = Literal["vote", "wbf"]
 FUSIONS: tuple[Fusion, ...] = get_args(Fusion)
 
+# What box fusion pools: every transform's raw detections (per-class regressed boxes above
+# the score floor, before the detector's NMS and top-k, as Detectron's im_detect_bbox_aug),
+# or each transform's final, NMS-ed detections.
+Pooling = Literal["raw", "nms"]
+POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
+
 # Box-voting score of a kept box: its own (ID), the voters' mean (AVG), IoU-weighted mean.
 Scoring = Literal["ID", "AVG", "IOU_AVG"]
 SCORINGS: tuple[Scoring, ...] = get_args(Scoring)
@@ -69,9 +75,16 @@ class FusionParams:
     scoring: Scoring = "ID"
     wbf_iou_threshold: float = 0.55
     max_detections: int = 100
+    pooling: Pooling = "nms"
+    # Raw pooling: at most this many detections per transform and image (the best
+    # scoring), which bounds the pool's memory (a detector gives up to 1000 RoIs x classes).
+    raw_pool_cap: int = 1000
 
     def __post_init__(self) -> None:
         check_choice("fusion", self.method, FUSIONS)
+        check_choice("box pooling", self.pooling, POOLINGS)
+        if self.raw_pool_cap < 1:
+            raise ConfigError(f"raw_pool_cap must be >= 1, got {self.raw_pool_cap}")
         check_choice("vote scoring", self.scoring, SCORINGS)
         for name in ("nms_threshold", "vote_threshold", "wbf_iou_threshold"):
             value = getattr(self, name)

@@ -30,6 +30,7 @@ from distill.options import (
     Fusion,
     FusionParams,
     InferenceOptions,
+    Pooling,
     Scoring,
 )
 
@@ -85,6 +86,7 @@ class Settings(BaseSettings):
     fusion: Fusion = "vote"
     vote_iou: float = Field(default=FusionParams().vote_threshold, gt=0, le=1)
     vote_scoring: Scoring = "ID"
+    box_pooling: Pooling = "nms"
     heatmap_combine: Combine = "avg"
     size_dependent: bool = False
     size_dependent_area: float = Field(default=180.0 ** 2, gt=0)
@@ -179,7 +181,8 @@ def inference_options(settings: Settings, *, tta: str | None = None,
     return InferenceOptions(
         tta=tta or settings.tta,
         fusion=FusionParams(method=fusion or settings.fusion,
-                            vote_threshold=settings.vote_iou, scoring=settings.vote_scoring),
+                            vote_threshold=settings.vote_iou, scoring=settings.vote_scoring,
+                            pooling=settings.box_pooling),
         combine=settings.heatmap_combine, size_dependent=settings.size_dependent,
         keypoint_cap=settings.keypoint_cap, size_dependent_area=settings.size_dependent_area,
         device=settings.device, half=settings.half, batch_size=settings.batch_size,

@@ -254,3 +254,32 @@ def test_size_dependent_area_is_measured_in_original_pixels() -> None:
     tta.keypoints_on_boxes(images, [torch.cat([small, large])])
     # transforms: base (all), down-scaled (large only), up-scaled (small only)
     assert used == [[True, True], [False, True], [True, False]]
+
+
+def test_raw_pooling_pools_what_the_detectors_nms_would_drop(box_model: nn.Module) -> None:
+    """Raw pooling (Detectron's): each transform contributes its score-filtered per-class
+    boxes before NMS and top-k, so the pool is larger, every survivor is voted against all
+    of it, and the result is still at most max_detections boxes per image."""
+    from distill.tta.boxes import _nms, _raw_detections
+
+    images = _images()
+    transforms = parse_preset("flip", 256, 416)
+    original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+    final = BoxTTA(box_model, transforms, FusionParams("vote"))
+    raw = BoxTTA(box_model, transforms, FusionParams("vote", pooling="raw", raw_pool_cap=300))
+    with torch.inference_mode():
+        pool_final = final._detect(transforms[0], images, original)
+        pool_raw = raw._detect(transforms[0], images, original)
+    for f, r in zip(pool_final, pool_raw, strict=True):
+        assert len(r["boxes"]) > len(f["boxes"]) and len(r["boxes"]) <= 300
+        # The detector's own NMS of the raw set gives back its usual output.
+        again = _nms(box_model, r)
+        torch.testing.assert_close(again["boxes"], f["boxes"])
+        torch.testing.assert_close(again["scores"], f["scores"])
+    assert box_model.roi_heads.nms_thresh == 0.5  # restored after the raw pass
+    outputs = raw(images)
+    for out in outputs:
+        assert 0 < len(out["boxes"]) <= 100
+        assert out["votes"].max() <= len(transforms)
+    with pytest.raises(ConfigError, match="pooling"):
+        FusionParams("vote", pooling="all")  # type: ignore[arg-type]
