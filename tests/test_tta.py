@@ -260,7 +260,7 @@ def test_raw_pooling_pools_what_the_detectors_nms_would_drop(box_model: nn.Modul
     """Raw pooling (Detectron's): each transform contributes its score-filtered per-class
     boxes before NMS and top-k, so the pool is larger, every survivor is voted against all
     of it, and the result is still at most max_detections boxes per image."""
-    from distill.tta.boxes import _nms, _raw_detections
+    from distill.tta.boxes import _nms
 
     images = _images()
     transforms = parse_preset("flip", 256, 416)
