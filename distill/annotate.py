@@ -24,6 +24,7 @@ from tqdm import tqdm
 from distill.card import ModelCard
 from distill.cardfile import card_with_checksum
 from distill.checkpoint import load_checkpoint
+from distill.coco import objects
 from distill.errors import DataError, ImageDecodeError
 from distill.fileio import write_json_atomic
 from distill.images import list_images, load_image
@@ -192,7 +193,7 @@ def annotate_folder(teacher: Path, images: Path, out: Path, *,
     coco = finalize(lambda: log.iter_records(names), model.card, selection, model.info())
     write_json_atomic(Path(out), coco)
     return AnnotateReport(images=len(coco["images"]), failed=coco["info"]["num_failed"],
-                          annotations=len(coco["annotations"]), skipped_as_done=already,
+                          annotations=len(objects(coco)), skipped_as_done=already,
                           output=Path(out))
 
 

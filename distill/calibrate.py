@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -172,12 +172,16 @@ class Selection:
     keypoint-score threshold of keypoint tasks, ``None`` for box tasks.
     ``min_votes``: a box agreed on by fewer transforms is never kept (instances
     without an agreement count, such as keypoint ones, are not affected).
+    ``ignore_thresholds`` (category id -> score, empty: none) marks the predictions
+    that are not kept but score at least this as ignore regions: the teacher is
+    unsure there, so a student should learn neither object nor background from them.
     Everything is compared with ``>=``.
     """
 
     score_thresholds: dict[int, float]
     keypoint_threshold: float | None  # None for box tasks
     min_votes: int = 0
+    ignore_thresholds: dict[int, float] = field(default_factory=dict)
 
     def keeps(self, category_id: int, score: float, votes: int | None = None) -> bool:
         """Whether a detection of ``category_id`` scoring ``score`` (agreed on by ``votes``
@@ -185,6 +189,13 @@ class Selection:
         if votes is not None and votes < self.min_votes:
             return False
         return score >= self.score_thresholds.get(category_id, math.inf)
+
+    def ignores(self, category_id: int, score: float, votes: int | None = None) -> bool:
+        """Whether a detection that is not kept becomes an ignore region (its score lies
+        between the category's ignore threshold and its calibrated one)."""
+        if self.keeps(category_id, score, votes):
+            return False
+        return score >= self.ignore_thresholds.get(category_id, math.inf)
 
     def keeps_keypoint(self, score: float) -> bool:
         """Whether a keypoint scoring ``score`` is kept (labeled visible, v=2).

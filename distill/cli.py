@@ -58,7 +58,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
     apply_thread_budget(args.threads)
     selection = SelectionConfig(score_threshold=args.score_thresh,
                                 keypoint_threshold=args.keypoint_thresh,
-                                min_votes=args.min_votes)
+                                min_votes=args.min_votes, ignore_factor=args.ignore_factor)
     report = annotate_folder(Path(args.teacher), Path(args.images), Path(args.out),
                              options=inference_options_from_args(args), selection=selection,
                              progress=not args.quiet)
@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-votes", type=int, default=0,
                    help="box teachers: keep only instances that at least this many transforms "
                         "agree on (each annotation's distill.votes)")
+    p.add_argument("--ignore-factor", type=float, default=0.0,
+                   help="also write the next-best predictions, down to where the set would "
+                        "carry F x the labeled instances per image, as ignore regions "
+                        "(iscrowd 1), which `distill train` treats as neither object nor "
+                        "background (calibrated thresholds only; default 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_annotate)
 

@@ -59,6 +59,11 @@ def validate_coco(data: Any, *, source: str = "COCO data") -> None:
                             "expected [x, y, w, h]")
 
 
+def objects(data: CocoDict) -> list[dict[str, Any]]:
+    """The annotations that are objects: crowd and ignore regions (``iscrowd: 1``) left out."""
+    return [a for a in data["annotations"] if not a.get("iscrowd", 0)]
+
+
 def keypoint_category(data: CocoDict) -> dict[str, Any]:
     """The single category that carries keypoint names (the keypoint task needs exactly one)."""
     cats = [c for c in data["categories"] if c.get("keypoints")]
@@ -74,7 +79,7 @@ def labeled_statistics(data: CocoDict, task: Task) -> LabeledStats:
     n_images = len(data["images"])
     if n_images == 0:
         raise DataError("labeled set has no images; statistics are undefined")
-    anns = [a for a in data["annotations"] if not a.get("iscrowd", 0)]
+    anns = objects(data)
     if task == "keypoints":
         cat_id = keypoint_category(data)["id"]
         anns = [a for a in anns if a["category_id"] == cat_id

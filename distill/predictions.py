@@ -45,6 +45,9 @@ class ImageRecord:
     # and how far apart their boxes are (distill.fusion.agreement); None otherwise.
     votes: tuple[int, ...] | None = None
     spread: tuple[float, ...] | None = None
+    # Keypoint teachers under several transforms: per instance and keypoint, how far apart
+    # the transforms' heatmap peaks lie, in box sizes; None otherwise.
+    keypoint_spread: tuple[tuple[float, ...], ...] | None = None
 
     @classmethod
     def failed(cls, file_name: str, error: str) -> ImageRecord:
@@ -65,11 +68,14 @@ class ImageRecord:
         ids = [card.category_id(int(lbl)) for lbl in output["labels"].tolist()]
         keep = [i for i, c in enumerate(ids) if c is not None]
         boxes = output["boxes"].tolist()
-        kps = kp_scores = None
+        kps = kp_scores = kp_spread = None
         if "keypoints" in output:
             points, point_scores = output["keypoints"].tolist(), output["keypoints_scores"].tolist()
             kps = tuple(tuple((r(x), r(y)) for x, y, _ in points[i]) for i in keep)
             kp_scores = tuple(tuple(round(s, 4) for s in point_scores[i]) for i in keep)
+        if "keypoints_spread" in output:
+            spreads = output["keypoints_spread"].tolist()
+            kp_spread = tuple(tuple(round(s, 4) for s in spreads[i]) for i in keep)
         scores = output["scores"].tolist()
         votes = spread = None
         if "votes" in output:
@@ -82,6 +88,7 @@ class ImageRecord:
             scores=tuple(round(float(scores[i]), 5) for i in keep),
             category_ids=tuple(int(ids[i]) for i in keep),  # type: ignore[arg-type]
             keypoints=kps, keypoint_scores=kp_scores, votes=votes, spread=spread,
+            keypoint_spread=kp_spread,
         )
 
     @classmethod
@@ -101,6 +108,8 @@ class ImageRecord:
             error=data.get("error"),
             votes=None if data.get("votes") is None else tuple(int(v) for v in data["votes"]),
             spread=None if data.get("spread") is None else tuple(data["spread"]),
+            keypoint_spread=(None if data.get("keypoint_spread") is None
+                             else tuple(tuple(s) for s in data["keypoint_spread"])),
         )
 
     def to_json(self) -> dict[str, Any]:

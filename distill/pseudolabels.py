@@ -47,20 +47,38 @@ class SelectionConfig:
     keypoint_threshold: float | None = None
     # Box teachers: instances fewer transforms agree on are neither candidates nor kept.
     min_votes: int = 0
+    # 0: off. F >= 1: the next-best predictions, down to where the set would carry F x the
+    # labeled instances per image, are written as ignore regions (iscrowd 1). Calibrated only.
+    ignore_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.ignore_factor == 0 or 1.0 <= self.ignore_factor < math.inf):
+            raise ConfigError(f"ignore_factor must be 0 (off) or a finite number >= 1, "
+                              f"got {self.ignore_factor!r}")
+        if self.ignore_factor and self.explicit:
+            raise ConfigError("ignore regions are calibrated like the thresholds: they "
+                              "cannot be combined with explicit score thresholds")
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the box thresholds are given rather than calibrated."""
+        return self.score_threshold is not None or bool(self.category_thresholds)
 
     def describe(self) -> dict[str, Any]:
         """JSON form for the output's info block."""
         return {"score_threshold": self.score_threshold,
-                "category_thresholds": {str(k): None if math.isinf(v) else v
+                "category_thresholds": {str(k): _finite(v)
                                         for k, v in self.category_thresholds.items()},
-                "keypoint_threshold": self.keypoint_threshold, "min_votes": self.min_votes}
+                "keypoint_threshold": self.keypoint_threshold, "min_votes": self.min_votes,
+                "ignore_factor": self.ignore_factor}
 
 
 def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> Selection:
     """Computes the thresholds for a whole set of images (one or two streaming passes)."""
     fresh = _passes(records)
     cat_ids = [int(c["id"]) for c in card.categories]
-    if config.score_threshold is not None or config.category_thresholds:
+    ignore: dict[int, float] = {}
+    if config.explicit:
         default = config.score_threshold if config.score_threshold is not None else math.inf
         thresholds = {c: float(config.category_thresholds.get(c, default)) for c in cat_ids}
     else:
@@ -75,6 +93,9 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
                         by_cat.setdefault(c, array("d")).append(s)
         targets = {int(k): v for k, v in stats.instances_per_image.items()}
         thresholds = score_thresholds(by_cat, targets, num_ok)
+        if config.ignore_factor:
+            ignore = score_thresholds(
+                by_cat, {c: m * config.ignore_factor for c, m in targets.items()}, num_ok)
     kp_threshold: float | None = None
     if card.task == "keypoints":
         if config.keypoint_threshold is not None:
@@ -90,7 +111,7 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
                     if boxes_only.keeps(c, s)]
             kp_threshold = keypoint_score_threshold(kept, visible)
     return Selection(score_thresholds=thresholds, keypoint_threshold=kp_threshold,
-                     min_votes=config.min_votes)
+                     min_votes=config.min_votes, ignore_thresholds=ignore)
 
 
 def _labeled_stats(card: ModelCard, what: str) -> LabeledStats:
@@ -139,21 +160,34 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         candidates.update(rec.category_ids)
         for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
                                                   strict=True)):
-            if not selection.keeps(cat, score, None if rec.votes is None else rec.votes[i]):
+            votes = None if rec.votes is None else rec.votes[i]
+            kept = selection.keeps(cat, score, votes)
+            if not kept and not selection.ignores(cat, score, votes):
                 continue
             x1, y1, x2, y2 = box
             w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
             ann: dict[str, Any] = {
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
                 "bbox": [x1, y1, round(w, 2), round(h, 2)], "area": round(w * h, 2),
-                "iscrowd": 0, "score": score,
+                "iscrowd": 0 if kept else 1, "score": score,
             }
             if rec.keypoints is not None and rec.keypoint_scores is not None:
-                _add_keypoints(ann, rec.keypoints[i], rec.keypoint_scores[i], selection)
+                if kept:
+                    _add_keypoints(ann, rec.keypoints[i], rec.keypoint_scores[i], selection)
+                else:  # an ignore region teaches no keypoint
+                    ann["keypoints"], ann["num_keypoints"] = [0] * 3 * len(rec.keypoints[i]), 0
+            # Per-instance extras (DESIGN section 4): transforms agreeing on this box (out
+            # of len(info.transforms)) and their spread, in box sizes; for keypoints each
+            # one's score and the spread of its location across transforms; the ignore flag.
+            extras: dict[str, Any] = {} if kept else {"ignore": True}
             if rec.votes is not None and rec.spread is not None:
-                # Per-instance extras (DESIGN section 4): transforms agreeing on this box
-                # (out of len(info.transforms)) and their spread, in box sizes.
-                ann["distill"] = {"votes": rec.votes[i], "spread": rec.spread[i]}
+                extras.update(votes=rec.votes[i], spread=rec.spread[i])
+            if kept and rec.keypoint_scores is not None:
+                extras["keypoint_scores"] = list(rec.keypoint_scores[i])
+                if rec.keypoint_spread is not None:
+                    extras["keypoint_spread"] = list(rec.keypoint_spread[i])
+            if extras:
+                ann["distill"] = extras
             annotations.append(ann)
     block = {
         "description": "pseudo-labels by data distillation (Radosavovic et al., CVPR 2018)",
@@ -193,23 +227,28 @@ def _category_report(card: ModelCard, selection: Selection, candidates: Counter[
     labeled statistics lack the category (or are absent), ``0`` when its labeled mean
     is 0; either way a calibrated threshold keeps nothing (``threshold: null``).
     ``shortfall`` marks a category with fewer candidates than its target, which keeps
-    every candidate down to the detector's score floor. For keypoint tasks, ``keypoints``
-    gives the labeled visible keypoints per instance and what was kept.
+    every candidate down to the detector's score floor. ``ignored`` counts its ignore
+    regions (``iscrowd: 1``) and ``ignore_threshold`` is where they stop (``null``:
+    none). For keypoint tasks, ``keypoints`` gives the labeled visible keypoints per
+    instance and what was kept.
     """
     stats = card.labeled_stats
     means = {int(k): v for k, v in stats.instances_per_image.items()} if stats else {}
-    kept = Counter(int(a["category_id"]) for a in annotations)
+    kept = Counter(int(a["category_id"]) for a in annotations if not a["iscrowd"])
+    ignored = Counter(int(a["category_id"]) for a in annotations if a["iscrowd"])
     report: dict[str, Any] = {}
     for cat in card.categories:
         cid = int(cat["id"])
         target = round(means[cid] * num_images) if cid in means else None
-        threshold = selection.score_thresholds.get(cid, math.inf)
         report[str(cid)] = {
             "name": cat.get("name"), "target": target, "candidates": candidates[cid],
-            "kept": kept[cid], "threshold": None if math.isinf(threshold) else threshold,
-            "shortfall": target is not None and candidates[cid] < target}
+            "kept": kept[cid],
+            "threshold": _finite(selection.score_thresholds.get(cid, math.inf)),
+            "shortfall": target is not None and candidates[cid] < target,
+            "ignored": ignored[cid], "ignore_threshold": _finite(
+                selection.ignore_thresholds.get(cid, math.inf))}
     if card.task == "keypoints":
-        instances = [a for a in annotations if "num_keypoints" in a]
+        instances = [a for a in annotations if "num_keypoints" in a and not a["iscrowd"]]
         report["keypoints"] = {
             "target_per_instance": stats.visible_keypoints_per_instance if stats else None,
             "instances": len(instances),
@@ -218,14 +257,16 @@ def _category_report(card: ModelCard, selection: Selection, candidates: Counter[
     return report
 
 
+def _finite(value: float | None) -> float | None:
+    # JSON has no infinity: a threshold that keeps nothing is written as null.
+    return None if value is None or math.isinf(value) else value
+
+
 def _thresholds_json(selection: Selection) -> dict[str, Any]:
-    # JSON has no infinity: a category that keeps nothing is written as null.
     return {
-        "score": {str(c): (None if math.isinf(t) else t)
-                  for c, t in selection.score_thresholds.items()},
-        "keypoint": (None if selection.keypoint_threshold is None
-                     or math.isinf(selection.keypoint_threshold)
-                     else selection.keypoint_threshold),
+        "score": {str(c): _finite(t) for c, t in selection.score_thresholds.items()},
+        "keypoint": _finite(selection.keypoint_threshold),
+        "ignore": {str(c): _finite(t) for c, t in selection.ignore_thresholds.items()},
     }
 
 

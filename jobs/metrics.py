@@ -129,7 +129,8 @@ def last_job_summary(coco: dict[str, Any], job_id: str | None = None) -> dict[st
     categories that have keypoints.
     """
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in coco.get("categories", [])}
-    counts = Counter(int(a["category_id"]) for a in coco.get("annotations", []))
+    counts = Counter(int(a["category_id"]) for a in coco.get("annotations", [])
+                     if not a.get("iscrowd", 0))  # ignore regions are not pseudo-labels
     kept = {name: counts.get(cid, 0) for cid, name in names.items()}
     for cid, n in counts.items():  # a category the card does not list: keep it visible
         kept.setdefault(names.get(cid, str(cid)), n)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -73,6 +74,7 @@ class JobRequest(BaseModel):
     score_thresh: float | None = None
     keypoint_thresh: float | None = None
     min_votes: int = 0  # box teachers: transforms that must agree on a kept instance
+    ignore_factor: float = 0.0  # calibrated ignore regions (SelectionConfig); 0: none
 
 
 class JobRecord(BaseModel):
@@ -116,6 +118,9 @@ class JobState(BaseModel):
     worker: str | None = None
     teacher_sha256: str | None = None
     annotations: int | None = None
+    # The calibrated file's info.categories_report: per category the labeled target, the
+    # candidates, the kept count, the threshold, the shortfall flag and the ignore regions.
+    categories_report: dict[str, Any] | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -129,9 +134,10 @@ class JobState(BaseModel):
         self.started_at = self.started_at or utcnow()
         self.worker, self.total = worker, total
 
-    def finish(self, annotations: int) -> None:
+    def finish(self, annotations: int, categories_report: dict[str, Any] | None = None) -> None:
         """Every image is done and the COCO file is written."""
         self.status, self.finished_at, self.annotations = JobStatus.FINISHED, utcnow(), annotations
+        self.categories_report = categories_report
 
     def fail(self, error: str) -> None:
         """The job ended without a result; ``error`` says why."""

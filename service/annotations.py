@@ -32,11 +32,14 @@ def selection_for(record: JobRecord, score_thresh: float | None,
     request = record.request
     if score_thresh is not None or keypoint_thresh is not None or saved is None:
         source = "job" if score_thresh is None and keypoint_thresh is None else "query"
+        score = score_thresh if score_thresh is not None else request.score_thresh
         return SelectionConfig(
-            score_threshold=score_thresh if score_thresh is not None else request.score_thresh,
+            score_threshold=score,
             keypoint_threshold=(keypoint_thresh if keypoint_thresh is not None
                                 else request.keypoint_thresh),
-            min_votes=request.min_votes), source
+            min_votes=request.min_votes,
+            # Ignore regions are calibrated: an explicit score threshold has none.
+            ignore_factor=request.ignore_factor if score is None else 0.0), source
     per_category = {int(k): (math.inf if v is None else v)
                     for k, v in saved.score_thresholds.items()}
     return SelectionConfig(category_thresholds=per_category,

@@ -72,6 +72,11 @@ class JobOut(BaseModel):
     errors: list[ImageError] = Field(default_factory=list)
     error: str | None = None
     annotations: int | None = None
+    categories_report: dict[str, Any] | None = Field(
+        default=None, description="once finished: per category id the labeled target, the "
+        "candidates, the kept count, the calibrated threshold, a shortfall flag (fewer "
+        "candidates than the target) and the ignore regions; for keypoint teachers also "
+        "'keypoints' (target and kept keypoints per instance)")
     request: JobRequest
     links: JobLinks
 

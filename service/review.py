@@ -44,7 +44,7 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
                 "height": rec.height, "error": rec.error, "boxes": rec.boxes,
                 "scores": rec.scores, "category_ids": rec.category_ids,
                 "keypoints": rec.keypoints, "keypoint_scores": rec.keypoint_scores,
-                "votes": rec.votes})
+                "votes": rec.votes, "keypoint_spread": rec.keypoint_spread})
     return {
         "kind": kind, "name": name, "teacher": records[0].teacher,
         "task": info["teacher"]["task"], "categories": calibrated["categories"],

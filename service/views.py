@@ -68,6 +68,7 @@ def job_view(store: JobStore, redis: Redis | None, record: JobRecord, queue_pref
         cancelled_at=record.cancelled_at,
         progress=Progress(done=st.done, failed=st.failed, total=len(record.files)),
         attempts=st.attempts, errors=st.errors, error=error, annotations=st.annotations,
+        categories_report=st.categories_report,
         request=record.request, links=links(record.id))
 
 

@@ -104,7 +104,34 @@ def test_job_output_equals_local_annotate(live_service: ServiceStack, teacher_ch
     relocal = _local(teacher_checkpoint, images, tmp_path, "flip",
                      SelectionConfig(score_threshold=0.3, keypoint_threshold=0.5))
     _assert_same_labels(reselected, relocal)
-    assert reselected["info"]["thresholds"] == {"score": {"1": 0.3}, "keypoint": 0.5}
+    assert reselected["info"]["thresholds"] == {"score": {"1": 0.3}, "keypoint": 0.5,
+                                                "ignore": {}}
+    # The job's status carries the selection record of its calibrated file.
+    assert job["categories_report"] == served["info"]["categories_report"]
+    assert job["categories_report"]["1"]["kept"] == job["annotations"]
+
+
+def test_ignore_regions_on_request(live_service: ServiceStack, teacher_checkpoint: Path,
+                                   unlabeled_images: list[Path], tmp_path: Path) -> None:
+    images = unlabeled_images[:4]
+    accepted = live_service.submit(images, tta="flip", ignore_factor=3)
+    job = live_service.wait_job(accepted["id"])
+    with live_service.client() as c:
+        served = c.get(accepted["links"]["annotations"]).json()
+        refused = c.post("/annotate", data={"ignore_factor": "0.5"},
+                         files=[("files", (images[0].name, images[0].read_bytes(),
+                                           "image/png"))])
+        explicit = c.post("/annotate", data={"ignore_factor": "2", "score_thresh": "0.5"},
+                          files=[("files", (images[0].name, images[0].read_bytes(),
+                                            "image/png"))])
+    assert refused.status_code == explicit.status_code == 422
+    assert "ignore_factor" in refused.json()["detail"]["message"]
+    local = _local(teacher_checkpoint, images, tmp_path, "flip",
+                   SelectionConfig(ignore_factor=3.0))
+    crowd = [a for a in served["annotations"] if a["iscrowd"]]
+    assert crowd and len(crowd) == sum(a["iscrowd"] for a in local["annotations"])
+    assert job["annotations"] == len(served["annotations"]) - len(crowd)
+    assert job["categories_report"]["1"]["ignored"] == len(crowd)
 
 
 def test_dataset_is_calibrated_over_all_its_batches(live_service: ServiceStack,

@@ -52,7 +52,7 @@ def test_filters_are_applied_and_counted(tmp_path: Path) -> None:
     coco = _coco(tmp_path)
     cats = training_categories(coco, "keypoints")
     assert [c["id"] for c in cats] == [7]
-    records, counts = prepare_records(coco, tmp_path, "keypoints", cats)
+    records, counts = prepare_records(coco, tmp_path, "keypoints", cats, crowd="drop")
     assert (counts.crowd, counts.degenerate, counts.no_visible_keypoints,
             counts.other_category) == (1, 1, 1, 1)
     assert counts.instances == 2 and counts.negatives == 2  # b.png and c.png

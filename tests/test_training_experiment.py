@@ -29,7 +29,8 @@ def _threads() -> Iterator[None]:
 @pytest.mark.slow
 def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    cfg = quick_config(tmp_path / "exp", second_round=False, oracle=True, progress=False,
+    cfg = quick_config(tmp_path / "exp", rounds=1, oracle=True, progress=False,
+                       compare_pooling=True, ignore_factor=2.0,
                        command=["distill", "experiment", "--quick"])
     results = run_experiment(cfg)
     assert {(r["task"], r["seed"]) for r in results["runs"]} == {("keypoints", 0), ("boxes", 0)}
@@ -38,7 +39,16 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
         assert run["iters"]["baseline"] == run["iters"]["student"] == cfg.student_iters
         assert run["iters"]["teacher"] == cfg.teacher_iters
         assert {"teacher", "baseline", "baseline+tta", "student", "student+tta",
-                "student-shifted", "student-oracle", "student-shifted-oracle"} <= set(run["scores"])
+                "student-shifted", "student-oracle", "student-shifted-oracle", "student-ignore",
+                "student-shifted-ignore"} <= set(run["scores"])
+        # The raw-pooling student exists for box teachers only.
+        assert ("student-raw" in run["scores"]) == (run["task"] == "boxes")
+        # The ignore variant reuses the teacher's predictions: only the selection reran.
+        assert run["pseudo"]["pseudo-ignore"]["annotations"] == \
+            run["pseudo"]["pseudo"]["annotations"]
+        folder = tmp_path / "exp" / run["task"] / "seed0"
+        assert (folder / "pseudo-ignore.json.predictions.jsonl").read_bytes() == \
+            (folder / "pseudo.json.predictions.jsonl").read_bytes()
         assert run["pseudo"]["pseudo"]["images"] == cfg.unlabeled
         quality = run["pseudo"]["pseudo"]["quality"]["bbox"]
         assert 0.0 <= quality["precision50"] <= 1.0 and 0.0 <= quality["recall50"] <= 1.0
@@ -48,6 +58,7 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert saved["config"]["student_iters"] == cfg.student_iters
     assert "| pseudo-labels | seed | kept |" in report
+    assert "share of oracle gain" in report and "ignore regions" in report
     # A rerun finds every step done, re-renders the report and lists both invocations.
     again = run_experiment(cfg)
     assert again["runs"][0]["times"] == results["runs"][0]["times"]
@@ -61,7 +72,7 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
 def test_a_teacher_with_the_students_budget_is_the_baseline(tmp_path: Path) -> None:
     """Same seed, data and schedule is the same training: done once, evaluated once."""
     torch.set_num_threads(1)
-    cfg = quick_config(tmp_path / "exp", tasks=("boxes",), shifted=0, second_round=False,
+    cfg = quick_config(tmp_path / "exp", tasks=("boxes",), shifted=0, rounds=1,
                        teacher_iters=6, student_iters=6, progress=False)
     run = run_experiment(cfg)["runs"][0]
     seed_dir = cfg.out_dir / "boxes" / "seed0"

@@ -10,6 +10,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from distill.errors import ConfigError
+from distill.fusion.agreement import heatmap_peaks, keypoint_spread
 from distill.models.zoo import build_model
 from distill.options import FusionParams
 from distill.tta.boxes import BoxTTA
@@ -131,16 +132,41 @@ def test_flip_pass_with_channel_swap_lands_on_identity_keypoints(box: list[float
     flip_perm = [0, 2, 1]
     ident = KeypointTTA(model, [Transform(128, 256)], flip_perm)
     flip = KeypointTTA(model, [Transform(128, 256, hflip=True)], flip_perm)
-    k_id, _ = ident.keypoints_on_boxes([image], boxes)
-    k_fl, _ = flip.keypoints_on_boxes([image], boxes)
+    k_id, _, _ = ident.keypoints_on_boxes([image], boxes)
+    k_fl, _, _ = flip.keypoints_on_boxes([image], boxes)
     # The identity pass finds the person's left hand on the image's right.
     assert k_id[0][0, 1, 0] > 100 and k_id[0][0, 2, 0] < 60
     # RoIAlign (aligned=False) samples half a pixel off-centre, so a mirrored
     # pass can land one pixel away; a missing swap would miss by ~70 pixels.
     torch.testing.assert_close(k_fl[0][..., :2], k_id[0][..., :2], atol=2.0, rtol=0)
     no_swap = KeypointTTA(model, [Transform(128, 256, hflip=True)], [0, 1, 2])
-    k_wrong, _ = no_swap.keypoints_on_boxes([image], boxes)
+    k_wrong, _, _ = no_swap.keypoints_on_boxes([image], boxes)
     assert (k_wrong[0][0, 1, 0] - k_id[0][0, 1, 0]).abs() > 50
+
+
+def test_keypoint_spread_is_small_when_passes_agree_and_large_when_they_do_not() -> None:
+    model, image = _oracle_model(), _symmetric_image()
+    boxes = [torch.tensor([[16.0, 10.0, 144.0, 120.0]])]
+    passes = [Transform(128, 256), Transform(128, 256, hflip=True)]
+    _, _, agree = KeypointTTA(model, passes, [0, 2, 1]).keypoints_on_boxes([image], boxes)
+    # Without the left/right swap the mirrored pass puts each hand on the other side:
+    # ~0.28 box widths from the two passes' mean; the nose (on the axis) stays put.
+    _, _, apart = KeypointTTA(model, passes, [0, 1, 2]).keypoints_on_boxes([image], boxes)
+    assert agree[0].shape == (1, 3) and agree[0].max() < 0.05
+    assert apart[0][0, 1:].min() > 0.2 and apart[0][0, 0] < 0.05
+    # One pass alone has nothing to disagree with.
+    _, _, alone = KeypointTTA(model, passes[:1], [0, 2, 1]).keypoints_on_boxes([image], boxes)
+    assert alone[0].eq(0).all()
+
+
+def test_heatmap_peaks_and_spread_by_hand() -> None:
+    heatmaps = torch.zeros(1, 1, 8, 8)
+    heatmaps[0, 0, 5, 3] = 1.0  # row 5, column 3
+    assert heatmap_peaks(heatmaps)[0, 0].tolist() == [3.5 / 8, 5.5 / 8]
+    left, right = torch.tensor([[[0.25, 0.5]]]), torch.tensor([[[0.75, 0.5]]])
+    on, off = torch.tensor([True]), torch.tensor([False])
+    assert keypoint_spread([left, right], [on, on]).tolist() == [[0.25]]
+    assert keypoint_spread([left, right], [on, off]).tolist() == [[0.0]]
 
 
 def test_heatmap_max_and_avg_agree_on_a_single_pass(kp_model: KeypointRCNN) -> None:

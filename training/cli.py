@@ -55,6 +55,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--init", default="scratch",
                    help="'scratch' (initial weights, the method's default) or a checkpoint")
+    p.add_argument("--crowd", choices=("ignore", "drop"), default="ignore",
+                   help="iscrowd annotations (COCO crowds, pseudo-label ignore regions): "
+                        "neither object nor background (default), or dropped")
     p.add_argument("--resume", action="store_true",
                    help="continue from <out stem>.last.pt when it exists")
     p.add_argument("--stop-at", type=int, help="leave after this iteration (resumable)")
@@ -116,6 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         labeled_ratio=args.labeled_ratio, iters=args.iters, batch_size=args.batch_size,
         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         warmup_iters=args.warmup_iters, steps=tuple(args.steps), init=args.init,
+        crowd=args.crowd,
         resume=args.resume, stop_at=args.stop_at, seed=args.seed, min_size=args.min_size,
         max_size=args.max_size, scale_jitter=(args.scale_jitter[0], args.scale_jitter[1]),
         flip_prob=args.flip_prob, checkpoint_every=args.checkpoint_every,

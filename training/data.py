@@ -6,17 +6,20 @@ detector cannot learn from is filtered once, up front, and counted so the log
 says what was dropped: crowd annotations, boxes that are degenerate after
 clipping to the image, annotations of categories the model does not predict,
 and (keypoint task) persons with no visible keypoint, which torchvision's
-keypoint loss cannot use. Images left without annotations stay in the set as
-negatives: pseudo-labels are treated as complete, so an image where the
-teacher kept nothing teaches "background".
+keypoint loss cannot use. Crowd annotations (``iscrowd: 1``: COCO's crowds and
+the pseudo-labels' ignore regions) become ignore regions by default
+(``training/ignore.py``: neither object nor background), or are dropped with
+``crowd="drop"``. Images left without annotations stay in the set as negatives:
+pseudo-labels are treated as complete, so an image where the teacher kept nothing
+teaches "background" outside its ignore regions.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ from distill.coco import CocoDict, keypoint_category
 from distill.errors import DataError
 from distill.images import load_image
 from training.augment import hflip
+from training.ignore import IGNORE_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ log = logging.getLogger(__name__)
 MIN_BOX_SIDE = 1.0
 
 Target = dict[str, Tensor]
+CrowdRule = Literal["ignore", "drop"]
+CROWD_RULES: tuple[CrowdRule, ...] = ("ignore", "drop")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class ImageRecord:
     boxes: np.ndarray  # (N, 4) float32, xyxy, clipped
     labels: np.ndarray  # (N,) int64, contiguous 1..C
     keypoints: np.ndarray | None  # (N, K, 3) float32; v=0 rows are zeros
+    ignore: np.ndarray = field(  # (M, 4) float32, xyxy: ignore regions of the image
+        default_factory=lambda: np.zeros((0, 4), dtype=np.float32))
 
 
 @dataclass
@@ -56,7 +64,8 @@ class FilterCounts:
     images: int = 0
     instances: int = 0
     negatives: int = 0
-    crowd: int = 0
+    crowd: int = 0  # dropped crowd annotations
+    ignore_regions: int = 0  # crowd annotations kept as ignore regions
     degenerate: int = 0
     no_visible_keypoints: int = 0
     other_category: int = 0
@@ -68,7 +77,8 @@ class FilterCounts:
                    "other categories": self.other_category}
         parts = [f"{v} {k}" for k, v in dropped.items() if v]
         return (f"{name}: {self.images} images ({self.negatives} without annotations, used as "
-                f"negatives), {self.instances} instances; dropped: "
+                f"negatives), {self.instances} instances, {self.ignore_regions} ignore "
+                f"regions; dropped: "
                 f"{', '.join(parts) if parts else 'nothing'}")
 
 
@@ -97,8 +107,11 @@ def check_compatible(categories: list[dict[str, Any]], coco: CocoDict, task: Tas
 
 
 def prepare_records(coco: CocoDict, images_dir: Path, task: Task,
-                    categories: list[dict[str, Any]]) -> tuple[list[ImageRecord], FilterCounts]:
+                    categories: list[dict[str, Any]], crowd: CrowdRule = "ignore"
+                    ) -> tuple[list[ImageRecord], FilterCounts]:
     """Turns a COCO dict into per-image targets; see the module docstring for the filters."""
+    if crowd not in CROWD_RULES:
+        raise ValueError(f"crowd must be one of {CROWD_RULES}, got {crowd!r}")
     label_of = {int(c["id"]): i + 1 for i, c in enumerate(categories)}
     num_kp = len(categories[0].get("keypoints", [])) if task == "keypoints" else 0
     counts = FilterCounts(images=len(coco["images"]))
@@ -113,9 +126,9 @@ def prepare_records(coco: CocoDict, images_dir: Path, task: Task,
             missing.append(str(path))
             continue
         width, height = img.get("width"), img.get("height")
-        boxes, labels, kps = [], [], []
+        boxes, labels, kps, ignore = [], [], [], []
         for ann in by_image[img["id"]]:
-            if ann.get("iscrowd", 0):
+            if ann.get("iscrowd", 0) and crowd == "drop":
                 counts.crowd += 1
                 continue
             label = label_of.get(int(ann["category_id"]))
@@ -127,6 +140,9 @@ def prepare_records(coco: CocoDict, images_dir: Path, task: Task,
             if box[2] - box[0] < MIN_BOX_SIDE or box[3] - box[1] < MIN_BOX_SIDE:
                 counts.degenerate += 1
                 continue
+            if ann.get("iscrowd", 0):
+                ignore.append(box)
+                continue
             if task == "keypoints":
                 kp = _keypoints(ann, num_kp)
                 if not (kp[:, 2] > 0).any():
@@ -136,6 +152,7 @@ def prepare_records(coco: CocoDict, images_dir: Path, task: Task,
             boxes.append(box)
             labels.append(label)
         counts.instances += len(boxes)
+        counts.ignore_regions += len(ignore)
         counts.negatives += not boxes
         records.append(ImageRecord(
             path=path, image_id=int(img["id"]),
@@ -143,6 +160,7 @@ def prepare_records(coco: CocoDict, images_dir: Path, task: Task,
             labels=np.asarray(labels, dtype=np.int64),
             keypoints=(np.asarray(kps, dtype=np.float32).reshape(-1, num_kp, 3)
                        if task == "keypoints" else None),
+            ignore=np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
         ))
     if missing:
         raise DataError(f"{len(missing)} image files named in the COCO file do not exist under "
@@ -189,7 +207,10 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         rec = self.records[index]
         image = load_image(rec.path)
         height, width = image.shape[-2:]
-        boxes = torch.from_numpy(rec.boxes.copy())
+        # Ignore regions follow the real boxes, labeled IGNORE_LABEL (training/ignore.py).
+        boxes = torch.from_numpy(np.concatenate([rec.boxes, rec.ignore]))
+        labels = torch.from_numpy(np.concatenate(
+            [rec.labels, np.full(len(rec.ignore), IGNORE_LABEL, dtype=np.int64)]))
         # The file's width/height may disagree with the decoded image (EXIF
         # rotation, stale metadata): clip again against the real size.
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
@@ -197,10 +218,10 @@ class DetectionDataset(Dataset[tuple[Tensor, Target]]):
         keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIDE) & (
             (boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIDE)
         target: Target = {"boxes": boxes[keep],
-                          "labels": torch.from_numpy(rec.labels.copy())[keep],
-                          "image_id": torch.tensor(rec.image_id)}
+                          "labels": labels[keep], "image_id": torch.tensor(rec.image_id)}
         if rec.keypoints is not None:
-            target["keypoints"] = torch.from_numpy(rec.keypoints.copy())[keep]
+            blank = np.zeros((len(rec.ignore), *rec.keypoints.shape[1:]), dtype=np.float32)
+            target["keypoints"] = torch.from_numpy(np.concatenate([rec.keypoints, blank]))[keep]
         if flip:
             image, target = hflip(image, target, self.flip_perm)
         return image, target

@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from distill.coco import objects
 from training.evaluate import EvalReport
 
 _COLOURS = [(230, 60, 60), (60, 160, 230), (250, 200, 40), (120, 220, 120), (200, 120, 230)]
@@ -81,7 +82,7 @@ def write_report(out: Path, task: str, rows: dict[str, EvalReport], pseudo: Path
     data = json.loads(pseudo.read_text())
     skeleton = data["categories"][0].get("skeleton", []) if task == "keypoints" else []
     by_image: dict[int, list[dict[str, Any]]] = {}
-    for ann in data["annotations"]:
+    for ann in objects(data):
         by_image.setdefault(ann["image_id"], []).append(ann)
     shown = [img for img in data["images"] if by_image.get(img["id"])][:examples]
     pictures = []

@@ -35,7 +35,9 @@ class ExperimentConfig:
     batch_size: int = 4
     lr: float = 0.02
     tta: str = "standard"
-    second_round: bool = False
+    rounds: int = 1  # 2: the round-1 student pseudo-labels again, a new student learns
+    compare_pooling: bool = False  # boxes: also a student of Detectron's raw box pooling
+    ignore_factor: float = 0.0  # > 0: also students whose unsure predictions are ignored
     oracle: bool = False  # also students taught the unlabeled (and shifted) true annotations
     arch: str = "tiny"
     min_size: int | None = None
@@ -53,7 +55,7 @@ def quick_config(out_dir: Path, **overrides: Any) -> ExperimentConfig:
     settings: dict[str, Any] = {
         "seeds": (0,), "labeled": 6, "unlabeled": 6, "shifted": 4, "test": 4,
         "teacher_iters": 4, "student_iters": 6, "batch_size": 2, "tta": "flip",
-        "min_size": 128, "max_size": 224, "jobs": 1, "quick": True, "second_round": True,
+        "min_size": 128, "max_size": 224, "jobs": 1, "quick": True, "rounds": 2,
         **overrides}
     return ExperimentConfig(out_dir=out_dir, **settings)
 
@@ -78,7 +80,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--tta", default=d.tta, help="preset for pseudo-labels and +TTA rows")
-    p.add_argument("--second-round", action="store_true", help="student becomes teacher")
+    p.add_argument("--rounds", type=int, choices=(1, 2), default=d.rounds,
+                   help="2: the round-1 student pseudo-labels the unlabeled split again and a "
+                        "new student trains from scratch on them (reported beside round 1)")
+    p.add_argument("--second-round", dest="rounds", action="store_const", const=2,
+                   help=argparse.SUPPRESS)  # the old spelling of --rounds 2
+    p.add_argument("--compare-pooling", action="store_true",
+                   help="boxes: also pseudo-label with Detectron's raw box pooling and train "
+                        "that student (rows 'student-raw')")
+    p.add_argument("--ignore-factor", type=float, default=d.ignore_factor,
+                   help="also students whose pseudo-labels carry ignore regions down to F x "
+                        "the labeled instances per image (rows '...-ignore'; 0: none)")
     p.add_argument("--oracle", action="store_true",
                    help="also students taught the true annotations of the unlabeled and "
                         "shifted splits (synthetic data only): the ceiling of what "
@@ -101,14 +113,17 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
         out_dir=args.out_dir, tasks=tuple(args.tasks), seeds=tuple(args.seeds),
         labeled=args.labeled, unlabeled=args.unlabeled, shifted=args.shifted, test=args.test,
         teacher_iters=args.teacher_iters, student_iters=args.student_iters,
-        batch_size=args.batch_size, lr=args.lr, tta=args.tta, second_round=args.second_round,
+        batch_size=args.batch_size, lr=args.lr, tta=args.tta, rounds=args.rounds,
+        compare_pooling=args.compare_pooling, ignore_factor=args.ignore_factor,
         oracle=args.oracle,
         arch=args.arch, min_size=args.min_size, max_size=args.max_size, jobs=args.jobs,
         threads=args.threads, results_md=args.results, progress=not args.quiet,
         command=command)
     if args.quick:
         cfg = quick_config(args.out_dir, tasks=cfg.tasks, progress=cfg.progress,
-                           results_md=args.results, command=command)
+                           results_md=args.results, command=command, oracle=cfg.oracle,
+                           compare_pooling=cfg.compare_pooling,
+                           ignore_factor=cfg.ignore_factor)
     elif cfg.results_md is None:
         cfg = replace(cfg, results_md=Path("docs/RESULTS.md"))
     if cfg.student_iters < cfg.teacher_iters and not cfg.quick:

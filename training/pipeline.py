@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,16 +21,17 @@ import torch
 
 from distill.card import Task
 from distill.checkpoint import load_checkpoint
-from distill.coco import load_coco
+from distill.coco import load_coco, objects
 from distill.data import SplitFiles
 from distill.fileio import write_json_atomic
+from distill.options import Pooling
 from training.trainer import TrainConfig, train
 
 if TYPE_CHECKING:  # the experiment imports this module; the config is only a type here
     from training.experiment_config import ExperimentConfig
 
-ROWS = ("teacher", "baseline", "student", "student-shifted", "student-round2", "student-oracle",
-        "student-shifted-oracle")
+ROWS = ("teacher", "baseline", "student", "student-raw", "student-ignore", "student-shifted",
+        "student-shifted-ignore", "student-round2", "student-oracle", "student-shifted-oracle")
 
 
 class _Pipeline:
@@ -88,17 +90,29 @@ class _Pipeline:
         self.timed(f"train {name}", _trained(out, iters), lambda: train(tc))
         return out
 
-    def annotate(self, name: str, teacher: Path, split: str) -> Path:
+    def annotate(self, name: str, teacher: Path, split: str, *, pooling: Pooling = "nms",
+                 ignore_factor: float = 0.0, predictions_of: Path | None = None) -> Path:
+        """Pseudo-labels of ``split`` by ``teacher``; ``predictions_of`` (an earlier output
+        with the same teacher, split and inference) lends its raw predictions, so only the
+        selection runs again."""
         from distill.annotate import annotate_folder
-        from distill.options import InferenceOptions
+        from distill.options import FusionParams, InferenceOptions
+        from distill.pseudolabels import SelectionConfig
 
         out = self.dir / f"{name}.json"
         images = self.data[split].images_dir
-        self.commands.append(shlex.join(["distill", "annotate", "--teacher", str(teacher),
-                                         "--images", str(images), "--out", str(out),
-                                         "--tta", self.cfg.tta]))
+        log, lent = _log_of(out), None if predictions_of is None else _log_of(predictions_of)
+        if lent is not None and lent.is_file() and not log.is_file():
+            shutil.copyfile(lent, log)
+        cmd = ["distill", "annotate", "--teacher", str(teacher), "--images", str(images),
+               "--out", str(out), "--tta", self.cfg.tta]
+        cmd += ["--box-pooling", pooling] if pooling != "nms" else []
+        cmd += ["--ignore-factor", str(ignore_factor)] if ignore_factor else []
+        self.commands.append(shlex.join(cmd))
         self.timed(f"annotate {name}", out.is_file(), lambda: annotate_folder(
-            teacher, images, out, options=InferenceOptions(tta=self.cfg.tta),
+            teacher, images, out,
+            options=InferenceOptions(tta=self.cfg.tta, fusion=FusionParams(pooling=pooling)),
+            selection=SelectionConfig(ignore_factor=ignore_factor),
             progress=self.cfg.progress and self.cfg.jobs <= 1))
         return out
 
@@ -128,8 +142,10 @@ class _Pipeline:
         coco = json.loads((self.dir / f"{name}.json").read_text(encoding="utf-8"))
         card, _, _ = load_checkpoint(teacher)
         n = max(len(coco["images"]), 1)
-        return {"images": len(coco["images"]), "annotations": len(coco["annotations"]),
-                "per_image": round(len(coco["annotations"]) / n, 3),
+        kept = len(objects(coco))
+        return {"images": len(coco["images"]), "annotations": kept,
+                "ignore_regions": len(coco["annotations"]) - kept,
+                "per_image": round(kept / n, 3),
                 "quality": pseudo_label_quality(coco, load_coco(self.json_of(split)), card)}
 
 
@@ -141,8 +157,16 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
     models: dict[str, Path] = {}
     models["teacher"] = p.train("teacher", cfg.teacher_iters)
     pseudo = p.annotate("pseudo", models["teacher"], "unlabeled")
-    models["student"] = p.train("student", cfg.student_iters, pseudo,
-                                data["unlabeled"].images_dir)
+    unlabeled = data["unlabeled"].images_dir
+    models["student"] = p.train("student", cfg.student_iters, pseudo, unlabeled)
+    if cfg.compare_pooling and task == "boxes":  # Detectron's raw pooling beside ours
+        raw = p.annotate("pseudo-raw", models["teacher"], "unlabeled", pooling="raw")
+        models["student-raw"] = p.train("student-raw", cfg.student_iters, raw, unlabeled)
+    if cfg.ignore_factor:  # the same predictions, the unsure ones written as ignore regions
+        ignore = p.annotate("pseudo-ignore", models["teacher"], "unlabeled",
+                            ignore_factor=cfg.ignore_factor, predictions_of=pseudo)
+        models["student-ignore"] = p.train("student-ignore", cfg.student_iters, ignore,
+                                           unlabeled)
     # Same architecture, seed, data and schedule as the teacher when the budgets match:
     # that training is the teacher, so it is done once.
     models["baseline"] = (models["teacher"] if cfg.teacher_iters == cfg.student_iters
@@ -151,7 +175,13 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
         shifted = p.annotate("pseudo-shifted", models["teacher"], "shifted")
         models["student-shifted"] = p.train("student-shifted", cfg.student_iters, shifted,
                                             data["shifted"].images_dir)
-    if cfg.second_round:
+        if cfg.ignore_factor:
+            shifted_ignore = p.annotate("pseudo-shifted-ignore", models["teacher"], "shifted",
+                                        ignore_factor=cfg.ignore_factor, predictions_of=shifted)
+            models["student-shifted-ignore"] = p.train(
+                "student-shifted-ignore", cfg.student_iters, shifted_ignore,
+                data["shifted"].images_dir)
+    if cfg.rounds >= 2:
         pseudo2 = p.annotate("pseudo-round2", models["student"], "unlabeled")
         models["student-round2"] = p.train("student-round2", cfg.student_iters, pseudo2,
                                            data["unlabeled"].images_dir)
@@ -173,13 +203,20 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
         for suffix, tta in (("", None), ("+tta", cfg.tta)):
             scores[name + suffix] = (scores[first + suffix] if first != name
                                      else p.evaluate(name, models[name], tta))
-    sources = {"pseudo": ("unlabeled", "teacher"), "pseudo-shifted": ("shifted", "teacher"),
+    sources = {"pseudo": ("unlabeled", "teacher"), "pseudo-raw": ("unlabeled", "teacher"),
+               "pseudo-ignore": ("unlabeled", "teacher"), "pseudo-shifted": ("shifted", "teacher"),
+               "pseudo-shifted-ignore": ("shifted", "teacher"),
                "pseudo-round2": ("unlabeled", "student")}
     pseudo_info = {name: p.pseudo_summary(name, split, models[by])
                    for name, (split, by) in sources.items() if (p.dir / f"{name}.json").is_file()}
     return {"task": task, "seed": seed, "scores": scores, "times": p.times,
             "commands": p.commands, "pseudo": pseudo_info,
             "iters": {name: _iterations(path) for name, path in models.items()}}
+
+
+def _log_of(out: Path) -> Path:
+    """Where ``distill annotate`` streams the raw predictions of ``out``."""
+    return Path(str(out) + ".predictions.jsonl")
 
 
 def _trained(out: Path, iters: int) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from distill.card import ModelCard
-from distill.coco import CocoDict
+from distill.coco import CocoDict, objects
 from distill.errors import DataError
 from training.evaluate import ground_truth_index, run_cocoeval
 
@@ -40,7 +40,7 @@ def pseudo_label_quality(pseudo: CocoDict, truth: CocoDict, card: ModelCard
         raise DataError(f"{len(unknown)} pseudo-labeled images are not in the ground truth, "
                         f"e.g. {unknown[:3]}")
     results = [{**a, "image_id": ids[names[int(a["image_id"])]]}
-               for a in pseudo["annotations"]]
+               for a in objects(pseudo)]
     gt = ground_truth_index(truth)
     cat_ids = [int(c["id"]) for c in card.categories if int(c["id"]) in gt.cats]
     types = ["bbox"] + (["keypoints"] if card.task == "keypoints" else [])

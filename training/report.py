@@ -9,7 +9,10 @@ LABELS = {
     "teacher": "teacher (labeled only)",
     "baseline": "baseline (labeled only, student's budget)",
     "student": "student (labeled + pseudo-labels)",
+    "student-raw": "student, box pseudo-labels pooled raw (Detectron)",
+    "student-ignore": "student, unsure pseudo-labels as ignore regions",
     "student-shifted": "student (+ pseudo-labels of shifted images)",
+    "student-shifted-ignore": "student (shifted), unsure pseudo-labels as ignore regions",
     "student-round2": "student, round 2 (student as teacher)",
     "student-oracle": "student taught the true labels (oracle, diagnostic)",
     "student-shifted-oracle": "student taught the shifted images' true labels (oracle)",
@@ -35,8 +38,9 @@ def task_table(task: str, runs: list[dict[str, Any]], tta: str) -> list[str]:
     baseline with the same inference (single pass vs single pass, TTA vs TTA)."""
     metric = METRIC[task]
     extra = ["box AP"] if task == "keypoints" else []
+    oracle = any("student-oracle" in r["scores"] for r in runs)
     head = ["model", "inference", "iters", "AP", "AP50", "AP75", *extra,
-            "Δ AP vs baseline", "AP per seed"]
+            "Δ AP vs baseline", *(["share of oracle gain"] if oracle else []), "AP per seed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     # With equal budgets the pipeline trains the teacher once and it is the baseline.
     shared = all(r["iters"].get("teacher") == r["iters"].get("baseline") for r in runs)
@@ -61,9 +65,27 @@ def task_table(task: str, runs: list[dict[str, Any]], tta: str) -> list[str]:
             if extra:
                 cells.append(_fmt(_values(runs, row, "bbox", "AP")))
             cells.append("–" if name == "baseline" else _signed(delta))
+            if oracle:
+                cells.append(_oracle_share(runs, name, suffix, metric))
             cells.append(", ".join(f"{v:.1f}" for v in ap))
             lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def _oracle_share(runs: list[dict[str, Any]], name: str, suffix: str, metric: str) -> str:
+    """How much of the oracle's gain over the baseline a student gets: the mean gain of
+    ``name`` over the mean gain of the oracle taught the same images' true labels, on the
+    seeds that have both (shifted students against the shifted oracle)."""
+    if not name.startswith("student") or name.endswith("oracle"):
+        return "–"
+    oracle = ("student-shifted-oracle" if "shifted" in name else "student-oracle") + suffix
+    row, base = name + suffix, "baseline" + suffix
+    both = [r["scores"] for r in runs if {row, base, oracle} <= set(r["scores"])]
+    if not both:
+        return "–"
+    gain = statistics.mean(s[row][metric]["AP"] - s[base][metric]["AP"] for s in both)
+    ceiling = statistics.mean(s[oracle][metric]["AP"] - s[base][metric]["AP"] for s in both)
+    return f"{100 * gain / ceiling:.0f}%" if ceiling > 0 else "– (oracle gains nothing)"
 
 
 def _signed(values: list[float]) -> str:
@@ -77,13 +99,13 @@ def _signed(values: list[float]) -> str:
 def _pseudo_table(task: str, runs: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: what each pseudo-label file kept and how good it is."""
     metric = METRIC[task]
-    lines = ["| pseudo-labels | seed | kept | per image | precision@0.5 | recall@0.5 | AP |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| pseudo-labels | seed | kept | per image | ignore regions | precision@0.5 | "
+             "recall@0.5 | AP |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         for name, p in r["pseudo"].items():
             q = p.get("quality", {}).get(metric)
             cells = [name, str(r["seed"]), f"{p['annotations']} on {p['images']} images",
-                     f"{p['per_image']:.2f}"]
+                     f"{p['per_image']:.2f}", str(p.get("ignore_regions", 0))]
             cells += ([f"{q['precision50']:.2f}", f"{q['recall50']:.2f}", f"{q['AP']:.1f}"]
                       if q else ["–"] * 3)
             lines.append("| " + " | ".join(cells) + " |")

@@ -35,6 +35,7 @@ from training import checkpoint as ckpt
 from training import distributed as dd
 from training.augment import jitter_sizes
 from training.data import (
+    CrowdRule,
     DetectionDataset,
     MixedDataset,
     check_compatible,
@@ -42,6 +43,7 @@ from training.data import (
     prepare_records,
 )
 from training.defaults import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR
+from training.ignore import enable_ignore_regions
 from training.sampler import MixedBatchSampler
 from training.schedule import WarmupStepSchedule, default_warmup
 
@@ -67,6 +69,7 @@ class TrainConfig:
     warmup_iters: int | None = None  # None: default_warmup(iters)
     steps: tuple[float, ...] = (0.7, 0.9)
     init: str = "scratch"  # or a checkpoint path to start from
+    crowd: CrowdRule = "ignore"  # iscrowd annotations: ignore regions, or "drop"
     resume: bool = False
     stop_at: int | None = None  # leave after this iteration (time-sliced jobs), resumable
     seed: int = 0
@@ -152,6 +155,7 @@ def _train(cfg: TrainConfig, env: dd.DistEnv) -> TrainResult:
                         num_keypoints=len(card.keypoint_names), min_size=min_size,
                         max_size=max_size, options=cfg.arch_options,
                         backbone_weights=cfg.backbone_weights)
+    enable_ignore_regions(model)  # inference unchanged; training skips ignore regions
     if cfg.init != "scratch":
         _load_init(model, Path(cfg.init), card)
     _set_jitter(model, cfg, min_size, max_size)
@@ -195,14 +199,16 @@ def _train(cfg: TrainConfig, env: dd.DistEnv) -> TrainResult:
 def _sources(cfg: TrainConfig, card: ModelCard, labeled: dict[str, Any],
              env: dd.DistEnv) -> list[DetectionDataset]:
     perm = card.flip_permutation() if cfg.task == "keypoints" else []
-    records, counts = prepare_records(labeled, cfg.images, cfg.task, card.categories)
+    records, counts = prepare_records(labeled, cfg.images, cfg.task, card.categories,
+                                      cfg.crowd)
     if env.is_main:
         log.info(counts.describe(f"labeled {cfg.train_json}"))
     sources = [DetectionDataset(records, cfg.task, perm)]
     if cfg.pseudo_json is not None and cfg.pseudo_images is not None:
         pseudo = load_coco(cfg.pseudo_json)
         check_compatible(card.categories, pseudo, cfg.task, str(cfg.pseudo_json))
-        records, counts = prepare_records(pseudo, cfg.pseudo_images, cfg.task, card.categories)
+        records, counts = prepare_records(pseudo, cfg.pseudo_images, cfg.task, card.categories,
+                                          cfg.crowd)
         if env.is_main:
             log.info(counts.describe(f"pseudo-labeled {cfg.pseudo_json}"))
         sources.append(DetectionDataset(records, cfg.task, perm))

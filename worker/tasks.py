@@ -18,6 +18,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
 from distill.annotate import infer_to_log
+from distill.coco import objects
 from distill.errors import DistillError
 from distill.fileio import write_json_atomic
 from distill.interrupt import interruptible
@@ -98,7 +99,8 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
         _check_not_cancelled(store, job_id)
         selection = SelectionConfig(score_threshold=record.request.score_thresh,
                                     keypoint_threshold=record.request.keypoint_thresh,
-                                    min_votes=record.request.min_votes)
+                                    min_votes=record.request.min_votes,
+                                    ignore_factor=record.request.ignore_factor)
         coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
                         {**teacher.info(), "teacher_name": pool.name})
     except JobCancelledError:
@@ -112,7 +114,7 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
         store.save_state(job_id, state)
         raise
     write_json_atomic(store.annotations_path(job_id), coco)
-    state.finish(len(coco["annotations"]))
+    state.finish(len(objects(coco)), coco["info"].get("categories_report"))
     store.save_state(job_id, state)
     log.info("job %s finished: %d images, %d failed, %d annotations", job_id, state.done,
              state.failed, state.annotations)

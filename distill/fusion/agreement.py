@@ -46,3 +46,32 @@ def transform_agreement(fused_boxes: Tensor, fused_labels: Tensor,
     spread = (deviation / size.repeat(1, 2)).mean(dim=1)
     spread[votes < 2] = 0.0
     return votes.to(torch.int64), spread
+
+
+def heatmap_peaks(logits: Tensor) -> Tensor:
+    """(N, K, 2) position of each heatmap's maximum (the centre of its cell), as fractions
+    of the RoI's width and height; ``logits`` is (N, K, H, W)."""
+    n, k, h, w = logits.shape
+    index = logits.reshape(n, k, h * w).argmax(dim=2)
+    x = ((index % w).float() + 0.5) / w
+    y = (torch.div(index, w, rounding_mode="floor").float() + 0.5) / h
+    return torch.stack([x, y], dim=2)
+
+
+def keypoint_spread(peaks: list[Tensor], uses: list[Tensor]) -> Tensor:
+    """(N, K) spread of each keypoint's location across transforms.
+
+    ``peaks`` holds one (N, K, 2) :func:`heatmap_peaks` per transform, all in the same
+    (identity) RoI frame; ``uses`` one (N,) bool per transform, False where a transform
+    does not vote for an RoI (size-dependent selection). The spread is the mean distance
+    of the voting transforms' peaks from their mean, in RoI sizes, like the box spread;
+    0 where fewer than two transforms vote.
+    """
+    stacked = torch.stack(peaks)  # (T, N, K, 2)
+    mask = torch.stack(uses).to(stacked.device).float()[:, :, None]  # (T, N, 1)
+    counts = mask.sum(dim=0).clamp(min=1)  # (N, 1)
+    mean = (stacked * mask[..., None]).sum(dim=0) / counts[..., None]
+    distance = (stacked - mean[None]).norm(dim=3)  # (T, N, K)
+    spread = (distance * mask).sum(dim=0) / counts
+    spread[mask.sum(dim=0).squeeze(1) < 2] = 0.0
+    return spread

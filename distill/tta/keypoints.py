@@ -12,6 +12,11 @@ RoIs and the heatmaps can simply be averaged:
 5. the combined heatmap becomes keypoints exactly as torchvision's
    ``heatmaps_to_keypoints`` does, in the identity pass's frame, then is
    rescaled to the original image like the model's own postprocessing.
+
+Beside each keypoint's score, ``keypoints_spread`` says how far apart the transforms'
+own heatmap peaks lie (``distill.fusion.agreement.keypoint_spread``, in box sizes): a
+keypoint every pass puts at the same place is more trustworthy than an average of
+disagreeing ones.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
 from torchvision.models.detection.transform import resize_boxes, resize_keypoints
 
 from distill.errors import ConfigError
+from distill.fusion.agreement import heatmap_peaks, keypoint_spread
 from distill.interrupt import checkpoint
 from distill.options import COMBINES, Combine, check_choice
 from distill.tta.transforms import Transform
@@ -83,17 +89,20 @@ class KeypointTTA:
         base_sizes = [(int(h), int(w)) for h, w in batch.image_sizes]
         rois = [resize_boxes(b, list(s), list(o))
                 for b, s, o in zip(boxes, base_sizes, original, strict=True)]
-        keypoints, kp_scores = self.keypoints_on_boxes(images, rois, identity_features=features)
-        return [{"boxes": r, "labels": lbl, "scores": s, "keypoints": k, "keypoints_scores": ks}
-                for r, lbl, s, k, ks in zip(rois, labels, scores, keypoints, kp_scores,
-                                            strict=True)]
+        keypoints, kp_scores, spreads = self.keypoints_on_boxes(images, rois,
+                                                                identity_features=features)
+        return [{"boxes": r, "labels": lbl, "scores": s, "keypoints": k, "keypoints_scores": ks,
+                 "keypoints_spread": sp}
+                for r, lbl, s, k, ks, sp in zip(rois, labels, scores, keypoints, kp_scores,
+                                                spreads, strict=True)]
 
     @torch.inference_mode()
     def keypoints_on_boxes(self, images: list[Tensor], boxes: list[Tensor], *,
                            identity_features: OrderedDict[str, Tensor] | None = None
-                           ) -> tuple[list[Tensor], list[Tensor]]:
-        """Ensembled keypoints (N, K, 3) and scores (N, K) for given boxes (original
-        coordinates), one entry per image; steps 2-5 of the module docstring.
+                           ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """Ensembled keypoints (N, K, 3), their scores (N, K) and spreads across transforms
+        (N, K) for given boxes (original coordinates), one entry per image; steps 2-5 of
+        the module docstring.
 
         ``identity_features`` lets the caller reuse the identity pass's backbone output.
         """
@@ -107,6 +116,8 @@ class KeypointTTA:
         # 2-4. keypoint logits of every transform, accumulated to keep memory flat.
         total: Tensor | None = None
         count: Tensor | None = None
+        peaks: list[Tensor] = []
+        uses: list[Tensor] = []
         for t in self.transforms:
             checkpoint()  # a cancelled job stops here, between passes
             if t == self.identity and identity_features is not None:
@@ -118,10 +129,13 @@ class KeypointTTA:
                         for b, o, s in zip(boxes, original, sizes, strict=True)]
                 logits = _keypoint_logits(model, model.backbone(tb.tensors), rois, sizes)
             logits = t.heatmaps_to_original(logits, self.flip_perm.to(logits.device)).float()
-            total, count = self._accumulate(total, count, logits, self._uses(t, areas))
+            uses.append(self._uses(t, areas))
+            peaks.append(heatmap_peaks(logits))
+            total, count = self._accumulate(total, count, logits, uses[-1])
         assert total is not None and count is not None
         combined = total / count.clamp(min=1)[:, None, None, None] \
             if self.combine == "avg" else total
+        spread = keypoint_spread(peaks, uses)
         # 5. heatmaps -> keypoints in the identity frame, then to the original image.
         keypoints, scores = [], []
         for b, maps, s, o in zip(base_boxes, combined.split([len(b) for b in base_boxes]),
@@ -133,7 +147,7 @@ class KeypointTTA:
                 kps, kp_scores = maps.new_zeros((0, k, 3)), maps.new_zeros((0, k))
             keypoints.append(resize_keypoints(kps, list(s), list(o)))
             scores.append(kp_scores)
-        return keypoints, scores
+        return keypoints, scores, list(spread.split([len(b) for b in base_boxes]))
 
     def _resized_size(self, original: tuple[int, int]) -> tuple[int, int]:
         """(h, w) of an image after the identity pass's resize, as torchvision computes it."""

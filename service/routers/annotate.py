@@ -56,6 +56,11 @@ def annotate(
     min_votes: Annotated[int, Form(
         ge=0, le=100, description="box teachers: keep only instances that at least this "
                                   "many transforms agree on (default 0: no such rule)")] = 0,
+    ignore_factor: Annotated[float, Form(
+        ge=0.0, le=100.0, allow_inf_nan=False,
+        description="write the next-best predictions, down to where the set would carry "
+                    "this many times the labeled instances per image, as ignore regions "
+                    "(iscrowd 1; >= 1, calibrated thresholds only; default 0: none)")] = 0.0,
     dataset: Annotated[str | None, Form(
         pattern=DATASET_PATTERN,
         description="groups batches whose pseudo-labels are calibrated together")] = None,
@@ -67,9 +72,12 @@ def annotate(
     if len(uploads) > settings.max_files:
         raise problem(422, f"{len(uploads)} files in one request, more than the limit of "
                            f"{settings.max_files}; split them into several batches")
+    if ignore_factor and (ignore_factor < 1.0 or score_thresh is not None):
+        raise problem(422, f"ignore_factor {ignore_factor}: use 0 (no ignore regions) or a "
+                           "factor >= 1, with calibrated thresholds (no score_thresh)")
     request = JobRequest(tta=tta or settings.tta, fusion=fusion or settings.fusion,
                          score_thresh=score_thresh, keypoint_thresh=keypoint_thresh,
-                         min_votes=min_votes)
+                         min_votes=min_votes, ignore_factor=ignore_factor)
     checked = _check_files(uploads, settings.max_file_bytes, settings.max_pixels)
     try:
         record = submit_job(store=store, redis=redis, settings=settings, registry=registry,

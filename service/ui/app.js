@@ -324,6 +324,15 @@ async function draw(canvas, im, thumb) {
       ctx.stroke();
     }
     pts.forEach(([x, y], k) => { if (visible[k]) ctx.fillRect(x * s - 2, y * s - 2, 4, 4); });
+    // How far apart the transforms put each kept keypoint: a ring of that radius.
+    const spread = im.keypoint_spread && im.keypoint_spread[i];
+    if (!spread) return;
+    const size = Math.max(x2 - x1, y2 - y1) * s;
+    ctx.lineWidth = 1;
+    pts.forEach(([x, y], k) => {
+      if (!visible[k] || spread[k] * size < 3) return;
+      ctx.beginPath(); ctx.arc(x * s, y * s, spread[k] * size, 0, 2 * Math.PI); ctx.stroke();
+    });
   });
 }
 

@@ -1,0 +1,102 @@
+"""The pseudo-label file's selection records and ignore regions, on hand-built predictions.
+
+Two box categories over four images; the labeled set has 1.0 "car" and 0.5 "bike" per
+image, so calibration targets 4 cars and 2 bikes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.card import LabeledStats, ModelCard
+from distill.coco import objects
+from distill.errors import ConfigError
+from distill.predictions import ImageRecord
+from distill.pseudolabels import SelectionConfig, finalize
+
+CAR, BIKE = 3, 7
+
+
+def _card() -> ModelCard:
+    return ModelCard(arch="tiny", task="boxes", min_size=64, max_size=64,
+                     categories=[{"id": CAR, "name": "car"}, {"id": BIKE, "name": "bike"}],
+                     labeled_stats=LabeledStats(images=10, instances_per_image={
+                         str(CAR): 1.0, str(BIKE): 0.5}))
+
+
+def _records(car_scores: list[list[float]], bike_scores: list[list[float]]
+             ) -> list[ImageRecord]:
+    records = []
+    for i, (cars, bikes) in enumerate(zip(car_scores, bike_scores, strict=True)):
+        scores = (*cars, *bikes)
+        boxes = tuple((10.0 * k, 0.0, 10.0 * k + 8, 8.0) for k in range(len(scores)))
+        records.append(ImageRecord(file_name=f"{i}.png", width=100, height=20, boxes=boxes,
+                                   scores=scores,
+                                   category_ids=(CAR,) * len(cars) + (BIKE,) * len(bikes)))
+    return records
+
+
+# 8 car candidates (target 4) and one bike candidate (target 2: a shortfall).
+CARS = [[0.9, 0.35], [0.8, 0.3], [0.7, 0.2], [0.6, 0.1]]
+BIKES = [[0.5], [], [], []]
+
+
+def test_category_report_records_target_candidates_kept_threshold_and_shortfall() -> None:
+    coco = finalize(_records(CARS, BIKES), _card(), SelectionConfig())
+    report = coco["info"]["categories_report"]
+    assert report[str(CAR)] == {
+        "name": "car", "target": 4, "candidates": 8, "kept": 4, "threshold": 0.6,
+        "shortfall": False, "ignored": 0, "ignore_threshold": None}
+    # Fewer candidates than the target: everything the detector gave is kept, and said so.
+    assert report[str(BIKE)] == {
+        "name": "bike", "target": 2, "candidates": 1, "kept": 1, "threshold": 0.5,
+        "shortfall": True, "ignored": 0, "ignore_threshold": None}
+    assert all(a["iscrowd"] == 0 for a in coco["annotations"])
+
+
+def test_ignore_regions_lie_between_the_ignore_and_the_calibrated_threshold() -> None:
+    coco = finalize(_records(CARS, BIKES), _card(), SelectionConfig(ignore_factor=1.5))
+    # 1.5 x the car target is 6 instances: the 5th and 6th best cars become ignore regions.
+    report = coco["info"]["categories_report"][str(CAR)]
+    assert (report["kept"], report["ignored"], report["threshold"],
+            report["ignore_threshold"]) == (4, 2, 0.6, 0.3)
+    crowd = [a for a in coco["annotations"] if a["iscrowd"]]
+    assert sorted(a["score"] for a in crowd) == [0.3, 0.35]
+    assert all(a["distill"]["ignore"] is True for a in crowd)
+    assert {a["score"] for a in objects(coco)} == {0.9, 0.8, 0.7, 0.6, 0.5}
+    assert coco["info"]["thresholds"]["ignore"] == {str(CAR): 0.3, str(BIKE): 0.5}
+    assert coco["info"]["selection"]["ignore_factor"] == 1.5
+    # The bike's single candidate is kept, so nothing is left to ignore.
+    assert coco["info"]["categories_report"][str(BIKE)]["ignored"] == 0
+
+
+@pytest.mark.parametrize("config", [
+    {"ignore_factor": 0.5}, {"ignore_factor": float("inf")},
+    {"ignore_factor": 2.0, "score_threshold": 0.5},
+])
+def test_ignore_factor_must_be_calibrated_and_at_least_one(config: dict) -> None:
+    with pytest.raises(ConfigError, match="ignore"):
+        SelectionConfig(**config)
+
+
+def test_keypoint_annotations_carry_each_keypoint_score_and_spread() -> None:
+    person = {"id": 1, "name": "person", "keypoints": ["a", "b"], "skeleton": []}
+    card = ModelCard(arch="tiny", task="keypoints", min_size=64, max_size=64,
+                     categories=[person], labeled_stats=LabeledStats(
+                         images=1, instances_per_image={"1": 1.0},
+                         visible_keypoints_per_instance=1.0))
+    record = ImageRecord(file_name="a.png", width=50, height=50,
+                         boxes=((0.0, 0.0, 40.0, 40.0), (5.0, 5.0, 9.0, 9.0)),
+                         scores=(0.9, 0.2), category_ids=(1, 1),
+                         keypoints=(((10.0, 10.0), (20.0, 20.0)), ((6.0, 6.0), (7.0, 7.0))),
+                         keypoint_scores=((3.0, -1.0), (0.5, 0.4)),
+                         keypoint_spread=((0.01, 0.3), (0.2, 0.2)))
+    coco = finalize([record], card, SelectionConfig(ignore_factor=2.0))
+    kept, ignored = coco["annotations"]
+    assert kept["distill"] == {"keypoint_scores": [3.0, -1.0], "keypoint_spread": [0.01, 0.3]}
+    assert kept["keypoints"] == [10.0, 10.0, 2, 0, 0, 0] and kept["num_keypoints"] == 1
+    # The second person is an ignore region: no keypoints, no keypoint extras.
+    assert ignored["iscrowd"] == 1 and ignored["num_keypoints"] == 0
+    assert ignored["distill"] == {"ignore": True}
+    report = coco["info"]["categories_report"]
+    assert report["keypoints"]["instances"] == 1 and report["1"]["ignored"] == 1
