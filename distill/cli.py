@@ -43,7 +43,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from distill.data import generate
 
     splits = generate(Path(args.out), labeled=args.labeled, unlabeled=args.unlabeled,
-                      test=args.test, seed=args.seed, shifted=args.shifted, progress=True)
+                      test=args.test, seed=args.seed, shifted=args.shifted,
+                      family=args.family, progress=True)
     for name, files in splits.items():
         print(f"{name:10s} {files.images_dir}  {files.keypoints_json.name}  "
               f"{files.boxes_json.name}")
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--shifted", type=int, default=0, help="unlabeled images of another look")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--family", choices=("figures", "blocks"), default="figures",
+                   help="the look: 'figures' (settings are chosen on it) or 'blocks' (other "
+                        "figures, objects, backgrounds and sizes, kept for confirming them)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("annotate", help="pseudo-label a folder of images with a teacher")

@@ -212,3 +212,39 @@ def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
     args = {"labeled": 1, "unlabeled": 0, "test": 0, "seed": 0, **kwargs}
     with pytest.raises(ValueError):
         generate(tmp_path, **args)
+
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SplitFiles]:
+    out = tmp_path_factory.mktemp("blocks")
+    return generate(out, labeled=60, unlabeled=0, test=0, shifted=6, seed=7, family="blocks")
+
+
+def test_blocks_family_is_another_look_with_the_same_keypoints(
+        blocks: dict[str, SplitFiles], data: dict[str, SplitFiles]) -> None:
+    kp, box = _load(blocks["labeled"].keypoints_json), _load(blocks["labeled"].boxes_json)
+    assert kp["categories"] == [PERSON_CATEGORY] and kp["info"]["family"] == "blocks"
+    assert [c["name"] for c in box["categories"]] == ["person", "ring", "star", "crate"]
+    assert COCO(str(blocks["labeled"].boxes_json)).getCatIds() == [1, 2, 3, 4]
+    counts = Counter(a["category_id"] for a in box["annotations"])
+    assert counts[2] > counts[3] > counts[4] > 0 and counts[1] > 60
+    # Its own sizes (224-384), and other pixels than the figures with the same seed.
+    assert all(224 <= s <= 384 for im in kp["images"] for s in (im["width"], im["height"]))
+    first = kp["images"][0]["file_name"]
+    assert _pixels(blocks["labeled"], first).shape != _pixels(data["labeled"], first).shape \
+        or not np.array_equal(_pixels(blocks["labeled"], first), _pixels(data["labeled"], first))
+    # Persons keep the figures' conventions: left on the image's right, keypoints inside.
+    ls, rs = KEYPOINT_NAMES.index("left_shoulder"), KEYPOINT_NAMES.index("right_shoulder")
+    votes = [a["keypoints"][3 * ls] > a["keypoints"][3 * rs] for a in kp["annotations"]
+             if a["keypoints"][3 * ls + 2] and a["keypoints"][3 * rs + 2]]
+    assert len(votes) > 20 and np.mean(votes) > 0.9
+    for ann in kp["annotations"]:
+        x, y, bw, bh = ann["bbox"]
+        for px, py, v in zip(ann["keypoints"][0::3], ann["keypoints"][1::3],
+                             ann["keypoints"][2::3], strict=True):
+            assert v == 0 or (x - 1 <= px <= x + bw + 1 and y - 1 <= py <= y + bh + 1)
+
+
+def test_unknown_family_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="family"):
+        generate(tmp_path, labeled=1, unlabeled=0, test=0, seed=0, family="cats")

@@ -90,7 +90,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
 # (Seeds and tasks may be added later: each (task, seed) has its own directory. So may
 # the shifted split, once: it only adds a student, and the generator renders the other
 # splits identically with or without it.)
-_RESULT_SETTINGS = ("labeled", "unlabeled", "shifted", "test", "teacher_iters",
+_RESULT_SETTINGS = ("family", "labeled", "unlabeled", "shifted", "test", "teacher_iters",
                     "student_iters", "batch_size", "lr", "tta", "arch", "min_size",
                     "max_size", "quick")
 
@@ -104,7 +104,8 @@ def _claim_out_dir(cfg: ExperimentConfig) -> None:
     path = cfg.out_dir / "settings.json"
     mine = _jsonable({k: getattr(cfg, k) for k in _RESULT_SETTINGS})
     if path.is_file():
-        theirs = json.loads(path.read_text(encoding="utf-8"))
+        # Runs from before the blocks family were figures runs.
+        theirs = {"family": "figures", **json.loads(path.read_text(encoding="utf-8"))}
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if set(diff) == {"shifted"} and theirs.get("shifted") == 0:
             write_json_atomic(path, mine)  # the shifted student joins a finished run
@@ -129,8 +130,8 @@ def _data(cfg: ExperimentConfig, seed: int) -> dict[str, SplitFiles]:
     root = cfg.out_dir / "data" / f"seed{seed}"
     done = root / "done.json"
     want = {"labeled": cfg.labeled, "unlabeled": cfg.unlabeled, "test": cfg.test,
-            "shifted": cfg.shifted, "seed": seed}
-    if done.is_file() and json.loads(done.read_text()) == want:
+            "shifted": cfg.shifted, "seed": seed, "family": cfg.family}
+    if done.is_file() and {"family": "figures", **json.loads(done.read_text())} == want:
         # Already rendered with these sizes: rebuild the paths only.
         return {name: SplitFiles(root / "images" / name,
                                  root / "annotations" / f"{name}_keypoints.json",
@@ -138,7 +139,7 @@ def _data(cfg: ExperimentConfig, seed: int) -> dict[str, SplitFiles]:
                 for name in ("labeled", "unlabeled", "test", "shifted")
                 if name != "shifted" or cfg.shifted > 0}
     splits = generate(root, labeled=cfg.labeled, unlabeled=cfg.unlabeled, test=cfg.test,
-                      seed=seed, shifted=cfg.shifted, progress=False)
+                      seed=seed, shifted=cfg.shifted, family=cfg.family, progress=False)
     write_json_atomic(done, want)
     return splits
 

@@ -25,6 +25,7 @@ class ExperimentConfig:
 
     out_dir: Path
     tasks: tuple[Task, ...] = TASKS
+    family: str = "figures"  # the synthetic look: "blocks" confirms what "figures" chose
     seeds: tuple[int, ...] = (2, 3)  # mean and spread; 0 and 1 served the diagnostics
     labeled: int = 40
     unlabeled: int = 500
@@ -68,6 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Markdown report (default docs/RESULTS.md; <out-dir>/RESULTS.md "
                         "with --quick)")
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(d.tasks))
+    p.add_argument("--family", choices=("figures", "blocks"), default=d.family,
+                   help="synthetic data family ('blocks': the look kept for confirmation)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds))
     p.add_argument("--labeled", type=int, default=d.labeled)
     p.add_argument("--unlabeled", type=int, default=d.unlabeled)
@@ -110,7 +113,8 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
     ``command`` is the command line recorded in the report (default: this process's)."""
     command = ["distill", *sys.argv[1:]] if command is None else command
     cfg = ExperimentConfig(
-        out_dir=args.out_dir, tasks=tuple(args.tasks), seeds=tuple(args.seeds),
+        out_dir=args.out_dir, tasks=tuple(args.tasks), family=args.family,
+        seeds=tuple(args.seeds),
         labeled=args.labeled, unlabeled=args.unlabeled, shifted=args.shifted, test=args.test,
         teacher_iters=args.teacher_iters, student_iters=args.student_iters,
         batch_size=args.batch_size, lr=args.lr, tta=args.tta, rounds=args.rounds,
@@ -120,7 +124,8 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
         threads=args.threads, results_md=args.results, progress=not args.quiet,
         command=command)
     if args.quick:
-        cfg = quick_config(args.out_dir, tasks=cfg.tasks, progress=cfg.progress,
+        cfg = quick_config(args.out_dir, tasks=cfg.tasks, family=cfg.family,
+                           progress=cfg.progress,
                            results_md=args.results, command=command, oracle=cfg.oracle,
                            compare_pooling=cfg.compare_pooling,
                            ignore_factor=cfg.ignore_factor)

@@ -5,11 +5,16 @@ they train tiny detectors on this instead. Each image draws its own random gener
 from ``(seed, split, index)``: splits are independent, and asking for more images of a
 split leaves the first ones unchanged. Figures face the viewer, so the figure's left
 side is on the image's right, and a horizontal flip must swap left and right labels.
+
+Two families share the scene logic (how many figures and objects, their depth order,
+the boxes and keypoints): ``figures`` (the default, on which settings are chosen) and
+``blocks`` (``blocks.py``, on which they are confirmed), each a :class:`Family`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from distill.data import blocks
 from distill.data import figures as fg
 from distill.fileio import write_json_atomic
 
@@ -57,10 +63,25 @@ BOX_CATEGORIES: list[dict[str, Any]] = [
 
 SPLITS: tuple[str, ...] = ("labeled", "unlabeled", "test", "shifted")
 _SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}
-# Poisson means per image: strongly skewed, so rare classes gain most from pseudo-labels.
-_OBJECTS = (("ball", 2, fg.ball, 1.5, 6), ("cone", 3, fg.cone, 0.6, 4),
-            ("kite", 4, fg.kite, 0.12, 2))
 _PERSON_COUNT_P = (0.1, 0.3, 0.3, 0.2, 0.1)  # 0..4 figures
+
+MakeObject = Callable[[np.random.Generator, fg.Style, int, int], list[fg.Prim]]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One look of the data set: styles, backgrounds, figures, objects, sizes."""
+
+    name: str
+    box_categories: list[dict[str, Any]]
+    normal: fg.Style
+    shifted: fg.Style
+    background: Callable[[np.random.Generator, bool, int, int], Image.Image]
+    figure: Callable[[np.random.Generator, fg.Style, int, int], fg.Figure]
+    # (category id, maker, Poisson mean per image, cap); strongly skewed means, so that
+    # rare classes gain most from pseudo-labels.
+    objects: tuple[tuple[int, MakeObject, float, int], ...]
+    sizes: tuple[int, int]  # default (min_side, max_side)
 MIN_VISIBLE = 3
 _SUPERSAMPLE = 2  # drawn at 2x and box-filtered down: cheap anti-aliasing
 _GENERATOR_VERSION = "2"  # 2: the milder shifted look
@@ -158,13 +179,31 @@ def _mask_box(prims: tuple[fg.Prim, ...] | list[fg.Prim], w: int, h: int
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def _place_figures(rng: np.random.Generator, style: fg.Style, w: int, h: int
+FIGURES = Family("figures", BOX_CATEGORIES, fg.NORMAL_STYLE, fg.SHIFTED_STYLE, _background,
+                 fg.sample_figure, ((2, fg.ball, 1.5, 6), (3, fg.cone, 0.6, 4),
+                                    (4, fg.kite, 0.12, 2)), (192, 320))
+BLOCKS = Family("blocks", blocks.BLOCKS_BOX_CATEGORIES, blocks.BLOCKS_STYLE,
+                blocks.BLOCKS_SHIFTED_STYLE, blocks.background, blocks.figure,
+                ((2, blocks.ring, 1.2, 5), (3, blocks.star, 0.5, 3),
+                 (4, blocks.crate, 0.15, 2)), blocks.SIZES)
+FAMILIES: dict[str, Family] = {f.name: f for f in (FIGURES, BLOCKS)}
+
+
+def family_of(name: str) -> Family:
+    """The family called ``name``, or a ValueError naming the known ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown synthetic family {name!r}; expected one of "
+                         f"{sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def _place_figures(rng: np.random.Generator, family: Family, style: fg.Style, w: int, h: int
                    ) -> list[fg.Figure]:
     """0-4 figures, each with enough keypoints in frame and not stacked on another."""
     placed: list[fg.Figure] = []
     for _ in range(int(rng.choice(len(_PERSON_COUNT_P), p=_PERSON_COUNT_P))):
         for _attempt in range(8):
-            fig = fg.sample_figure(rng, style, w, h)
+            fig = family.figure(rng, style, w, h)
             visible = sum(_in_frame(x, y, w, h) for x, y in fig.keypoints.values())
             too_close = any(math.dist(fig.center, o.center) < 0.25 * max(fig.height, o.height)
                             for o in placed)
@@ -189,22 +228,30 @@ def _keypoints(fig: fg.Figure, w: int, h: int) -> list[float]:
     return out
 
 
-def render_scene(seed: int, split: str, index: int, min_side: int = 192,
-                 max_side: int = 320) -> tuple[Image.Image, list[Instance]]:
-    """Draws image ``index`` of ``split``; returns it with its annotated instances."""
+def render_scene(seed: int, split: str, index: int, min_side: int | None = None,
+                 max_side: int | None = None, family: str = "figures"
+                 ) -> tuple[Image.Image, list[Instance]]:
+    """Draws image ``index`` of ``split``; returns it with its annotated instances.
+    Sizes default to the family's."""
     if split not in _SPLIT_CODE:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    rng = np.random.default_rng(np.random.SeedSequence((seed, _SPLIT_CODE[split], index)))
+    look = family_of(family)
+    # The figures family keeps its original stream; another family gets its own.
+    key = (seed, _SPLIT_CODE[split], index) if family == "figures" else (
+        seed, _SPLIT_CODE[split], index, sorted(FAMILIES).index(family))
+    rng = np.random.default_rng(np.random.SeedSequence(key))
     shifted = split == "shifted"
-    style = fg.SHIFTED_STYLE if shifted else fg.NORMAL_STYLE
-    w, h = (int(v) for v in rng.integers(min_side, max_side + 1, size=2))
+    style = look.shifted if shifted else look.normal
+    low, high = min_side or look.sizes[0], max_side or look.sizes[1]
+    w, h = (int(v) for v in rng.integers(low, high + 1, size=2))
     s = _SUPERSAMPLE
-    canvas = _background(rng, shifted, w, h).resize((w * s, h * s), Image.Resampling.NEAREST)
+    canvas = look.background(rng, shifted, w, h).resize((w * s, h * s),
+                                                        Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(canvas)
     fg.render(draw, fg.clutter(rng, style, w, h), s)
     items: list[tuple[int, tuple[fg.Prim, ...], fg.Figure | None]] = [
-        (1, f.prims, f) for f in _place_figures(rng, style, w, h)]
-    for _name, cat_id, make, mean, cap in _OBJECTS:
+        (1, f.prims, f) for f in _place_figures(rng, look, style, w, h)]
+    for cat_id, make, mean, cap in look.objects:
         for _ in range(min(int(rng.poisson(mean)), cap)):
             items.append((cat_id, tuple(make(rng, style, w, h)), None))
     instances: list[Instance] = []
@@ -222,8 +269,8 @@ def render_scene(seed: int, split: str, index: int, min_side: int = 192,
 
 
 def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: int,
-             shifted: int = 0, min_side: int = 192, max_side: int = 320,
-             progress: bool = False) -> dict[str, SplitFiles]:
+             shifted: int = 0, min_side: int | None = None, max_side: int | None = None,
+             family: str = "figures", progress: bool = False) -> dict[str, SplitFiles]:
     """Writes ``out_dir/images/<split>/<name>.png`` and
     ``out_dir/annotations/<split>_keypoints.json``, ``<split>_boxes.json`` for splits
     "labeled", "unlabeled", "test" and (if ``shifted > 0``) "shifted".
@@ -231,10 +278,13 @@ def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: in
     The same arguments give byte-identical files. Image ids and file names are unique
     across splits (``<split>_<index>.png``), so splits can be merged. The keypoints file
     holds person annotations only; the boxes file holds the same persons (same ids,
-    without keypoint fields) plus balls, cones and kites. Returns split -> paths.
+    without keypoint fields) plus the family's objects (figures: balls, cones and kites;
+    blocks: rings, stars and crates). Sizes default to the family's. Returns split -> paths.
     """
     if min(labeled, unlabeled, test, shifted) < 0 or seed < 0:
         raise ValueError("image counts and seed must be non-negative")
+    look = family_of(family)
+    min_side, max_side = min_side or look.sizes[0], max_side or look.sizes[1]
     if not 32 <= min_side <= max_side:
         raise ValueError(f"need 32 <= min_side <= max_side, got {min_side}, {max_side}")
     counts = {"labeled": labeled, "unlabeled": unlabeled, "test": test}
@@ -256,7 +306,8 @@ def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: in
             kp_anns: list[dict[str, Any]] = []
             box_anns: list[dict[str, Any]] = []
             for index in range(n):
-                image, instances = render_scene(seed, split, index, min_side, max_side)
+                image, instances = render_scene(seed, split, index, min_side, max_side,
+                                                family)
                 image_id = _SPLIT_CODE[split] * 1_000_000 + index + 1
                 file_name = f"{split}_{index:06d}.png"
                 image.save(images_dir / file_name, format="PNG", optimize=False)
@@ -272,8 +323,8 @@ def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: in
                         kp_anns.append({**ann, "keypoints": inst.keypoints,
                                         "num_keypoints": sum(v > 0 for v in inst.keypoints[2::3])})
                 bar.update(1)
-            info = {"description": "distill synthetic stick figures", "split": split,
-                    "seed": seed, "version": _GENERATOR_VERSION}
+            info = {"description": f"distill synthetic data, family {family}", "split": split,
+                    "seed": seed, "family": family, "version": _GENERATOR_VERSION}
             files = SplitFiles(images_dir, ann_dir / f"{split}_keypoints.json",
                                ann_dir / f"{split}_boxes.json")
             write_json_atomic(files.keypoints_json, {"info": info, "licenses": [], "images": images,
@@ -281,6 +332,6 @@ def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: in
                                                "categories": [PERSON_CATEGORY]})
             write_json_atomic(files.boxes_json, {"info": info, "licenses": [], "images": images,
                                            "annotations": box_anns,
-                                           "categories": BOX_CATEGORIES})
+                                           "categories": look.box_categories})
             result[split] = files
     return result
