@@ -27,6 +27,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="teacher -> pseudo-labels -> student vs. an equal-budget baseline")
     add_arguments(p)
     p.set_defaults(func=_cmd_experiment)
+    from training.sweep import add_sweep_arguments
+
+    p = subparsers.add_parser(
+        "sweep", help="the experiment over labeled-set sizes and budgets (when does it pay?)",
+        description="student vs equal-budget baseline and oracle at each labeled-set size "
+                    "and budget multiple; summary in <out-dir>/SWEEP.md")
+    add_sweep_arguments(p)
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from training.sweep import run_sweep_from_args
+
+    return run_sweep_from_args(args)
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:

@@ -43,6 +43,7 @@ class ExperimentConfig:
     arch: str = "tiny"
     min_size: int | None = None
     max_size: int | None = None
+    device: str = "cpu"  # "cuda" / "cuda:N" / "auto" for every training, labeling, eval
     jobs: int = 2  # (task, seed) pipelines run in parallel, one thread each by default
     threads: int = 1
     results_md: Path | None = None
@@ -101,6 +102,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=d.arch)
     p.add_argument("--min-size", type=int, default=None)
     p.add_argument("--max-size", type=int, default=None)
+    p.add_argument("--device", default=d.device,
+                   help="cpu (default), cuda, cuda:N or auto, for every step")
     p.add_argument("--jobs", type=int, default=d.jobs, help="pipelines in parallel")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads per job")
     p.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, few iterations")
@@ -121,6 +124,7 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
         compare_pooling=args.compare_pooling, ignore_factor=args.ignore_factor,
         oracle=args.oracle,
         arch=args.arch, min_size=args.min_size, max_size=args.max_size, jobs=args.jobs,
+        device=args.device,
         threads=args.threads, results_md=args.results, progress=not args.quiet,
         command=command)
     if args.quick:

@@ -83,7 +83,7 @@ class _Pipeline:
                          pseudo_json=pseudo, pseudo_images=pseudo_images, iters=iters,
                          batch_size=cfg.batch_size, lr=cfg.lr, seed=self.seed,
                          min_size=cfg.min_size, max_size=cfg.max_size, resume=True,
-                         checkpoint_every=max(1, min(250, iters)), device="cpu",
+                         checkpoint_every=max(1, min(250, iters)), device=cfg.device,
                          progress=cfg.progress and cfg.jobs <= 1, tensorboard=False)
         tc.command = train_command(tc)
         self.commands.append(shlex.join(tc.command))
@@ -111,7 +111,8 @@ class _Pipeline:
         self.commands.append(shlex.join(cmd))
         self.timed(f"annotate {name}", out.is_file(), lambda: annotate_folder(
             teacher, images, out,
-            options=InferenceOptions(tta=self.cfg.tta, fusion=FusionParams(pooling=pooling)),
+            options=InferenceOptions(tta=self.cfg.tta, fusion=FusionParams(pooling=pooling),
+                                     device=self.cfg.device),
             selection=SelectionConfig(ignore_factor=ignore_factor),
             progress=self.cfg.progress and self.cfg.jobs <= 1))
         return out
@@ -127,7 +128,8 @@ class _Pipeline:
 
         def run() -> None:
             report = evaluate_checkpoint(model, self.json_of("test"),
-                                         self.data["test"].images_dir, tta=tta)
+                                         self.data["test"].images_dir, tta=tta,
+                                         device=self.cfg.device)
             write_json_atomic(out, report.to_json())
 
         self.timed(f"eval {label}", out.is_file(), run)

@@ -1,0 +1,126 @@
+"""When does the student pay? The experiment over labeled-set sizes and training budgets.
+
+``distill sweep`` runs :func:`training.experiment.run_experiment` once per (labeled-set
+size, budget multiplier), each in its own run folder
+(``<out>/labeled<L>-x<B>``, so every point resumes on its own), with the oracle on:
+the teacher is the equal-budget baseline at every point (``teacher_iters ==
+student_iters == base x B``). The summary table gives, per task, labeled size and
+budget, the baseline's AP, the student's gain over it and the oracle's (the same
+images with their true labels), mean ± spread over seeds, single pass and with TTA on
+both sides; the share of the oracle's gain the student gets says how much of what the
+unlabeled images can give the pseudo-labels deliver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from distill.fileio import write_json_atomic
+from training.experiment_config import ExperimentConfig, add_arguments, config_from_args
+
+METRIC = {"keypoints": "keypoints", "boxes": "bbox"}
+
+
+def point_config(base: ExperimentConfig, labeled: int, budget: int) -> ExperimentConfig:
+    """The experiment at one point of the sweep (its own folder and report)."""
+    out = base.out_dir / f"labeled{labeled}-x{budget}"
+    return replace(base, out_dir=out, labeled=labeled, oracle=True,
+                   teacher_iters=base.student_iters * budget,
+                   student_iters=base.student_iters * budget, results_md=out / "RESULTS.md")
+
+
+def run_sweep(base: ExperimentConfig, labeled_sizes: list[int], budgets: list[int]
+              ) -> dict[str, Any]:
+    """Runs every point (smallest budgets first, so that the cheap half arrives first) and
+    writes ``SWEEP.md`` and ``sweep.json`` into ``base.out_dir``."""
+    from training.experiment import run_experiment
+
+    points = []
+    for budget in sorted(budgets):
+        for labeled in labeled_sizes:
+            cfg = point_config(base, labeled, budget)
+            results = run_experiment(cfg)
+            points.append({"labeled": labeled, "budget": budget,
+                           "iters": cfg.student_iters, "runs": results["runs"]})
+    sweep = {"config": {"labeled_sizes": labeled_sizes, "budgets": budgets,
+                        "base_iters": base.student_iters, "seeds": list(base.seeds),
+                        "tasks": list(base.tasks), "family": base.family},
+             "points": points, "command": base.command}
+    base.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(base.out_dir / "sweep.json", sweep)
+    markdown = render_sweep(sweep)
+    (base.out_dir / "SWEEP.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    return sweep
+
+
+def render_sweep(sweep: dict[str, Any]) -> str:
+    """The summary: one table per task, one row per (labeled size, budget)."""
+    cfg = sweep["config"]
+    out = [f"# When the student pays: labeled sizes x budgets ({cfg['family']} family)", "",
+           f"Seeds {cfg['seeds']}; budget x1 = {cfg['base_iters']} iterations for the teacher "
+           "(= equal-budget baseline), the student and the oracle alike. Δ: paired per seed, "
+           "mean ± sample standard deviation.", ""]
+    for task in cfg["tasks"]:
+        out += [f"## {task}", "",
+                "| labeled | budget | iters | baseline AP | student Δ | oracle Δ | share | "
+                "baseline AP (TTA) | student Δ (TTA) | oracle Δ (TTA) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for point in sweep["points"]:
+            runs = [r for r in point["runs"] if r["task"] == task]
+            if not runs:
+                continue
+            cells = [str(point["labeled"]), f"x{point['budget']}", str(point["iters"])]
+            for suffix in ("", "+tta"):
+                base = _ap(runs, "baseline" + suffix, task)
+                student = _delta(runs, "student" + suffix, "baseline" + suffix, task)
+                oracle = _delta(runs, "student-oracle" + suffix, "baseline" + suffix, task)
+                cells += [_fmt(base), _fmt(student, signed=True), _fmt(oracle, signed=True)]
+                if not suffix:
+                    share = (f"{100 * statistics.mean(student) / statistics.mean(oracle):.0f}%"
+                             if student and oracle and statistics.mean(oracle) > 0 else "–")
+                    cells.append(share)
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    out += ["Command:", "", "```", " ".join(sweep.get("command") or ["distill", "sweep"]),
+            "```", ""]
+    return "\n".join(out)
+
+
+def _ap(runs: list[dict[str, Any]], row: str, task: str) -> list[float]:
+    return [r["scores"][row][METRIC[task]]["AP"] for r in runs if row in r["scores"]]
+
+
+def _delta(runs: list[dict[str, Any]], row: str, base: str, task: str) -> list[float]:
+    m = METRIC[task]
+    return [r["scores"][row][m]["AP"] - r["scores"][base][m]["AP"] for r in runs
+            if row in r["scores"] and base in r["scores"]]
+
+
+def _fmt(values: list[float], signed: bool = False) -> str:
+    if not values:
+        return "–"
+    mean = statistics.mean(values)
+    text = f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    return text + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """``distill sweep``: the experiment's flags plus the sweep's axes."""
+    add_arguments(p)
+    p.set_defaults(out_dir=Path("runs/sweep"))
+    p.add_argument("--labeled-sizes", type=int, nargs="+", default=[40, 150],
+                   help="labeled-set sizes (each a point with every budget)")
+    p.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 4],
+                   help="multiples of --student-iters for teacher, baseline, student, oracle")
+
+
+def run_sweep_from_args(args: argparse.Namespace) -> int:
+    """``distill sweep``."""
+    base = config_from_args(args)
+    run_sweep(replace(base, results_md=None), args.labeled_sizes, args.budgets)
+    return 0
