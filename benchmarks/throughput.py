@@ -4,12 +4,14 @@ For each teacher (keypoints, boxes) and preset (``standard``, ``paper-relative``
 runs the worker's own loop (``infer_to_log``: decode, multi-transform inference,
 log write) over the same images and prints
 
-- images per second, with the keypoint cap (today's default) and without it;
+- images per second with the defaults (keypoint cap and running score floor), with the
+  cap alone, and with neither (the keypoint path before either existed);
 - the floor: the backbone passes alone, the least any multi-transform path costs;
 - the share of time per stage: decode, resize, backbone, RPN, box head, keypoint
   head (keypoint RoIAlign, head, predictor), fusion, log write, other;
-- for keypoints, whether the capped run's pseudo-label file equals the uncapped one
-  (same thresholds, annotations and keypoints) and its AP against the hidden truth.
+- for keypoints, whether each run's pseudo-label file equals the one of the run with
+  neither (same thresholds, annotations and keypoints), and the AP against the hidden
+  truth.
 
 Teachers are trained on the synthetic labeled split when not given (cached in --out).
 One torch thread by default, as one worker on a shared 2-core machine runs::
@@ -179,38 +181,44 @@ def main() -> int:
         truth = json.loads(getattr(splits["unlabeled"], f"{task}_json").read_text())
         for preset in args.presets:
             base = InferenceOptions(tta=preset, batch_size=4)
-            capped = run(ckpt, images, base, args.out / f"{task}-{preset}-capped")
-            row = {"task": task, "preset": preset, "passes": capped["passes"],
-                   "floor_s": floor(ckpt, images, preset), "capped": capped}
+            default = run(ckpt, images, base, args.out / f"{task}-{preset}-default")
+            row = {"task": task, "preset": preset, "passes": default["passes"],
+                   "floor_s": floor(ckpt, images, preset), "default": default}
             if task == "keypoints":
-                row["uncapped"] = run(ckpt, images, replace(base, keypoint_cap=0),
-                                      args.out / f"{task}-{preset}-all")
-                row["same_file"] = same_pseudo_labels(capped["coco"], row["uncapped"]["coco"])
-                for name in ("capped", "uncapped"):
+                row["cap only"] = run(ckpt, images, replace(base, keypoint_floor=0.0),
+                                      args.out / f"{task}-{preset}-cap")
+                row["neither"] = run(ckpt, images, replace(base, keypoint_cap=0,
+                                                           keypoint_floor=0.0),
+                                     args.out / f"{task}-{preset}-all")
+                for name in ("default", "cap only", "neither"):
+                    row[name]["same_file"] = same_pseudo_labels(row[name]["coco"],
+                                                                row["neither"]["coco"])
                     quality = pseudo_label_quality(row[name]["coco"], truth, row[name]["card"])
-                    row[f"{name}_ap"] = quality["keypoints"]["AP"]
+                    row[name]["ap"] = quality["keypoints"]["AP"]
             rows.append(row)
             print(_line(row), flush=True)
-    print("\nshare of time per stage (keypoint cap on):")
+    print("\nshare of time per stage (defaults):")
     print("task       preset           " + " ".join(f"{s[:9]:>9s}" for s in (*STAGES, "other")))
     for row in rows:
-        shares = row["capped"]["shares"]
+        shares = row["default"]["shares"]
         print(f"{row['task']:10s} {row['preset']:16s} "
               + " ".join(f"{100 * shares[s]:8.1f}%" for s in (*STAGES, "other")))
     return 0
 
 
 def _line(row: dict[str, Any]) -> str:
-    c = row["capped"]
-    text = (f"{row['task']:9s} {row['preset']:15s} {row['passes']:2d} passes: "
-            f"{c['img_s']:.2f} img/s ({c['s_img']:.3f} s/img), floor {row['floor_s']:.3f} s/img "
-            f"= {c['s_img'] / row['floor_s']:.2f}x floor")
-    if "uncapped" in row:
-        u = row["uncapped"]
-        text += (f"; without the keypoint cap {u['img_s']:.2f} img/s "
-                 f"({u['s_img'] / row['floor_s']:.2f}x floor); capped file "
-                 f"{'identical' if row['same_file'] else 'DIFFERS'}, keypoint AP "
-                 f"{row['capped_ap']:.1f} vs {row['uncapped_ap']:.1f}")
+    text = (f"{row['task']:9s} {row['preset']:15s} {row['passes']:2d} passes, floor "
+            f"{row['floor_s']:.3f} s/img:")
+    for name in ("default", "cap only", "neither"):
+        if name not in row:
+            continue
+        r = row[name]
+        text += (f"\n    {name:9s} {r['img_s']:.2f} img/s ({r['s_img']:.3f} s/img, "
+                 f"{r['s_img'] / row['floor_s']:.2f}x floor)")
+        if "same_file" in r:
+            speedup = row["neither"]["s_img"] / r["s_img"]
+            text += (f", {speedup:.2f}x the speed of neither, file "
+                     f"{'identical' if r['same_file'] else 'DIFFERS'}, keypoint AP {r['ap']:.1f}")
     return text
 
 

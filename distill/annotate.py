@@ -32,6 +32,7 @@ from distill.models.zoo import build_from_card
 from distill.options import InferenceOptions
 from distill.predictions import ImageRecord, PredictionLog
 from distill.pseudolabels import SelectionConfig, finalize
+from distill.tta.floor import ScoreFloor, running_floor
 from distill.tta.predictor import Predictor, build_predictor
 
 log = logging.getLogger(__name__)
@@ -83,15 +84,31 @@ class Teacher:
 
 
 def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: PredictionLog, *,
-                 on_batch: BatchHook | None = None) -> tuple[int, int]:
+                 on_batch: BatchHook | None = None,
+                 selection: SelectionConfig | None = None) -> tuple[int, int]:
     """Runs the teacher over every source not yet in ``log``; returns (done, failed).
 
     Unreadable images become failed records instead of stopping the run.
     ``on_batch`` gets each batch's records after they are fsynced to the log;
     an exception it raises stops the run (a cancelled job) with nothing lost.
+    ``selection`` is how the log will be selected from: calibrated (the default) lets
+    a keypoint teacher skip detections that cannot be kept (``distill/tta/floor.py``).
     """
     finished = log.done()
     todo = [s for s in sources if s[0] not in finished]
+    with running_floor(score_floor(teacher, selection or SelectionConfig())):
+        return _infer(teacher, todo, log, on_batch)
+
+
+def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | None:
+    """The keypoint floor of a run selected by ``selection`` (None: every detection)."""
+    if selection.explicit or selection.ignore_factor:  # ignore regions reach further down
+        return None
+    return ScoreFloor.for_card(teacher.card, teacher.options.keypoint_floor)
+
+
+def _infer(teacher: Teacher, todo: list[ImageSource], log: PredictionLog,
+           on_batch: BatchHook | None) -> tuple[int, int]:
     done = failed = 0
     for batch in _batches(todo, teacher.options.batch_size):
         records: list[ImageRecord] = []
@@ -187,7 +204,8 @@ def annotate_folder(teacher: Path, images: Path, out: Path, *,
         bar.update(len(batch))
         bar.set_postfix(failed=failed)
 
-    infer_to_log(model, ((f.name, f) for f in files), log, on_batch=advance)
+    infer_to_log(model, ((f.name, f) for f in files), log, on_batch=advance,
+                 selection=selection)
     bar.close()
     names = {f.name for f in files}
     coco = finalize(lambda: log.iter_records(names), model.card, selection, model.info())

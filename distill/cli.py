@@ -165,6 +165,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="keypoint teachers: detections per image that get the keypoint "
                         "ensemble: 'auto' (4x the labeled instances per image, at least 10), "
                         "a number, or 0 for all")
+    p.add_argument("--keypoint-floor", type=float, default=d.keypoint_floor,
+                   help="keypoint teachers, calibrated selection: skip the keypoint ensemble "
+                        "for detections scoring below this fraction of the running estimate "
+                        "of the calibrated threshold (default 0.5; 0: off)")
 
 
 def parse_arch_options(items: list[str]) -> dict[str, Any]:
@@ -190,7 +194,8 @@ def inference_options_from_args(args: argparse.Namespace) -> InferenceOptions:
                             scoring=args.vote_scoring, pooling=args.box_pooling),
         combine=args.heatmap_combine, size_dependent=args.size_dependent,
         size_dependent_area=args.size_dependent_area, device=args.device, half=args.half,
-        batch_size=args.batch_size, keypoint_cap=args.keypoint_cap)
+        batch_size=args.batch_size, keypoint_cap=args.keypoint_cap,
+        keypoint_floor=args.keypoint_floor)
 
 
 def _cap(value: str) -> int | Literal["auto"]:

@@ -113,9 +113,15 @@ class InferenceOptions:
     # KEYPOINT_CAP_FACTOR x the labeled instances per image (at least KEYPOINT_CAP_MIN);
     # 0: every detection the detector returns.
     keypoint_cap: int | Literal["auto"] = "auto"
+    # Keypoint teachers under calibrated selection: detections scoring below this
+    # fraction of the job's running threshold estimate get no keypoint ensemble and are
+    # not stored (distill/tta/floor.py); 0: off.
+    keypoint_floor: float = 0.5
 
     def __post_init__(self) -> None:
         check_choice("heatmap combine", self.combine, COMBINES)
+        if not 0.0 <= self.keypoint_floor <= 1.0:
+            raise ConfigError(f"keypoint_floor must lie in [0, 1], got {self.keypoint_floor!r}")
         if self.keypoint_cap != "auto" and (not isinstance(self.keypoint_cap, int)
                                             or self.keypoint_cap < 0):
             raise ConfigError(f"keypoint_cap must be 'auto' or an integer >= 0, "
@@ -128,4 +134,4 @@ class InferenceOptions:
         return {"tta": self.tta, "fusion": asdict(self.fusion), "heatmap_combine": self.combine,
                 "size_dependent": self.size_dependent,
                 "size_dependent_area": self.size_dependent_area,
-                "keypoint_cap": self.keypoint_cap}
+                "keypoint_cap": self.keypoint_cap, "keypoint_floor": self.keypoint_floor}

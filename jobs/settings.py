@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     size_dependent: bool = False
     size_dependent_area: float = Field(default=180.0 ** 2, gt=0)
     keypoint_cap: int | Literal["auto"] = "auto"
+    keypoint_floor: float = Field(default=0.5, ge=0, le=1)  # distill/tta/floor.py
     torch_threads: int | None = Field(default=None, ge=1)  # None: half the cores (threads.py)
 
     # Job lifecycle.
@@ -184,7 +185,8 @@ def inference_options(settings: Settings, *, tta: str | None = None,
                             vote_threshold=settings.vote_iou, scoring=settings.vote_scoring,
                             pooling=settings.box_pooling),
         combine=settings.heatmap_combine, size_dependent=settings.size_dependent,
-        keypoint_cap=settings.keypoint_cap, size_dependent_area=settings.size_dependent_area,
+        keypoint_cap=settings.keypoint_cap, keypoint_floor=settings.keypoint_floor,
+        size_dependent_area=settings.size_dependent_area,
         device=settings.device, half=settings.half, batch_size=settings.batch_size,
         max_pixels=settings.max_pixels)
 

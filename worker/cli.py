@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 # Command-line flags that override a setting of the same name when given.
 _OVERRIDES = ("queue", "tta", "fusion", "device", "half", "batch_size", "vote_iou",
               "vote_scoring", "box_pooling", "heatmap_combine", "size_dependent",
-              "size_dependent_area", "keypoint_cap", "data_dir", "worker_name")
+              "size_dependent_area", "keypoint_cap", "keypoint_floor", "data_dir",
+              "worker_name")
 
 
 def register(sub: Any) -> None:

@@ -93,14 +93,15 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
 
     sources = [(f.name, store.images_dir(job_id) / f.stored) for f in record.files]
     try:
-        # Cancellation is checked after every batch and, within one, between passes.
-        with interruptible(lambda: _check_not_cancelled(store, job_id)):
-            inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch)
-        _check_not_cancelled(store, job_id)
         selection = SelectionConfig(score_threshold=record.request.score_thresh,
                                     keypoint_threshold=record.request.keypoint_thresh,
                                     min_votes=record.request.min_votes,
                                     ignore_factor=record.request.ignore_factor)
+        # Cancellation is checked after every batch and, within one, between passes.
+        with interruptible(lambda: _check_not_cancelled(store, job_id)):
+            inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch,
+                                    selection=selection)
+        _check_not_cancelled(store, job_id)
         coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
                         {**teacher.info(), "teacher_name": pool.name})
     except JobCancelledError:

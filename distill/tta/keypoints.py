@@ -34,6 +34,7 @@ from distill.errors import ConfigError
 from distill.fusion.agreement import heatmap_peaks, keypoint_spread
 from distill.interrupt import checkpoint
 from distill.options import COMBINES, Combine, check_choice
+from distill.tta.floor import current_floor
 from distill.tta.transforms import Transform
 
 # Detectron's TEST.KPS_AUG.AREA_TH: an RoI is "small" below 180^2 pixels of the ORIGINAL
@@ -86,6 +87,13 @@ class KeypointTTA:
             cap = self.max_instances
             boxes, scores, labels = ([b[:cap] for b in boxes], [s[:cap] for s in scores],
                                      [lbl[:cap] for lbl in labels])
+        floor = current_floor()
+        if floor is not None:  # a calibrated job: skip what cannot be kept (tta/floor.py)
+            floor.observe(scores)
+            keep = [s >= floor.value() for s in scores]
+            boxes, scores, labels = ([b[k] for b, k in zip(boxes, keep, strict=True)],
+                                     [s[k] for s, k in zip(scores, keep, strict=True)],
+                                     [lbl[k] for lbl, k in zip(labels, keep, strict=True)])
         base_sizes = [(int(h), int(w)) for h, w in batch.image_sizes]
         rois = [resize_boxes(b, list(s), list(o))
                 for b, s, o in zip(boxes, base_sizes, original, strict=True)]
