@@ -167,15 +167,17 @@ def main() -> int:
     ap.add_argument("--kp-teacher", type=Path)
     ap.add_argument("--box-teacher", type=Path)
     ap.add_argument("--train-iters", type=int, default=600)
+    ap.add_argument("--tasks", nargs="+", choices=("keypoints", "boxes"),
+                    default=["keypoints", "boxes"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     splits = generate(args.out / "data", labeled=100, unlabeled=max(100, args.images),
                       test=0, seed=0)
     images = sorted(splits["unlabeled"].images_dir.glob("*.png"))[: args.images]
-    teachers = {"keypoints": _teacher(splits, args.out, "keypoints", args.train_iters,
-                                      args.kp_teacher),
-                "boxes": _teacher(splits, args.out, "boxes", args.train_iters, args.box_teacher)}
+    given = {"keypoints": args.kp_teacher, "boxes": args.box_teacher}
+    teachers = {task: _teacher(splits, args.out, task, args.train_iters, given[task])
+                for task in args.tasks}
     rows = []
     for task, ckpt in teachers.items():
         truth = json.loads(getattr(splits["unlabeled"], f"{task}_json").read_text())
