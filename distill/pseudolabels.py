@@ -50,11 +50,18 @@ class SelectionConfig:
     # 0: off. F >= 1: the next-best predictions, down to where the set would carry F x the
     # labeled instances per image, are written as ignore regions (iscrowd 1). Calibrated only.
     ignore_factor: float = 0.0
+    # A category with fewer candidates than its target keeps only those scoring at least
+    # this, not everything down to the detector's score floor: measured on the synthetic
+    # box teachers (benchmarks/score_bands.py, docs/RESULTS.md), predictions under 0.5
+    # are 0-11% right. Calibrated only; 0 keeps every candidate.
+    shortfall_floor: float = 0.5
 
     def __post_init__(self) -> None:
         if not (self.ignore_factor == 0 or 1.0 <= self.ignore_factor < math.inf):
             raise ConfigError(f"ignore_factor must be 0 (off) or a finite number >= 1, "
                               f"got {self.ignore_factor!r}")
+        if not 0.0 <= self.shortfall_floor <= 1.0:
+            raise ConfigError(f"shortfall_floor must lie in [0, 1], got {self.shortfall_floor!r}")
         if self.ignore_factor and self.explicit:
             raise ConfigError("ignore regions are calibrated like the thresholds: they "
                               "cannot be combined with explicit score thresholds")
@@ -70,7 +77,7 @@ class SelectionConfig:
                 "category_thresholds": {str(k): _finite(v)
                                         for k, v in self.category_thresholds.items()},
                 "keypoint_threshold": self.keypoint_threshold, "min_votes": self.min_votes,
-                "ignore_factor": self.ignore_factor}
+                "ignore_factor": self.ignore_factor, "shortfall_floor": self.shortfall_floor}
 
 
 def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> Selection:
@@ -93,6 +100,9 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
                         by_cat.setdefault(c, array("d")).append(s)
         targets = {int(k): v for k, v in stats.instances_per_image.items()}
         thresholds = score_thresholds(by_cat, targets, num_ok)
+        for c, scores in by_cat.items():  # short of candidates: not down to the floor
+            if 0 < len(scores) < round(targets.get(c, 0.0) * num_ok):
+                thresholds[c] = max(thresholds[c], config.shortfall_floor)
         if config.ignore_factor:
             ignore = score_thresholds(
                 by_cat, {c: m * config.ignore_factor for c, m in targets.items()}, num_ok)
@@ -227,7 +237,8 @@ def _category_report(card: ModelCard, selection: Selection, candidates: Counter[
     labeled statistics lack the category (or are absent), ``0`` when its labeled mean
     is 0; either way a calibrated threshold keeps nothing (``threshold: null``).
     ``shortfall`` marks a category with fewer candidates than its target, which keeps
-    every candidate down to the detector's score floor. ``ignored`` counts its ignore
+    only the candidates scoring at least ``SelectionConfig.shortfall_floor`` (with ignore
+    regions on, the rest become ignore regions). ``ignored`` counts its ignore
     regions (``iscrowd: 1``) and ``ignore_threshold`` is where they stop (``null``:
     none). For keypoint tasks, ``keypoints`` gives the labeled visible keypoints per
     instance and what was kept.

@@ -70,6 +70,22 @@ def test_ignore_regions_lie_between_the_ignore_and_the_calibrated_threshold() ->
     assert coco["info"]["categories_report"][str(BIKE)]["ignored"] == 0
 
 
+def test_a_short_category_keeps_only_candidates_above_its_floor() -> None:
+    # Bikes: 0.75 per labeled image, so 3 wanted on 4 images, and only 2 candidates.
+    card = _card()
+    card.labeled_stats.instances_per_image[str(BIKE)] = 0.75  # type: ignore[union-attr]
+    records = _records(CARS, [[0.5], [0.2], [], []])
+    report = finalize(records, card, SelectionConfig())["info"]["categories_report"]
+    assert report[str(BIKE)] | {"name": "bike"} == {
+        "name": "bike", "target": 3, "candidates": 2, "kept": 1, "threshold": 0.5,
+        "shortfall": True, "ignored": 0, "ignore_threshold": None}
+    # With ignore regions, the unsure candidate becomes one; with floor 0, a pseudo-label.
+    ignoring = finalize(records, card, SelectionConfig(ignore_factor=1.0))
+    assert ignoring["info"]["categories_report"][str(BIKE)]["ignored"] == 1
+    everything = finalize(records, card, SelectionConfig(shortfall_floor=0.0))
+    assert everything["info"]["categories_report"][str(BIKE)]["kept"] == 2
+
+
 @pytest.mark.parametrize("config", [
     {"ignore_factor": 0.5}, {"ignore_factor": float("inf")},
     {"ignore_factor": 2.0, "score_threshold": 0.5},
