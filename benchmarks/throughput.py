@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 import distill.annotate as annotate_module
-from distill.annotate import Teacher, infer_to_log
+from distill.annotate import Teacher, infer_to_log, score_floor
 from distill.data import generate
 from distill.options import InferenceOptions
 from distill.predictions import PredictionLog
@@ -114,7 +114,8 @@ def run(checkpoint: Path, images: list[Path], options: InferenceOptions, out: Pa
     timers = Timers()
     with instrumented(teacher, timers):
         t0 = time.perf_counter()
-        infer_to_log(teacher, [(p.name, p) for p in images], log)
+        infer_to_log(teacher, [(p.name, p) for p in images], log,
+                     floor=score_floor(teacher, SelectionConfig()))
         seconds = time.perf_counter() - t0
     coco = finalize(log.read().values(), teacher.card, SelectionConfig(), teacher.info())
     shares = {s: timers.seconds.get(s, 0.0) / seconds for s in STAGES}

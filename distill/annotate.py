@@ -85,24 +85,28 @@ class Teacher:
 
 def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: PredictionLog, *,
                  on_batch: BatchHook | None = None,
-                 selection: SelectionConfig | None = None) -> tuple[int, int]:
+                 floor: ScoreFloor | None = None) -> tuple[int, int]:
     """Runs the teacher over every source not yet in ``log``; returns (done, failed).
 
     Unreadable images become failed records instead of stopping the run.
     ``on_batch`` gets each batch's records after they are fsynced to the log;
     an exception it raises stops the run (a cancelled job) with nothing lost.
-    ``selection`` is how the log will be selected from: calibrated (the default) lets
-    a keypoint teacher skip detections that cannot be kept (``distill/tta/floor.py``).
+    ``floor`` (see :func:`score_floor`) lets a keypoint teacher skip detections that
+    cannot be kept; None ensembles every detection.
     """
     finished = log.done()
     todo = [s for s in sources if s[0] not in finished]
-    with running_floor(score_floor(teacher, selection or SelectionConfig())):
+    with running_floor(floor):
         return _infer(teacher, todo, log, on_batch)
 
 
 def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | None:
-    """The keypoint floor of a run selected by ``selection`` (None: every detection)."""
-    if selection.explicit or selection.ignore_factor:  # ignore regions reach further down
+    """The keypoint floor for a run whose log ``selection`` alone will select from
+    (``distill/tta/floor.py``); None (every detection) when the thresholds are given,
+    when ignore regions reach further down, or for a box teacher. A log calibrated
+    together with others (a service dataset) must not get one: its own images say
+    nothing about where the set's threshold will land."""
+    if selection.explicit or selection.ignore_factor:
         return None
     return ScoreFloor.for_card(teacher.card, teacher.options.keypoint_floor)
 
@@ -205,7 +209,7 @@ def annotate_folder(teacher: Path, images: Path, out: Path, *,
         bar.set_postfix(failed=failed)
 
     infer_to_log(model, ((f.name, f) for f in files), log, on_batch=advance,
-                 selection=selection)
+                 floor=score_floor(model, selection))
     bar.close()
     names = {f.name for f in files}
     coco = finalize(lambda: log.iter_records(names), model.card, selection, model.info())

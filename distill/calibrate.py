@@ -175,6 +175,7 @@ class Selection:
     ``ignore_thresholds`` (category id -> score, empty: none) marks the predictions
     that are not kept but score at least this as ignore regions: the teacher is
     unsure there, so a student should learn neither object nor background from them.
+    That includes a box that scores high enough but that too few transforms agree on.
     Everything is compared with ``>=``.
     """
 

@@ -106,10 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box teachers: keep only instances that at least this many transforms "
                         "agree on (each annotation's distill.votes)")
     p.add_argument("--ignore-factor", type=float, default=0.0,
-                   help="also write the next-best predictions, down to where the set would "
+                   help="also write the predictions not kept, down to where the set would "
                         "carry F x the labeled instances per image, as ignore regions "
                         "(iscrowd 1), which `distill train` treats as neither object nor "
-                        "background (calibrated thresholds only; default 0: none)")
+                        "background (needs the teacher's labeled statistics; default 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_annotate)
 

@@ -47,8 +47,9 @@ class SelectionConfig:
     keypoint_threshold: float | None = None
     # Box teachers: instances fewer transforms agree on are neither candidates nor kept.
     min_votes: int = 0
-    # 0: off. F >= 1: the next-best predictions, down to where the set would carry F x the
-    # labeled instances per image, are written as ignore regions (iscrowd 1). Calibrated only.
+    # 0: off. F >= 1: the predictions not kept, down to where the set would carry F x the
+    # labeled instances per image, are written as ignore regions (iscrowd 1). Needs the
+    # labeled statistics, also beside explicit score thresholds.
     ignore_factor: float = 0.0
     # A category with fewer candidates than its target keeps only those scoring at least
     # this, not everything down to the detector's score floor: measured on the synthetic
@@ -62,9 +63,6 @@ class SelectionConfig:
                               f"got {self.ignore_factor!r}")
         if not 0.0 <= self.shortfall_floor <= 1.0:
             raise ConfigError(f"shortfall_floor must lie in [0, 1], got {self.shortfall_floor!r}")
-        if self.ignore_factor and self.explicit:
-            raise ConfigError("ignore regions are calibrated like the thresholds: they "
-                              "cannot be combined with explicit score thresholds")
 
     @property
     def explicit(self) -> bool:
@@ -85,27 +83,22 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
     fresh = _passes(records)
     cat_ids = [int(c["id"]) for c in card.categories]
     ignore: dict[int, float] = {}
+    pool: tuple[dict[int, array[float]], int] | None = None  # read once, used twice
     if config.explicit:
         default = config.score_threshold if config.score_threshold is not None else math.inf
         thresholds = {c: float(config.category_thresholds.get(c, default)) for c in cat_ids}
     else:
-        stats = _labeled_stats(card, "detection-score")
-        by_cat: dict[int, array[float]] = {c: array("d") for c in cat_ids}
-        num_ok = 0
-        for r in fresh():
-            if r.error is None:
-                num_ok += 1
-                for i, (s, c) in enumerate(zip(r.scores, r.category_ids, strict=True)):
-                    if r.votes is None or r.votes[i] >= config.min_votes:
-                        by_cat.setdefault(c, array("d")).append(s)
-        targets = {int(k): v for k, v in stats.instances_per_image.items()}
+        targets = _targets(card, "detection-score")
+        by_cat, num_ok = pool = _candidates(fresh, cat_ids, config.min_votes)
         thresholds = score_thresholds(by_cat, targets, num_ok)
         for c, scores in by_cat.items():  # short of candidates: not down to the floor
             if 0 < len(scores) < round(targets.get(c, 0.0) * num_ok):
                 thresholds[c] = max(thresholds[c], config.shortfall_floor)
-        if config.ignore_factor:
-            ignore = score_thresholds(
-                by_cat, {c: m * config.ignore_factor for c, m in targets.items()}, num_ok)
+    if config.ignore_factor:
+        targets = _targets(card, "ignore-region")
+        by_cat, num_ok = pool or _candidates(fresh, cat_ids, config.min_votes)
+        ignore = score_thresholds(
+            by_cat, {c: m * config.ignore_factor for c, m in targets.items()}, num_ok)
     kp_threshold: float | None = None
     if card.task == "keypoints":
         if config.keypoint_threshold is not None:
@@ -122,6 +115,26 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
             kp_threshold = keypoint_score_threshold(kept, visible)
     return Selection(score_thresholds=thresholds, keypoint_threshold=kp_threshold,
                      min_votes=config.min_votes, ignore_thresholds=ignore)
+
+
+def _candidates(fresh: Callable[[], Iterable[ImageRecord]], cat_ids: list[int],
+                min_votes: int) -> tuple[dict[int, array[float]], int]:
+    """Every category's candidate scores over the set (one streaming pass), and the
+    number of images read without error."""
+    by_cat: dict[int, array[float]] = {c: array("d") for c in cat_ids}
+    num_ok = 0
+    for r in fresh():
+        if r.error is None:
+            num_ok += 1
+            for i, (s, c) in enumerate(zip(r.scores, r.category_ids, strict=True)):
+                if r.votes is None or r.votes[i] >= min_votes:
+                    by_cat.setdefault(c, array("d")).append(s)
+    return by_cat, num_ok
+
+
+def _targets(card: ModelCard, what: str) -> dict[int, float]:
+    """Labeled instances per image, by category id."""
+    return {int(k): v for k, v in _labeled_stats(card, what).instances_per_image.items()}
 
 
 def _labeled_stats(card: ModelCard, what: str) -> LabeledStats:
@@ -167,7 +180,8 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": rec.file_name,
                        "width": rec.width, "height": rec.height})
-        candidates.update(rec.category_ids)
+        candidates.update(c for i, c in enumerate(rec.category_ids)
+                          if rec.votes is None or rec.votes[i] >= selection.min_votes)
         for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
                                                   strict=True)):
             votes = None if rec.votes is None else rec.votes[i]

@@ -37,14 +37,13 @@ def selection_for(record: JobRecord, score_thresh: float | None,
             score_threshold=score,
             keypoint_threshold=(keypoint_thresh if keypoint_thresh is not None
                                 else request.keypoint_thresh),
-            min_votes=request.min_votes,
-            # Ignore regions are calibrated: an explicit score threshold has none.
-            ignore_factor=request.ignore_factor if score is None else 0.0), source
+            min_votes=request.min_votes, ignore_factor=request.ignore_factor), source
     per_category = {int(k): (math.inf if v is None else v)
                     for k, v in saved.score_thresholds.items()}
     return SelectionConfig(category_thresholds=per_category,
                            keypoint_threshold=saved.keypoint_threshold,
-                           min_votes=request.min_votes), "saved"
+                           min_votes=request.min_votes, ignore_factor=request.ignore_factor
+                           ), "saved"
 
 
 def build_coco(store: JobStore, records: list[JobRecord], score_thresh: float | None,

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distill.coco import objects
 from distill.options import FUSIONS
 from jobs.settings import Settings, get_settings
 
@@ -139,6 +140,6 @@ def _cmd_client_annotate(args: argparse.Namespace) -> int:
                             progress=not args.quiet)
     coco = annotate_folder_remote(args.url.rstrip("/"), args.key, Path(args.images),
                                   Path(args.out), options)
-    print(f"wrote {args.out}: {len(coco['annotations'])} pseudo-labels on "
+    print(f"wrote {args.out}: {len(objects(coco))} pseudo-labels on "
           f"{len(coco['images'])} images ({len(coco['info'].get('errors', []))} failed)")
     return 0

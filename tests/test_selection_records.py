@@ -86,13 +86,18 @@ def test_a_short_category_keeps_only_candidates_above_its_floor() -> None:
     assert everything["info"]["categories_report"][str(BIKE)]["kept"] == 2
 
 
-@pytest.mark.parametrize("config", [
-    {"ignore_factor": 0.5}, {"ignore_factor": float("inf")},
-    {"ignore_factor": 2.0, "score_threshold": 0.5},
-])
-def test_ignore_factor_must_be_calibrated_and_at_least_one(config: dict) -> None:
+@pytest.mark.parametrize("factor", [0.5, float("inf")])
+def test_ignore_factor_is_zero_or_at_least_one(factor: float) -> None:
     with pytest.raises(ConfigError, match="ignore"):
-        SelectionConfig(**config)
+        SelectionConfig(ignore_factor=factor)
+
+
+def test_ignore_regions_beside_explicit_thresholds() -> None:
+    # A reviewer's explicit thresholds keep the job's ignore regions: calibrated apart.
+    coco = finalize(_records(CARS, BIKES), _card(),
+                    SelectionConfig(score_threshold=0.75, ignore_factor=1.5))
+    report = coco["info"]["categories_report"][str(CAR)]
+    assert (report["kept"], report["ignored"], report["ignore_threshold"]) == (2, 4, 0.3)
 
 
 def test_keypoint_annotations_carry_each_keypoint_score_and_spread() -> None:

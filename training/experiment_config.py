@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from distill.errors import ConfigError
 from distill.options import TASKS, Task
 
 log = logging.getLogger(__name__)
@@ -127,8 +128,10 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
         device=args.device,
         threads=args.threads, results_md=args.results, progress=not args.quiet,
         command=command)
+    if cfg.ignore_factor and cfg.ignore_factor < 1:
+        raise ConfigError(f"--ignore-factor must be 0 (none) or >= 1, got {cfg.ignore_factor}")
     if args.quick:
-        cfg = quick_config(args.out_dir, tasks=cfg.tasks, family=cfg.family,
+        cfg = quick_config(args.out_dir, tasks=cfg.tasks, family=cfg.family, device=cfg.device,
                            progress=cfg.progress,
                            results_md=args.results, command=command, oracle=cfg.oracle,
                            compare_pooling=cfg.compare_pooling,

@@ -23,6 +23,7 @@ from distill.card import Task
 from distill.checkpoint import load_checkpoint
 from distill.coco import load_coco, objects
 from distill.data import SplitFiles
+from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
 from distill.options import Pooling
 from training.trainer import TrainConfig, train
@@ -101,6 +102,8 @@ class _Pipeline:
 
         out = self.dir / f"{name}.json"
         images = self.data[split].images_dir
+        if out.is_file():
+            _check_ignore_factor(out, ignore_factor)
         log, lent = _log_of(out), None if predictions_of is None else _log_of(predictions_of)
         if lent is not None and lent.is_file() and not log.is_file():
             shutil.copyfile(lent, log)
@@ -164,9 +167,13 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
     if cfg.compare_pooling and task == "boxes":  # Detectron's raw pooling beside ours
         raw = p.annotate("pseudo-raw", models["teacher"], "unlabeled", pooling="raw")
         models["student-raw"] = p.train("student-raw", cfg.student_iters, raw, unlabeled)
+    # A box teacher's log holds every detection and is lent to the ignore variants; a
+    # keypoint teacher's was cut by the score floor, which ignore regions reach below.
+    lend = task == "boxes"
     if cfg.ignore_factor:  # the same predictions, the unsure ones written as ignore regions
         ignore = p.annotate("pseudo-ignore", models["teacher"], "unlabeled",
-                            ignore_factor=cfg.ignore_factor, predictions_of=pseudo)
+                            ignore_factor=cfg.ignore_factor,
+                            predictions_of=pseudo if lend else None)
         models["student-ignore"] = p.train("student-ignore", cfg.student_iters, ignore,
                                            unlabeled)
     # Same architecture, seed, data and schedule as the teacher when the budgets match:
@@ -179,7 +186,8 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
                                             data["shifted"].images_dir)
         if cfg.ignore_factor:
             shifted_ignore = p.annotate("pseudo-shifted-ignore", models["teacher"], "shifted",
-                                        ignore_factor=cfg.ignore_factor, predictions_of=shifted)
+                                        ignore_factor=cfg.ignore_factor,
+                                        predictions_of=shifted if lend else None)
             models["student-shifted-ignore"] = p.train(
                 "student-shifted-ignore", cfg.student_iters, shifted_ignore,
                 data["shifted"].images_dir)
@@ -214,6 +222,16 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
     return {"task": task, "seed": seed, "scores": scores, "times": p.times,
             "commands": p.commands, "pseudo": pseudo_info,
             "iters": {name: _iterations(path) for name, path in models.items()}}
+
+
+def _check_ignore_factor(out: Path, wanted: float) -> None:
+    """A pseudo-label file found done must have been written with the ignore factor asked
+    for now (the factor is not part of the file name)."""
+    selection = json.loads(out.read_text(encoding="utf-8"))["info"].get("selection", {})
+    if float(selection.get("ignore_factor", 0.0)) != wanted:
+        raise ConfigError(f"{out} was written with ignore factor "
+                          f"{selection.get('ignore_factor', 0.0)}, not {wanted}; choose "
+                          "another --out-dir or delete the file")
 
 
 def _log_of(out: Path) -> Path:

@@ -17,7 +17,7 @@ from redis import Redis
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
-from distill.annotate import infer_to_log
+from distill.annotate import infer_to_log, score_floor
 from distill.coco import objects
 from distill.errors import DistillError
 from distill.fileio import write_json_atomic
@@ -99,8 +99,10 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
                                     ignore_factor=record.request.ignore_factor)
         # Cancellation is checked after every batch and, within one, between passes.
         with interruptible(lambda: _check_not_cancelled(store, job_id)):
+            # A dataset is calibrated over all its jobs: no per-job floor (annotate.py).
+            floor = None if record.dataset else score_floor(teacher, selection)
             inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch,
-                                    selection=selection)
+                                    floor=floor)
         _check_not_cancelled(store, job_id)
         coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
                         {**teacher.info(), "teacher_name": pool.name})

@@ -187,6 +187,7 @@ BLOCKS = Family("blocks", blocks.BLOCKS_BOX_CATEGORIES, blocks.BLOCKS_STYLE,
                 ((2, blocks.ring, 1.2, 5), (3, blocks.star, 0.5, 3),
                  (4, blocks.crate, 0.15, 2)), blocks.SIZES)
 FAMILIES: dict[str, Family] = {f.name: f for f in (FIGURES, BLOCKS)}
+_FAMILY_CODE = {"blocks": 1}  # a family's own random stream; never renumber
 
 
 def family_of(name: str) -> Family:
@@ -238,11 +239,12 @@ def render_scene(seed: int, split: str, index: int, min_side: int | None = None,
     look = family_of(family)
     # The figures family keeps its original stream; another family gets its own.
     key = (seed, _SPLIT_CODE[split], index) if family == "figures" else (
-        seed, _SPLIT_CODE[split], index, sorted(FAMILIES).index(family))
+        seed, _SPLIT_CODE[split], index, _FAMILY_CODE[family])
     rng = np.random.default_rng(np.random.SeedSequence(key))
     shifted = split == "shifted"
     style = look.shifted if shifted else look.normal
-    low, high = min_side or look.sizes[0], max_side or look.sizes[1]
+    low = look.sizes[0] if min_side is None else min_side
+    high = look.sizes[1] if max_side is None else max_side
     w, h = (int(v) for v in rng.integers(low, high + 1, size=2))
     s = _SUPERSAMPLE
     canvas = look.background(rng, shifted, w, h).resize((w * s, h * s),
@@ -284,7 +286,8 @@ def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: in
     if min(labeled, unlabeled, test, shifted) < 0 or seed < 0:
         raise ValueError("image counts and seed must be non-negative")
     look = family_of(family)
-    min_side, max_side = min_side or look.sizes[0], max_side or look.sizes[1]
+    min_side = look.sizes[0] if min_side is None else min_side
+    max_side = look.sizes[1] if max_side is None else max_side
     if not 32 <= min_side <= max_side:
         raise ValueError(f"need 32 <= min_side <= max_side, got {min_side}, {max_side}")
     counts = {"labeled": labeled, "unlabeled": unlabeled, "test": test}

@@ -61,10 +61,11 @@ def heatmap_peaks(logits: Tensor) -> Tensor:
 def keypoint_spread(peaks: list[Tensor], uses: list[Tensor]) -> Tensor:
     """(N, K) spread of each keypoint's location across transforms.
 
-    ``peaks`` holds one (N, K, 2) :func:`heatmap_peaks` per transform, all in the same
-    (identity) RoI frame; ``uses`` one (N,) bool per transform, False where a transform
-    does not vote for an RoI (size-dependent selection). The spread is the mean distance
-    of the voting transforms' peaks from their mean, in RoI sizes, like the box spread;
+    ``peaks`` holds one (N, K, 2) position per transform, all in the same (identity) RoI
+    frame and unit (the keypoint ensemble passes :func:`heatmap_peaks` rescaled to
+    fractions of the RoI's longer side); ``uses`` one (N,) bool per transform, False
+    where a transform does not vote for an RoI (size-dependent selection). The spread
+    is the mean distance of the voting transforms' peaks from their mean, in that unit;
     0 where fewer than two transforms vote.
     """
     stacked = torch.stack(peaks)  # (T, N, K, 2)

@@ -14,7 +14,8 @@ RoIs and the heatmaps can simply be averaged:
    rescaled to the original image like the model's own postprocessing.
 
 Beside each keypoint's score, ``keypoints_spread`` says how far apart the transforms'
-own heatmap peaks lie (``distill.fusion.agreement.keypoint_spread``, in box sizes): a
+own heatmap peaks lie (``distill.fusion.agreement.keypoint_spread``, in units of the
+box's longer side): a
 keypoint every pass puts at the same place is more trustworthy than an average of
 disagreeing ones.
 """
@@ -126,6 +127,11 @@ class KeypointTTA:
         count: Tensor | None = None
         peaks: list[Tensor] = []
         uses: list[Tensor] = []
+        # Peaks come as fractions of each RoI's width and height: rescaled to fractions of
+        # its longer side, so that the spread is a distance, whatever the box's shape.
+        all_rois = torch.cat(base_boxes)
+        sides = all_rois[:, 2:] - all_rois[:, :2]
+        aspect = (sides / sides.max(dim=1, keepdim=True).values.clamp(min=1e-6))[:, None, :]
         for t in self.transforms:
             checkpoint()  # a cancelled job stops here, between passes
             if t == self.identity and identity_features is not None:
@@ -138,7 +144,7 @@ class KeypointTTA:
                 logits = _keypoint_logits(model, model.backbone(tb.tensors), rois, sizes)
             logits = t.heatmaps_to_original(logits, self.flip_perm.to(logits.device)).float()
             uses.append(self._uses(t, areas))
-            peaks.append(heatmap_peaks(logits))
+            peaks.append(heatmap_peaks(logits) * aspect.to(logits.device))
             total, count = self._accumulate(total, count, logits, uses[-1])
         assert total is not None and count is not None
         combined = total / count.clamp(min=1)[:, None, None, None] \

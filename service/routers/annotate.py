@@ -60,7 +60,7 @@ def annotate(
         ge=0.0, le=100.0, allow_inf_nan=False,
         description="write the next-best predictions, down to where the set would carry "
                     "this many times the labeled instances per image, as ignore regions "
-                    "(iscrowd 1; >= 1, calibrated thresholds only; default 0: none)")] = 0.0,
+                    "(iscrowd 1; >= 1; default 0: none)")] = 0.0,
     dataset: Annotated[str | None, Form(
         pattern=DATASET_PATTERN,
         description="groups batches whose pseudo-labels are calibrated together")] = None,
@@ -72,9 +72,9 @@ def annotate(
     if len(uploads) > settings.max_files:
         raise problem(422, f"{len(uploads)} files in one request, more than the limit of "
                            f"{settings.max_files}; split them into several batches")
-    if ignore_factor and (ignore_factor < 1.0 or score_thresh is not None):
+    if 0 < ignore_factor < 1.0:
         raise problem(422, f"ignore_factor {ignore_factor}: use 0 (no ignore regions) or a "
-                           "factor >= 1, with calibrated thresholds (no score_thresh)")
+                           "factor >= 1")
     request = JobRequest(tta=tta or settings.tta, fusion=fusion or settings.fusion,
                          score_thresh=score_thresh, keypoint_thresh=keypoint_thresh,
                          min_votes=min_votes, ignore_factor=ignore_factor)
