@@ -12,9 +12,13 @@ For each task (keypoints, boxes) and seed:
 5. the equal-budget baseline: same architecture, same seed (so the same initial
    weights), labeled only, the SAME number of iterations as the student. When the
    teacher had that budget it IS this training, and it is not repeated;
-6. the same student with pseudo-labels of the shifted split; optionally a second round
-   where the student is the teacher;
-7. evaluate everything on the test split, with and without test-time augmentation.
+6. the same student with pseudo-labels of the shifted split; optionally (``--rounds 2``)
+   a second round where the student is the teacher;
+7. optional variants beside the student: ``--compare-pooling`` (box teachers: Detectron's
+   raw pooling, ``student-raw``), ``--ignore-factor F`` (the teacher's unsure predictions
+   as ignore regions, ``student-ignore`` and ``student-shifted-ignore``), ``--oracle``
+   (the same images with their true labels: what pseudo-labels could give at best);
+8. evaluate everything on the test split, with and without test-time augmentation.
 
 Every step is skipped when its output exists, so rerunning the same command resumes.
 
