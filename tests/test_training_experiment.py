@@ -150,3 +150,22 @@ def test_quick_sweep_runs_each_point_with_equal_budgets(tmp_path: Path) -> None:
     assert (tmp_path / "sweep" / "labeled6-x2" / "RESULTS.md").is_file()
     summary = (tmp_path / "sweep" / "SWEEP.md").read_text()
     assert "| 6 | x2 | 12 |" in summary and "oracle Δ" in summary
+
+
+@pytest.mark.slow
+def test_student_levers_reach_the_students_only(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = quick_config(tmp_path / "exp", tasks=("boxes",), shifted=0, rounds=1,
+                       progress=False, labeled_ratio=0.5, student_init="teacher")
+    (run,) = run_experiment(cfg)["runs"]
+    trains = {c.split("--out ")[1].split()[0]: c for c in run["commands"]
+              if c.startswith("distill train")}
+    folder = tmp_path / "exp" / "boxes" / "seed0"
+    teacher_cmd = trains[str(folder / "teacher.pt")]
+    student_cmd = trains[str(folder / "student.pt")]
+    assert "--init" not in teacher_cmd and "--pseudo-json" not in teacher_cmd
+    assert "--labeled-ratio 0.5" in student_cmd
+    assert f"--init {folder / 'teacher.pt'}" in student_cmd
+    # Another lever in the same folder would reuse these students: refused.
+    with pytest.raises(ConfigError, match="labeled_ratio"):
+        run_experiment(replace(cfg, labeled_ratio=0.6))

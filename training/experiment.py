@@ -95,8 +95,10 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
 # the shifted split, once: it only adds a student, and the generator renders the other
 # splits identically with or without it.)
 _RESULT_SETTINGS = ("family", "labeled", "unlabeled", "shifted", "test", "teacher_iters",
-                    "student_iters", "batch_size", "lr", "tta", "arch", "min_size",
-                    "max_size", "quick")
+                    "student_iters", "batch_size", "lr", "labeled_ratio", "student_init",
+                    "tta", "arch", "min_size", "max_size", "quick")
+# Settings added later, with the value every older run folder was made with.
+_SETTINGS_BEFORE = {"family": "figures", "labeled_ratio": 0.6, "student_init": "scratch"}
 
 
 def _claim_out_dir(cfg: ExperimentConfig) -> None:
@@ -108,8 +110,7 @@ def _claim_out_dir(cfg: ExperimentConfig) -> None:
     path = cfg.out_dir / "settings.json"
     mine = _jsonable({k: getattr(cfg, k) for k in _RESULT_SETTINGS})
     if path.is_file():
-        # Runs from before the blocks family were figures runs.
-        theirs = {"family": "figures", **json.loads(path.read_text(encoding="utf-8"))}
+        theirs = {**_SETTINGS_BEFORE, **json.loads(path.read_text(encoding="utf-8"))}
         diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if set(diff) == {"shifted"} and theirs.get("shifted") == 0:
             write_json_atomic(path, mine)  # the shifted student joins a finished run

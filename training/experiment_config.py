@@ -36,6 +36,8 @@ class ExperimentConfig:
     student_iters: int = 1000
     batch_size: int = 4
     lr: float = 0.02
+    labeled_ratio: float = 0.6  # students: share of labeled images in a minibatch
+    student_init: str = "scratch"  # or "teacher": students start from the teacher's weights
     tta: str = "standard"
     rounds: int = 1  # 2: the round-1 student pseudo-labels again, a new student learns
     compare_pooling: bool = False  # boxes: also a student of Detectron's raw box pooling
@@ -84,6 +86,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="student AND baseline iterations (the equal budget)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--labeled-ratio", type=float, default=d.labeled_ratio,
+                   help="students: probability that a minibatch image is a labeled one")
+    p.add_argument("--student-init", choices=("scratch", "teacher"), default=d.student_init,
+                   help="students start from their initial weights (the paper) or from the "
+                        "teacher's")
     p.add_argument("--tta", default=d.tta, help="preset for pseudo-labels and +TTA rows")
     p.add_argument("--rounds", type=int, choices=(1, 2), default=d.rounds,
                    help="2: the round-1 student pseudo-labels the unlabeled split again and a "
@@ -121,7 +128,8 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
         seeds=tuple(args.seeds),
         labeled=args.labeled, unlabeled=args.unlabeled, shifted=args.shifted, test=args.test,
         teacher_iters=args.teacher_iters, student_iters=args.student_iters,
-        batch_size=args.batch_size, lr=args.lr, tta=args.tta, rounds=args.rounds,
+        batch_size=args.batch_size, lr=args.lr, labeled_ratio=args.labeled_ratio,
+        student_init=args.student_init, tta=args.tta, rounds=args.rounds,
         compare_pooling=args.compare_pooling, ignore_factor=args.ignore_factor,
         oracle=args.oracle,
         arch=args.arch, min_size=args.min_size, max_size=args.max_size, jobs=args.jobs,
@@ -135,7 +143,8 @@ def config_from_args(args: argparse.Namespace, command: list[str] | None = None
                            progress=cfg.progress,
                            results_md=args.results, command=command, oracle=cfg.oracle,
                            compare_pooling=cfg.compare_pooling,
-                           ignore_factor=cfg.ignore_factor)
+                           ignore_factor=cfg.ignore_factor, labeled_ratio=cfg.labeled_ratio,
+                           student_init=cfg.student_init)
     elif cfg.results_md is None:
         cfg = replace(cfg, results_md=Path("docs/RESULTS.md"))
     if cfg.student_iters < cfg.teacher_iters and not cfg.quick:

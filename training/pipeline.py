@@ -79,9 +79,14 @@ class _Pipeline:
               pseudo_images: Path | None = None) -> Path:
         cfg = self.cfg
         out = self.dir / f"{name}.pt"
+        student = pseudo is not None
+        # Students start from scratch (the paper) or, as a lever, from the teacher.
+        init = self.dir / "teacher.pt" if student and cfg.student_init == "teacher" else None
         tc = TrainConfig(task=self.task, train_json=self.json_of("labeled"),
                          images=self.data["labeled"].images_dir, out=out, arch=cfg.arch,
                          pseudo_json=pseudo, pseudo_images=pseudo_images, iters=iters,
+                         labeled_ratio=cfg.labeled_ratio if student else 0.6,
+                         init="scratch" if init is None else str(init),
                          batch_size=cfg.batch_size, lr=cfg.lr, seed=self.seed,
                          min_size=cfg.min_size, max_size=cfg.max_size, resume=True,
                          checkpoint_every=max(1, min(250, iters)), device=cfg.device,
@@ -257,6 +262,8 @@ def train_command(tc: TrainConfig) -> list[str]:
                 "--labeled-ratio", str(tc.labeled_ratio)]
     cmd += ["--arch", tc.arch, "--iters", str(tc.iters), "--batch-size", str(tc.batch_size),
             "--lr", str(tc.lr), "--seed", str(tc.seed), "--out", str(tc.out)]
+    if tc.init != "scratch":
+        cmd += ["--init", tc.init]
     if tc.min_size is not None:
         cmd += ["--min-size", str(tc.min_size)]
     if tc.max_size is not None:
