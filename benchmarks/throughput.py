@@ -168,6 +168,9 @@ def main() -> int:
     ap.add_argument("--kp-teacher", type=Path)
     ap.add_argument("--box-teacher", type=Path)
     ap.add_argument("--train-iters", type=int, default=600)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="images per forward pass of the defaults and cap-only runs "
+                         "(default: the worker's, 1 on a CPU)")
     ap.add_argument("--tasks", nargs="+", choices=("keypoints", "boxes"),
                     default=["keypoints", "boxes"])
     args = ap.parse_args()
@@ -183,21 +186,25 @@ def main() -> int:
     for task, ckpt in teachers.items():
         truth = json.loads(getattr(splits["unlabeled"], f"{task}_json").read_text())
         for preset in args.presets:
-            base = InferenceOptions(tta=preset, batch_size=4)
+            base = InferenceOptions(tta=preset, batch_size=args.batch_size)
             default = run(ckpt, images, base, args.out / f"{task}-{preset}-default")
             row = {"task": task, "preset": preset, "passes": default["passes"],
                    "floor_s": floor(ckpt, images, preset), "default": default}
             if task == "keypoints":
                 row["cap only"] = run(ckpt, images, replace(base, keypoint_floor=0.0),
                                       args.out / f"{task}-{preset}-cap")
+                # The path before the cap and the floor, at the batch size it had (4).
                 row["neither"] = run(ckpt, images, replace(base, keypoint_cap=0,
-                                                           keypoint_floor=0.0),
+                                                           keypoint_floor=0.0, batch_size=4),
                                      args.out / f"{task}-{preset}-all")
                 for name in ("default", "cap only", "neither"):
                     row[name]["same_file"] = same_pseudo_labels(row[name]["coco"],
                                                                 row["neither"]["coco"])
                     quality = pseudo_label_quality(row[name]["coco"], truth, row[name]["card"])
                     row[name]["ap"] = quality["keypoints"]["AP"]
+                # The floor alone: the defaults against the cap only, at one batch size.
+                row["floor_same"] = same_pseudo_labels(row["default"]["coco"],
+                                                       row["cap only"]["coco"])
             rows.append(row)
             print(_line(row), flush=True)
     print("\nshare of time per stage (defaults):")
@@ -222,6 +229,9 @@ def _line(row: dict[str, Any]) -> str:
             speedup = row["neither"]["s_img"] / r["s_img"]
             text += (f", {speedup:.2f}x the speed of neither, file "
                      f"{'identical' if r['same_file'] else 'DIFFERS'}, keypoint AP {r['ap']:.1f}")
+    if "floor_same" in row:
+        text += ("\n    the score floor alone (defaults vs cap only): file "
+                 + ("identical" if row["floor_same"] else "DIFFERS"))
     return text
 
 

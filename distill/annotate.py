@@ -29,7 +29,7 @@ from distill.errors import DataError, ImageDecodeError
 from distill.fileio import write_json_atomic
 from distill.images import list_images, load_image
 from distill.models.zoo import build_from_card
-from distill.options import InferenceOptions
+from distill.options import DEFAULT_BATCH_SIZE, InferenceOptions
 from distill.predictions import ImageRecord, PredictionLog
 from distill.pseudolabels import SelectionConfig, finalize
 from distill.tta.floor import ScoreFloor, running_floor
@@ -57,7 +57,9 @@ class Teacher:
         self.checkpoint = checkpoint
         self.predictor: Predictor = build_predictor(model, card, options)
         # Images per forward pass; halved (for good) when the device runs out of memory.
-        self.max_batch = options.batch_size
+        self.batch_size = options.batch_size or (
+            DEFAULT_BATCH_SIZE if self.predictor.device.type == "cuda" else 1)
+        self.max_batch = self.batch_size
 
     @classmethod
     def load(cls, checkpoint: Path, options: InferenceOptions) -> Teacher:
@@ -114,7 +116,7 @@ def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | No
 def _infer(teacher: Teacher, todo: list[ImageSource], log: PredictionLog,
            on_batch: BatchHook | None) -> tuple[int, int]:
     done = failed = 0
-    for batch in _batches(todo, teacher.options.batch_size):
+    for batch in _batches(todo, teacher.batch_size):
         records: list[ImageRecord] = []
         images: list[torch.Tensor] = []
         names: list[str] = []

@@ -22,6 +22,7 @@ from distill.errors import ConfigError, DistillError
 from distill.logs import configure_logging
 from distill.options import (
     COMBINES,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_TTA,
     FUSIONS,
     POOLINGS,
@@ -157,7 +158,8 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="images per forward pass")
+                   help="images per forward pass (default: 1 on a CPU, where batching only "
+                        f"pads, {DEFAULT_BATCH_SIZE} on a GPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: $DISTILL_TORCH_THREADS, else half the cores, "
                         "so that two processes on one machine do not thrash)")

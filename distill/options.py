@@ -107,7 +107,10 @@ class InferenceOptions:
     size_dependent_area: float = 180.0 ** 2
     device: str = "cpu"
     half: bool = False
-    batch_size: int = DEFAULT_BATCH_SIZE
+    # Images per forward pass; None: 1 on a CPU, where a batch only adds padding (images
+    # of different sizes are padded to the largest; measured in docs/BENCHMARKS.md), and
+    # DEFAULT_BATCH_SIZE on a GPU.
+    batch_size: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     # Keypoint teachers: detections per image that get the keypoint ensemble. "auto":
     # KEYPOINT_CAP_FACTOR x the labeled instances per image (at least KEYPOINT_CAP_MIN);
@@ -126,7 +129,7 @@ class InferenceOptions:
                                             or self.keypoint_cap < 0):
             raise ConfigError(f"keypoint_cap must be 'auto' or an integer >= 0, "
                               f"got {self.keypoint_cap!r}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
 
     def describe(self) -> dict[str, Any]:

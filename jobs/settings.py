@@ -23,7 +23,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from distill.errors import ConfigError
 from distill.logs import LogFormat
 from distill.options import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_PIXELS,
     DEFAULT_TTA,
     Combine,
@@ -81,7 +80,7 @@ class Settings(BaseSettings):
     # Inference defaults (a job may choose its own tta and fusion).
     device: str = "cpu"
     half: bool = False
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)  # None: 1 on CPU, 4 on GPU
     tta: str = DEFAULT_TTA
     fusion: Fusion = "vote"
     vote_iou: float = Field(default=FusionParams().vote_threshold, gt=0, le=1)
