@@ -31,7 +31,7 @@ from distill.coco import CocoDict, load_coco
 from distill.errors import DataError
 from distill.images import load_image
 from distill.models.zoo import build_from_card
-from distill.options import InferenceOptions
+from distill.options import DEFAULT_BATCH_SIZE, InferenceOptions
 
 Predict = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 
@@ -190,7 +190,7 @@ def evaluate(predict: Predict, card: ModelCard, coco: CocoDict, images_dir: Path
 
 def evaluate_checkpoint(checkpoint: Path, json_path: Path, images_dir: Path, *,
                         tta: str | None = None, options: InferenceOptions | None = None,
-                        device: str = "cpu", batch_size: int = 4,
+                        device: str = "cpu", batch_size: int | None = None,
                         progress: bool = False) -> EvalReport:
     """``distill eval``: loads a checkpoint, predicts, scores.
 
@@ -201,7 +201,10 @@ def evaluate_checkpoint(checkpoint: Path, json_path: Path, images_dir: Path, *,
     model = build_from_card(card, state)
     run = None if tta is None else replace(options or InferenceOptions(), tta=tta)
     predict = predictor_for(model, card, run, device=device)
-    report = evaluate(predict, card, load_coco(json_path), images_dir, batch_size=batch_size,
+    # Evaluation keeps batches of 4 unless told otherwise, so that its numbers stay
+    # comparable across runs (the worker's CPU default of 1 image changes them slightly).
+    report = evaluate(predict, card, load_coco(json_path), images_dir,
+                      batch_size=batch_size or DEFAULT_BATCH_SIZE,
                       progress=progress)
     report.meta = {"model": str(checkpoint), "arch": card.arch, "task": card.task,
                    "json": str(json_path), "images_dir": str(images_dir), "tta": tta}
