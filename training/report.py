@@ -20,7 +20,7 @@ LABELS = {
 METRIC = {"keypoints": "keypoints", "boxes": "bbox"}
 
 
-def _fmt(values: list[float]) -> str:
+def mean_spread(values: list[float]) -> str:
     """``mean ± sample std`` over seeds (just the value for one seed)."""
     if not values:
         return "–"
@@ -29,7 +29,7 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def _values(runs: list[dict[str, Any]], row: str, metric: str, stat: str) -> list[float]:
+def row_values(runs: list[dict[str, Any]], row: str, metric: str, stat: str) -> list[float]:
     return [r["scores"][row][metric][stat] for r in runs if row in r["scores"]]
 
 
@@ -54,17 +54,17 @@ def task_table(task: str, runs: list[dict[str, Any]], tta: str) -> list[str]:
             if not any(row in r["scores"] for r in runs):
                 continue
             base = "baseline" + suffix
-            ap = _values(runs, row, metric, "AP")
+            ap = row_values(runs, row, metric, "AP")
             delta = [r["scores"][row][metric]["AP"] - r["scores"][base][metric]["AP"]
                      for r in runs if row in r["scores"] and base in r["scores"]]
             iters = sorted({r["iters"].get(name) for r in runs})
             cells = [label, f"TTA ({tta})" if suffix else "single pass",
-                     "/".join(str(i) for i in iters), _fmt(ap),
-                     _fmt(_values(runs, row, metric, "AP50")),
-                     _fmt(_values(runs, row, metric, "AP75"))]
+                     "/".join(str(i) for i in iters), mean_spread(ap),
+                     mean_spread(row_values(runs, row, metric, "AP50")),
+                     mean_spread(row_values(runs, row, metric, "AP75"))]
             if extra:
-                cells.append(_fmt(_values(runs, row, "bbox", "AP")))
-            cells.append("–" if name == "baseline" else _signed(delta))
+                cells.append(mean_spread(row_values(runs, row, "bbox", "AP")))
+            cells.append("–" if name == "baseline" else signed_mean_spread(delta))
             if oracle:
                 cells.append(_oracle_share(runs, name, suffix, metric))
             cells.append(", ".join(f"{v:.1f}" for v in ap))
@@ -88,7 +88,8 @@ def _oracle_share(runs: list[dict[str, Any]], name: str, suffix: str, metric: st
     return f"{100 * gain / ceiling:.0f}%" if ceiling > 0 else "– (oracle gains nothing)"
 
 
-def _signed(values: list[float]) -> str:
+def signed_mean_spread(values: list[float]) -> str:
+    """``+mean ± sample std`` of paired differences (just the signed value for one seed)."""
     if not values:
         return "–"
     mean = statistics.mean(values)

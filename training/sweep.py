@@ -21,8 +21,7 @@ from typing import Any
 
 from distill.fileio import write_json_atomic
 from training.experiment_config import ExperimentConfig, add_arguments, config_from_args
-
-METRIC = {"keypoints": "keypoints", "boxes": "bbox"}
+from training.report import METRIC, mean_spread, row_values, signed_mean_spread
 
 
 def point_config(base: ExperimentConfig, labeled: int, budget: int) -> ExperimentConfig:
@@ -76,10 +75,11 @@ def render_sweep(sweep: dict[str, Any]) -> str:
                 continue
             cells = [str(point["labeled"]), f"x{point['budget']}", str(point["iters"])]
             for suffix in ("", "+tta"):
-                base = _ap(runs, "baseline" + suffix, task)
+                base = row_values(runs, "baseline" + suffix, METRIC[task], "AP")
                 student = _delta(runs, "student" + suffix, "baseline" + suffix, task)
                 oracle = _delta(runs, "student-oracle" + suffix, "baseline" + suffix, task)
-                cells += [_fmt(base), _fmt(student, signed=True), _fmt(oracle, signed=True)]
+                cells += [mean_spread(base), signed_mean_spread(student),
+                          signed_mean_spread(oracle)]
                 if not suffix:
                     share = (f"{100 * statistics.mean(student) / statistics.mean(oracle):.0f}%"
                              if student and oracle and statistics.mean(oracle) > 0 else "–")
@@ -91,22 +91,10 @@ def render_sweep(sweep: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _ap(runs: list[dict[str, Any]], row: str, task: str) -> list[float]:
-    return [r["scores"][row][METRIC[task]]["AP"] for r in runs if row in r["scores"]]
-
-
 def _delta(runs: list[dict[str, Any]], row: str, base: str, task: str) -> list[float]:
     m = METRIC[task]
     return [r["scores"][row][m]["AP"] - r["scores"][base][m]["AP"] for r in runs
             if row in r["scores"] and base in r["scores"]]
-
-
-def _fmt(values: list[float], signed: bool = False) -> str:
-    if not values:
-        return "–"
-    mean = statistics.mean(values)
-    text = f"{mean:+.1f}" if signed else f"{mean:.1f}"
-    return text + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
