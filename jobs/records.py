@@ -74,7 +74,8 @@ class JobRequest(BaseModel):
     score_thresh: float | None = None
     keypoint_thresh: float | None = None
     min_votes: int = 0  # box teachers: transforms that must agree on a kept instance
-    ignore_factor: float = 0.0  # calibrated ignore regions (SelectionConfig); 0: none
+    # Calibrated ignore regions (SelectionConfig); 0: none; None: the teacher's default.
+    ignore_factor: float | None = None
 
 
 class JobRecord(BaseModel):
