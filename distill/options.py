@@ -75,7 +75,9 @@ class FusionParams:
     scoring: Scoring = "ID"
     wbf_iou_threshold: float = 0.55
     max_detections: int = 100
-    pooling: Pooling = "nms"
+    # Detectron's raw pooling: its pseudo-labels and students scored at least as well as
+    # the NMS-ed pool's on the choosing and the confirming seeds (docs/RESULTS.md, Run 5).
+    pooling: Pooling = "raw"
     # Raw pooling: at most this many detections per transform and image (the best
     # scoring), which bounds the pool's memory (a detector gives up to 1000 RoIs x classes).
     raw_pool_cap: int = 1000

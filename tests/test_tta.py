@@ -291,7 +291,7 @@ def test_raw_pooling_pools_what_the_detectors_nms_would_drop(box_model: nn.Modul
     images = _images()
     transforms = parse_preset("flip", 256, 416)
     original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
-    final = BoxTTA(box_model, transforms, FusionParams("vote"))
+    final = BoxTTA(box_model, transforms, FusionParams("vote", pooling="nms"))
     raw = BoxTTA(box_model, transforms, FusionParams("vote", pooling="raw", raw_pool_cap=300))
     with torch.inference_mode():
         pool_final = final._detect(transforms[0], images, original)

@@ -114,7 +114,7 @@ class _Pipeline:
             shutil.copyfile(lent, log)
         cmd = ["distill", "annotate", "--teacher", str(teacher), "--images", str(images),
                "--out", str(out), "--tta", self.cfg.tta]
-        cmd += ["--box-pooling", pooling] if pooling != "nms" else []
+        cmd += ["--box-pooling", pooling]  # "nms" too: the rows stay comparable across runs
         cmd += ["--ignore-factor", f"{ignore_factor:g}"]  # 0 too: a box teacher's default is 2
         self.commands.append(shlex.join(cmd))
         self.timed(f"annotate {name}", out.is_file(), lambda: annotate_folder(
