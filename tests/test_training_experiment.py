@@ -41,8 +41,9 @@ def test_quick_experiment_runs_end_to_end(tmp_path: Path) -> None:
         assert {"teacher", "baseline", "baseline+tta", "student", "student+tta",
                 "student-shifted", "student-oracle", "student-shifted-oracle", "student-ignore",
                 "student-shifted-ignore"} <= set(run["scores"])
-        # The raw-pooling student exists for box teachers only.
+        # The raw-pooling students exist for box teachers only.
         assert ("student-raw" in run["scores"]) == (run["task"] == "boxes")
+        assert ("student-raw-ignore" in run["scores"]) == (run["task"] == "boxes")
         # The ignore variant reuses the teacher's predictions: only the selection reran.
         assert run["pseudo"]["pseudo-ignore"]["annotations"] == \
             run["pseudo"]["pseudo"]["annotations"]

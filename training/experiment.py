@@ -16,7 +16,8 @@ For each task (keypoints, boxes) and seed:
    a second round where the student is the teacher;
 7. optional variants beside the student: ``--compare-pooling`` (box teachers: Detectron's
    raw pooling, ``student-raw``), ``--ignore-factor F`` (the teacher's unsure predictions
-   as ignore regions, ``student-ignore`` and ``student-shifted-ignore``), ``--oracle``
+   as ignore regions, ``student-ignore`` and ``student-shifted-ignore``; with both,
+   ``student-raw-ignore``, a box teacher's defaults), ``--oracle``
    (the same images with their true labels: what pseudo-labels could give at best);
 8. evaluate everything on the test split, with and without test-time augmentation.
 

@@ -31,8 +31,11 @@ from training.trainer import TrainConfig, train
 if TYPE_CHECKING:  # the experiment imports this module; the config is only a type here
     from training.experiment_config import ExperimentConfig
 
-ROWS = ("teacher", "baseline", "student", "student-raw", "student-ignore", "student-shifted",
-        "student-shifted-ignore", "student-round2", "student-oracle", "student-shifted-oracle")
+EVAL_POOLING: Pooling = "nms"  # the box pooling of the TTA evaluation rows
+
+ROWS = ("teacher", "baseline", "student", "student-raw", "student-ignore", "student-raw-ignore",
+        "student-shifted", "student-shifted-ignore", "student-round2", "student-oracle",
+        "student-shifted-oracle")
 
 
 class _Pipeline:
@@ -132,12 +135,19 @@ class _Pipeline:
         out = self.dir / f"eval-{label}.json"
         cmd = ["distill", "eval", "--model", str(model), "--json", str(self.json_of("test")),
                "--images", str(self.data["test"].images_dir), "--out", str(out)]
-        self.commands.append(shlex.join(cmd + (["--tta", tta] if tta else [])))
+        # TTA rows pool boxes as every run before raw pooling became the default did, so
+        # that their numbers stay comparable across runs (the pseudo-labels' pooling is
+        # each variant's own).
+        tta_args = ["--tta", tta, "--box-pooling", EVAL_POOLING] if tta else []
+        self.commands.append(shlex.join(cmd + tta_args))
 
         def run() -> None:
+            from distill.options import FusionParams, InferenceOptions
+
+            options = InferenceOptions(fusion=FusionParams(pooling=EVAL_POOLING))
             report = evaluate_checkpoint(model, self.json_of("test"),
                                          self.data["test"].images_dir, tta=tta,
-                                         device=self.cfg.device)
+                                         options=options, device=self.cfg.device)
             write_json_atomic(out, report.to_json())
 
         self.timed(f"eval {label}", out.is_file(), run)
@@ -181,6 +191,12 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
                             predictions_of=pseudo if lend else None)
         models["student-ignore"] = p.train("student-ignore", cfg.student_iters, ignore,
                                            unlabeled)
+        if cfg.compare_pooling and task == "boxes":  # both: a box teacher's defaults
+            raw_ignore = p.annotate("pseudo-raw-ignore", models["teacher"], "unlabeled",
+                                    pooling="raw", ignore_factor=cfg.ignore_factor,
+                                    predictions_of=raw)
+            models["student-raw-ignore"] = p.train("student-raw-ignore", cfg.student_iters,
+                                                   raw_ignore, unlabeled)
     # Same architecture, seed, data and schedule as the teacher when the budgets match:
     # that training is the teacher, so it is done once.
     models["baseline"] = (models["teacher"] if cfg.teacher_iters == cfg.student_iters
@@ -219,7 +235,9 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
             scores[name + suffix] = (scores[first + suffix] if first != name
                                      else p.evaluate(name, models[name], tta))
     sources = {"pseudo": ("unlabeled", "teacher"), "pseudo-raw": ("unlabeled", "teacher"),
-               "pseudo-ignore": ("unlabeled", "teacher"), "pseudo-shifted": ("shifted", "teacher"),
+               "pseudo-ignore": ("unlabeled", "teacher"),
+               "pseudo-raw-ignore": ("unlabeled", "teacher"),
+               "pseudo-shifted": ("shifted", "teacher"),
                "pseudo-shifted-ignore": ("shifted", "teacher"),
                "pseudo-round2": ("unlabeled", "student")}
     pseudo_info = {name: p.pseudo_summary(name, split, models[by])
