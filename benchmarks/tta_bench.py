@@ -28,7 +28,7 @@ import torch
 from distill.annotate import annotate_folder
 from distill.card import ModelCard
 from distill.checkpoint import load_checkpoint
-from distill.coco import load_coco
+from distill.coco import load_coco, objects
 from distill.data import generate
 from distill.images import load_image
 from distill.models.zoo import build_from_card
@@ -140,7 +140,7 @@ def main() -> None:
             raw, selected = _quality(pseudo, gt_json, card)
             metric = "keypoints" if task == "keypoints" else "bbox"
             rows.append((task, preset, raw[metric], selected[metric],
-                         len(json.loads(pseudo.read_text())["annotations"]), seconds))
+                         len(objects(json.loads(pseudo.read_text()))), seconds))
     print("\npseudo-label quality on the unlabeled split (COCO AP vs hidden ground truth):")
     print(f"  {'task':10s} {'preset':16s} {'raw AP':>7s} {'kept AP':>8s} {'kept':>6s} {'sec':>6s}")
     for task, preset, raw_ap, kept_ap, kept, sec in rows:

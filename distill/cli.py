@@ -147,9 +147,10 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vote-iou", type=float, default=d.fusion.vote_threshold,
                    help="box-voting IoU threshold")
     p.add_argument("--vote-scoring", choices=SCORINGS, default=d.fusion.scoring)
-    p.add_argument("--box-pooling", choices=POOLINGS, default=d.fusion.pooling,
+    p.add_argument("--box-pooling", choices=POOLINGS, default=None,
                    help="box fusion pools each transform's final detections (nms) or, as "
-                        "Detectron, its raw per-class boxes before NMS (raw)")
+                        "Detectron, its raw per-class boxes before NMS (raw; default for "
+                        "--fusion vote, while wbf takes only nms)")
     p.add_argument("--heatmap-combine", choices=COMBINES, default=d.combine)
     p.add_argument("--size-dependent", action="store_true",
                    help="small boxes ignore down-scaled passes, large ones up-scaled passes")

@@ -36,6 +36,7 @@ FUSIONS: tuple[Fusion, ...] = get_args(Fusion)
 # or each transform's final, NMS-ed detections.
 Pooling = Literal["raw", "nms"]
 POOLINGS: tuple[Pooling, ...] = get_args(Pooling)
+DEFAULT_POOLING: dict[Fusion, Pooling] = {"vote": "raw", "wbf": "nms"}
 
 # Box-voting score of a kept box: its own (ID), the voters' mean (AVG), IoU-weighted mean.
 Scoring = Literal["ID", "AVG", "IOU_AVG"]
@@ -75,16 +76,21 @@ class FusionParams:
     scoring: Scoring = "ID"
     wbf_iou_threshold: float = 0.55
     max_detections: int = 100
-    # Detectron's raw pooling: its pseudo-labels and students scored at least as well as
-    # the NMS-ed pool's on the choosing and the confirming seeds (docs/RESULTS.md, Run 5).
-    pooling: Pooling = "raw"
+    # None: DEFAULT_POOLING[method]. Voting pools raw, as Detectron (its pseudo-labels and
+    # students scored at least as well as the NMS-ed pool's; docs/RESULTS.md, Runs 5 and
+    # 6); weighted boxes fusion expects one box per transform and object, so only "nms".
+    pooling: Pooling | None = None
     # Raw pooling: at most this many detections per transform and image (the best
     # scoring), which bounds the pool's memory (a detector gives up to 1000 RoIs x classes).
     raw_pool_cap: int = 1000
 
     def __post_init__(self) -> None:
         check_choice("fusion", self.method, FUSIONS)
-        check_choice("box pooling", self.pooling, POOLINGS)
+        if self.pooling is not None:
+            check_choice("box pooling", self.pooling, POOLINGS)
+        if self.method == "wbf" and self.pooled == "raw":
+            raise ConfigError("weighted boxes fusion takes each transform's final detections "
+                              "(box pooling 'nms'); raw pooling is for voting")
         if self.raw_pool_cap < 1:
             raise ConfigError(f"raw_pool_cap must be >= 1, got {self.raw_pool_cap}")
         check_choice("vote scoring", self.scoring, SCORINGS)
@@ -94,6 +100,12 @@ class FusionParams:
                 raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
         if self.max_detections < 1:
             raise ConfigError(f"max_detections must be >= 1, got {self.max_detections}")
+
+    @property
+    def pooled(self) -> Pooling:
+        """What is pooled: the pooling given, else the method's default (so that a copy
+        with another method, as a job's fusion, gets that method's default)."""
+        return self.pooling or DEFAULT_POOLING[self.method]
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,8 @@ class InferenceOptions:
 
     def describe(self) -> dict[str, Any]:
         """JSON form for the output's info block."""
-        return {"tta": self.tta, "fusion": asdict(self.fusion), "heatmap_combine": self.combine,
+        fusion = {**asdict(self.fusion), "pooling": self.fusion.pooled}
+        return {"tta": self.tta, "fusion": fusion, "heatmap_combine": self.combine,
                 "size_dependent": self.size_dependent,
                 "size_dependent_area": self.size_dependent_area,
                 "keypoint_cap": self.keypoint_cap, "keypoint_floor": self.keypoint_floor}

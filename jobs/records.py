@@ -75,7 +75,8 @@ class JobRequest(BaseModel):
     keypoint_thresh: float | None = None
     min_votes: int = 0  # box teachers: transforms that must agree on a kept instance
     # Calibrated ignore regions (SelectionConfig); 0: none; None: the teacher's default.
-    ignore_factor: float | None = None
+    # Absent from records written before ignore regions existed: 0, as those jobs ran.
+    ignore_factor: float | None = 0.0
 
 
 class JobRecord(BaseModel):

@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     fusion: Fusion = "vote"
     vote_iou: float = Field(default=FusionParams().vote_threshold, gt=0, le=1)
     vote_scoring: Scoring = "ID"
-    box_pooling: Pooling = FusionParams().pooling
+    box_pooling: Pooling | None = None  # None: raw for vote, nms for wbf (FusionParams)
     heatmap_combine: Combine = "avg"
     size_dependent: bool = False
     size_dependent_area: float = Field(default=180.0 ** 2, gt=0)

@@ -58,7 +58,9 @@ def test_identity_preset_reproduces_faster_rcnn(box_model: nn.Module) -> None:
     images = _images(1)
     with torch.inference_mode():
         expected = box_model(images)
-    got = BoxTTA(box_model, parse_preset("identity", 256, 416), FusionParams("vote"))(images)
+    # One pass pooled NMS-ed is the detector's own output; raw pooling would vote its boxes.
+    got = BoxTTA(box_model, parse_preset("identity", 256, 416),
+                 FusionParams("vote", pooling="nms"))(images)
     for e, g in zip(expected, got, strict=True):
         assert len(e["boxes"]) > 0
         # Voting over one pass: survivors of the model's own NMS(0.5) never overlap at 0.8.
@@ -309,3 +311,15 @@ def test_raw_pooling_pools_what_the_detectors_nms_would_drop(box_model: nn.Modul
         assert out["votes"].max() <= len(transforms)
     with pytest.raises(ConfigError, match="pooling"):
         FusionParams("vote", pooling="all")  # type: ignore[arg-type]
+
+
+def test_default_pooling_follows_the_fusion_method() -> None:
+    from dataclasses import replace
+
+    # Voting pools raw (Detectron); weighted boxes fusion wants one box per transform.
+    assert FusionParams("vote").pooled == "raw" and FusionParams("wbf").pooled == "nms"
+    # A job's copy with another method gets that method's default, not the first's.
+    assert replace(FusionParams("vote"), method="wbf").pooled == "nms"
+    assert FusionParams("wbf", pooling="nms").pooled == "nms"
+    with pytest.raises(ConfigError, match="weighted boxes fusion"):
+        FusionParams("wbf", pooling="raw")

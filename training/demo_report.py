@@ -95,8 +95,9 @@ def write_report(out: Path, task: str, rows: dict[str, EvalReport], pseudo: Path
     md = [f"# distill demo ({task})", "",
           f"Wall time: {minutes:.1f} minutes. Test split AP (COCOeval, percent):", "",
           table, "", "![AP per model](ap.png)", "",
-          f"Pseudo-labels: {len(data['annotations'])} on {len(data['images'])} unlabeled "
-          f"images, transforms {info.get('transforms')}, thresholds {info.get('thresholds')}.",
+          f"Pseudo-labels: {len(objects(data))} on {len(data['images'])} unlabeled images "
+          f"({len(data['annotations']) - len(objects(data))} ignore regions), transforms "
+          f"{info.get('transforms')}, thresholds {info.get('thresholds')}.",
           "", *pictures, ""]
     path = folder / "report.md"
     path.write_text("\n".join(md))

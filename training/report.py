@@ -11,7 +11,7 @@ LABELS = {
     "student": "student (labeled + pseudo-labels)",
     "student-raw": "student, box pseudo-labels pooled raw (Detectron)",
     "student-ignore": "student, unsure pseudo-labels as ignore regions",
-    "student-raw-ignore": "student, pooled raw and unsure ones ignored (box defaults)",
+    "student-raw-ignore": "student, pooled raw and unsure ones as ignore regions",
     "student-shifted": "student (+ pseudo-labels of shifted images)",
     "student-shifted-ignore": "student (shifted), unsure pseudo-labels as ignore regions",
     "student-round2": "student, round 2 (student as teacher)",

@@ -59,7 +59,7 @@ class BoxTTA:
         batch, _ = rcnn([img.flip(-1) for img in images] if t.hflip else images)
         features = model.backbone(batch.tensors)
         proposals, _ = model.rpn(batch, features)
-        with _raw_detections(model, self.fusion.raw_pool_cap, self.fusion.pooling == "raw"):
+        with _raw_detections(model, self.fusion.raw_pool_cap, self.fusion.pooled == "raw"):
             detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
         detections = rcnn.postprocess(detections, batch.image_sizes, original)
         for det, size in zip(detections, original, strict=True):
@@ -79,7 +79,7 @@ class BoxTTA:
                 vote_threshold=f.vote_threshold, scoring=f.scoring,
                 max_detections=f.max_detections)
         # Agreement counts each transform's own final detections, also under raw pooling.
-        finals = [_nms(self.model, d) for d in dets] if f.pooling == "raw" else dets
+        finals = [_nms(self.model, d) for d in dets] if f.pooled == "raw" else dets
         votes, spread = transform_agreement(boxes, labels, [(d["boxes"], d["labels"])
                                                             for d in finals])
         return {"boxes": boxes, "scores": scores, "labels": labels, "votes": votes,

@@ -2,7 +2,8 @@
 
 It picks the keypoint path (shared boxes, heatmap averaging) or the box path
 (whole detector per transform, union, fusion) from the card's task, and
-handles the device; a plain model is the ``identity`` preset.
+handles the device; a plain model is the ``identity`` preset (for a box teacher with
+``nms`` pooling: raw pooling votes even one pass's boxes, as Detectron's BBOX_VOTE).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def build_predictor(model: GeneralizedRCNN, card: ModelCard,
     relative to the card's min/max sizes; ``options.fusion`` applies to box
     tasks, ``combine`` and ``size_dependent`` to keypoint tasks. The default
     options run the ``standard`` preset; pass ``InferenceOptions(tta="identity")``
-    for the plain model.
+    (with ``FusionParams(pooling="nms")`` for a box teacher) for the plain model.
     """
     options = options or InferenceOptions()
     dev = resolve_device(options.device)
