@@ -108,7 +108,7 @@ def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | No
     when ignore regions reach further down, or for a box teacher. A log calibrated
     together with others (a service dataset) must not get one: its own images say
     nothing about where the set's threshold will land."""
-    if selection.explicit or selection.ignore_factor_for(teacher.card):
+    if selection.explicit or selection.ignore_factor:
         return None
     return ScoreFloor.for_card(teacher.card, teacher.options.keypoint_floor)
 

@@ -106,12 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-votes", type=int, default=0,
                    help="box teachers: keep only instances that at least this many transforms "
                         "agree on (each annotation's distill.votes)")
-    p.add_argument("--ignore-factor", type=float, default=None,
+    p.add_argument("--ignore-factor", type=float, default=0.0,
                    help="also write the predictions not kept, down to where the set would "
                         "carry F x the labeled instances per image, as ignore regions "
                         "(iscrowd 1), which `distill train` treats as neither object nor "
-                        "background (needs the teacher's labeled statistics; 0: none; "
-                        "default 2 for box teachers that carry them, 0 for keypoint teachers)")
+                        "background (needs the teacher's labeled statistics; default 0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_annotate)
 

@@ -19,14 +19,7 @@ from typing import Any
 from distill.calibrate import Selection, keypoint_score_threshold, score_thresholds
 from distill.card import LabeledStats, ModelCard
 from distill.errors import ConfigError
-from distill.options import Task
 from distill.predictions import ImageRecord
-
-# Ignore regions when none are asked for, by the teacher's task (and only where its card
-# carries labeled statistics): on for box teachers, where the students gained from them
-# (docs/RESULTS.md, Runs 5 and 6); off for keypoint teachers, which were not measured and
-# whose score floor (distill/tta/floor.py) ignore regions would switch off.
-DEFAULT_IGNORE_FACTOR: Mapping[Task, float] = {"boxes": 2.0, "keypoints": 0.0}
 
 # Records to select from: an in-memory collection, or a function that starts a fresh
 # pass over them (e.g. ``lambda: log.iter_records()``), so a set of any size can be
@@ -56,9 +49,8 @@ class SelectionConfig:
     min_votes: int = 0
     # 0: off. F >= 1: the predictions not kept, down to where the set would carry F x the
     # labeled instances per image, are written as ignore regions (iscrowd 1). Needs the
-    # labeled statistics, also beside explicit score thresholds. None: the teacher's
-    # default (DEFAULT_IGNORE_FACTOR; see ignore_factor_for).
-    ignore_factor: float | None = None
+    # labeled statistics, also beside explicit score thresholds.
+    ignore_factor: float = 0.0
     # A category with fewer candidates than its target keeps only those scoring at least
     # this, not everything down to the detector's score floor: measured on the synthetic
     # box teachers (benchmarks/score_bands.py, docs/RESULTS.md), predictions under 0.5
@@ -66,8 +58,7 @@ class SelectionConfig:
     shortfall_floor: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.ignore_factor is not None and not (
-                self.ignore_factor == 0 or 1.0 <= self.ignore_factor < math.inf):
+        if not (self.ignore_factor == 0 or 1.0 <= self.ignore_factor < math.inf):
             raise ConfigError(f"ignore_factor must be 0 (off) or a finite number >= 1, "
                               f"got {self.ignore_factor!r}")
         if not 0.0 <= self.shortfall_floor <= 1.0:
@@ -78,23 +69,13 @@ class SelectionConfig:
         """Whether the box thresholds are given rather than calibrated."""
         return self.score_threshold is not None or bool(self.category_thresholds)
 
-    def ignore_factor_for(self, card: ModelCard) -> float:
-        """The ignore factor in effect for ``card``'s teacher: the one given, else its
-        task's default where the card carries labeled statistics (0 without them)."""
-        if self.ignore_factor is not None:
-            return self.ignore_factor
-        if card.labeled_stats is None:
-            return 0.0
-        return DEFAULT_IGNORE_FACTOR.get(card.task, 0.0)
-
-    def describe(self, card: ModelCard) -> dict[str, Any]:
-        """JSON form for the output's info block (the factor in effect for ``card``)."""
+    def describe(self) -> dict[str, Any]:
+        """JSON form for the output's info block."""
         return {"score_threshold": self.score_threshold,
                 "category_thresholds": {str(k): _finite(v)
                                         for k, v in self.category_thresholds.items()},
                 "keypoint_threshold": self.keypoint_threshold, "min_votes": self.min_votes,
-                "ignore_factor": self.ignore_factor_for(card),
-                "shortfall_floor": self.shortfall_floor}
+                "ignore_factor": self.ignore_factor, "shortfall_floor": self.shortfall_floor}
 
 
 def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> Selection:
@@ -113,11 +94,11 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
         for c, scores in by_cat.items():  # short of candidates: not down to the floor
             if 0 < len(scores) < round(targets.get(c, 0.0) * num_ok):
                 thresholds[c] = max(thresholds[c], config.shortfall_floor)
-    factor = config.ignore_factor_for(card)
-    if factor:
+    if config.ignore_factor:
         targets = _targets(card, "ignore-region")
         by_cat, num_ok = pool or _candidates(fresh, cat_ids, config.min_votes)
-        ignore = score_thresholds(by_cat, {c: m * factor for c, m in targets.items()}, num_ok)
+        ignore = score_thresholds(
+            by_cat, {c: m * config.ignore_factor for c, m in targets.items()}, num_ok)
     kp_threshold: float | None = None
     if card.task == "keypoints":
         if config.keypoint_threshold is not None:
@@ -176,7 +157,7 @@ def finalize(records: RecordSource, card: ModelCard, selection: SelectionConfig,
     :data:`RecordSource`), so huge sets stay out of memory.
     """
     chosen = select(records, card, selection)
-    return to_coco(records, card, chosen, {"selection": selection.describe(card), **(info or {})})
+    return to_coco(records, card, chosen, {"selection": selection.describe(), **(info or {})})
 
 
 def to_coco(records: RecordSource, card: ModelCard, selection: Selection,

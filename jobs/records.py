@@ -74,9 +74,7 @@ class JobRequest(BaseModel):
     score_thresh: float | None = None
     keypoint_thresh: float | None = None
     min_votes: int = 0  # box teachers: transforms that must agree on a kept instance
-    # Calibrated ignore regions (SelectionConfig); 0: none; None: the teacher's default.
-    # Absent from records written before ignore regions existed: 0, as those jobs ran.
-    ignore_factor: float | None = 0.0
+    ignore_factor: float = 0.0  # calibrated ignore regions (SelectionConfig); 0: none
 
 
 class JobRecord(BaseModel):

@@ -320,9 +320,9 @@ def test_min_votes_drops_instances_few_transforms_agree_on() -> None:
                       boxes=((0.0, 0.0, 9.0, 9.0), (20.0, 0.0, 29.0, 9.0), (40.0, 0.0, 49.0, 9.0)),
                       scores=(0.9, 0.8, 0.7), category_ids=(1, 1, 1), votes=(6, 1, 5),
                       spread=(0.01, 0.3, 0.02))
-    every = finalize([rec], card, SelectionConfig(ignore_factor=0))
+    every = finalize([rec], card, SelectionConfig())
     assert [a["score"] for a in every["annotations"]] == [0.9, 0.8]  # target 2, best two
-    agreed = finalize([rec], card, SelectionConfig(min_votes=3, ignore_factor=0))
+    agreed = finalize([rec], card, SelectionConfig(min_votes=3))
     # The 1-vote box is no candidate: calibration takes the best two of the others.
     assert [a["score"] for a in agreed["annotations"]] == [0.9, 0.7]
     assert agreed["info"]["selection"]["min_votes"] == 3

@@ -42,7 +42,7 @@ BIKES = [[0.5], [], [], []]
 
 
 def test_category_report_records_target_candidates_kept_threshold_and_shortfall() -> None:
-    coco = finalize(_records(CARS, BIKES), _card(), SelectionConfig(ignore_factor=0))
+    coco = finalize(_records(CARS, BIKES), _card(), SelectionConfig())
     report = coco["info"]["categories_report"]
     assert report[str(CAR)] == {
         "name": "car", "target": 4, "candidates": 8, "kept": 4, "threshold": 0.6,
@@ -75,15 +75,14 @@ def test_a_short_category_keeps_only_candidates_above_its_floor() -> None:
     card = _card()
     card.labeled_stats.instances_per_image[str(BIKE)] = 0.75  # type: ignore[union-attr]
     records = _records(CARS, [[0.5], [0.2], [], []])
-    plain = SelectionConfig(ignore_factor=0)
-    report = finalize(records, card, plain)["info"]["categories_report"]
+    report = finalize(records, card, SelectionConfig())["info"]["categories_report"]
     assert report[str(BIKE)] | {"name": "bike"} == {
         "name": "bike", "target": 3, "candidates": 2, "kept": 1, "threshold": 0.5,
         "shortfall": True, "ignored": 0, "ignore_threshold": None}
     # With ignore regions, the unsure candidate becomes one; with floor 0, a pseudo-label.
     ignoring = finalize(records, card, SelectionConfig(ignore_factor=1.0))
     assert ignoring["info"]["categories_report"][str(BIKE)]["ignored"] == 1
-    everything = finalize(records, card, SelectionConfig(ignore_factor=0, shortfall_floor=0.0))
+    everything = finalize(records, card, SelectionConfig(shortfall_floor=0.0))
     assert everything["info"]["categories_report"][str(BIKE)]["kept"] == 2
 
 
@@ -99,31 +98,6 @@ def test_ignore_regions_beside_explicit_thresholds() -> None:
                     SelectionConfig(score_threshold=0.75, ignore_factor=1.5))
     report = coco["info"]["categories_report"][str(CAR)]
     assert (report["kept"], report["ignored"], report["ignore_threshold"]) == (2, 4, 0.3)
-
-
-def test_box_teachers_with_labeled_statistics_write_ignore_regions_by_default() -> None:
-    coco = finalize(_records(CARS, BIKES), _card(), SelectionConfig())
-    assert coco["info"]["selection"]["ignore_factor"] == 2.0
-    # 2 x the car target is 8 instances: every car candidate not kept is an ignore region.
-    report = coco["info"]["categories_report"][str(CAR)]
-    assert (report["kept"], report["ignored"], report["ignore_threshold"]) == (4, 4, 0.1)
-    # Asked for none, none; a card without labeled statistics has no default to calibrate.
-    assert SelectionConfig(ignore_factor=0).ignore_factor_for(_card()) == 0
-    bare = ModelCard(arch="tiny", task="boxes", min_size=64, max_size=64,
-                     categories=[{"id": CAR, "name": "car"}])
-    explicit = finalize(_records(CARS, BIKES), bare, SelectionConfig(score_threshold=0.75))
-    assert explicit["info"]["selection"]["ignore_factor"] == 0
-    assert not any(a["iscrowd"] for a in explicit["annotations"])
-
-
-def test_keypoint_teachers_write_no_ignore_regions_by_default() -> None:
-    person = {"id": 1, "name": "person", "keypoints": ["a", "b"], "skeleton": []}
-    card = ModelCard(arch="tiny", task="keypoints", min_size=64, max_size=64,
-                     categories=[person], labeled_stats=LabeledStats(
-                         images=1, instances_per_image={"1": 1.0},
-                         visible_keypoints_per_instance=1.0))
-    assert SelectionConfig().ignore_factor_for(card) == 0
-    assert SelectionConfig(ignore_factor=2).ignore_factor_for(card) == 2
 
 
 def test_keypoint_annotations_carry_each_keypoint_score_and_spread() -> None:

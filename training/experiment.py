@@ -17,7 +17,7 @@ For each task (keypoints, boxes) and seed:
 7. optional variants beside the student: ``--compare-pooling`` (box teachers: Detectron's
    raw pooling, ``student-raw``), ``--ignore-factor F`` (the teacher's unsure predictions
    as ignore regions, ``student-ignore`` and ``student-shifted-ignore``; with both,
-   ``student-raw-ignore``, a box teacher's defaults), ``--oracle``
+   ``student-raw-ignore``), ``--oracle``
    (the same images with their true labels: what pseudo-labels could give at best);
 8. evaluate everything on the test split, with and without test-time augmentation.
 

@@ -118,7 +118,7 @@ class _Pipeline:
         cmd = ["distill", "annotate", "--teacher", str(teacher), "--images", str(images),
                "--out", str(out), "--tta", self.cfg.tta]
         cmd += ["--box-pooling", pooling]  # "nms" too: the rows stay comparable across runs
-        cmd += ["--ignore-factor", f"{ignore_factor:g}"]  # 0 too: a box teacher's default is 2
+        cmd += ["--ignore-factor", f"{ignore_factor:g}"] if ignore_factor else []
         self.commands.append(shlex.join(cmd))
         self.timed(f"annotate {name}", out.is_file(), lambda: annotate_folder(
             teacher, images, out,
@@ -191,7 +191,7 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
                             predictions_of=pseudo if lend else None)
         models["student-ignore"] = p.train("student-ignore", cfg.student_iters, ignore,
                                            unlabeled)
-        if cfg.compare_pooling and task == "boxes":  # both: a box teacher's defaults
+        if cfg.compare_pooling and task == "boxes":  # both together
             raw_ignore = p.annotate("pseudo-raw-ignore", models["teacher"], "unlabeled",
                                     pooling="raw", ignore_factor=cfg.ignore_factor,
                                     predictions_of=raw)

@@ -56,12 +56,11 @@ def annotate(
     min_votes: Annotated[int, Form(
         ge=0, le=100, description="box teachers: keep only instances that at least this "
                                   "many transforms agree on (default 0: no such rule)")] = 0,
-    ignore_factor: Annotated[float | None, Form(
+    ignore_factor: Annotated[float, Form(
         ge=0.0, le=100.0, allow_inf_nan=False,
         description="write the next-best predictions, down to where the set would carry "
                     "this many times the labeled instances per image, as ignore regions "
-                    "(iscrowd 1; >= 1; 0: none; default 2 for a box teacher whose card "
-                    "carries labeled statistics, 0 for a keypoint teacher)")] = None,
+                    "(iscrowd 1; >= 1; default 0: none)")] = 0.0,
     dataset: Annotated[str | None, Form(
         pattern=DATASET_PATTERN,
         description="groups batches whose pseudo-labels are calibrated together")] = None,
@@ -73,7 +72,7 @@ def annotate(
     if len(uploads) > settings.max_files:
         raise problem(422, f"{len(uploads)} files in one request, more than the limit of "
                            f"{settings.max_files}; split them into several batches")
-    if ignore_factor is not None and 0 < ignore_factor < 1.0:
+    if 0 < ignore_factor < 1.0:
         raise problem(422, f"ignore_factor {ignore_factor}: use 0 (no ignore regions) or a "
                            "factor >= 1")
     request = JobRequest(tta=tta or settings.tta, fusion=fusion or settings.fusion,
