@@ -101,8 +101,7 @@ def best_baselines(points: list[dict[str, Any]], task: str, labeled: int
     swept budgets tell."""
     m = METRIC[task]
     best: dict[int, tuple[int, float]] = {}
-    for point in sorted((p for p in points if p["labeled"] == labeled),
-                        key=lambda p: p["budget"]):
+    for point in _points_at(points, labeled):
         for run in point["runs"]:
             if run["task"] == task and "baseline" in run["scores"]:
                 ap = float(run["scores"]["baseline"][m]["AP"])
@@ -123,18 +122,23 @@ def _against_best_baseline(points: list[dict[str, Any]], task: str) -> list[str]
         best = best_baselines(points, task, labeled)
         if not best:
             continue
-        top = max(p["budget"] for p in points if p["labeled"] == labeled)
+        at = _points_at(points, labeled)
+        top = at[-1]["budget"]
         budgets = ", ".join(f"x{b}" for _, (b, _) in sorted(best.items()))
         stopped = ("yes" if all(b < top for b, _ in best.values())
                    else f"not by x{top} on every seed")
-        for point in sorted((p for p in points if p["labeled"] == labeled),
-                            key=lambda p: p["budget"]):
+        for point in at:
             gains = [r["scores"]["student"][m]["AP"] - best[r["seed"]][1]
                      for r in point["runs"] if r["task"] == task and r["seed"] in best
                      and "student" in r["scores"]]
             lines.append(f"| {labeled} | {budgets} | {stopped} | x{point['budget']} | "
                          f"{signed_mean_spread(gains)} |")
     return lines
+
+
+def _points_at(points: list[dict[str, Any]], labeled: int) -> list[dict[str, Any]]:
+    """The sweep's points of one labeled-set size, smallest budget first."""
+    return sorted((p for p in points if p["labeled"] == labeled), key=lambda p: p["budget"])
 
 
 def _delta(runs: list[dict[str, Any]], row: str, base: str, task: str) -> list[float]:
