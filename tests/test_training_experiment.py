@@ -134,26 +134,6 @@ def test_sigterm_takes_the_worker_processes_down(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_quick_sweep_runs_each_point_with_equal_budgets(tmp_path: Path) -> None:
-    from training.sweep import run_sweep
-
-    torch.set_num_threads(1)
-    base = quick_config(tmp_path / "sweep", tasks=("boxes",), shifted=0, rounds=1,
-                        progress=False, command=["distill", "sweep", "--quick"])
-    sweep = run_sweep(base, labeled_sizes=[4, 6], budgets=[1, 2])
-    points = [(p["labeled"], p["budget"], p["iters"]) for p in sweep["points"]]
-    assert points == [(4, 1, 6), (6, 1, 6), (4, 2, 12), (6, 2, 12)]
-    for point in sweep["points"]:
-        (run,) = point["runs"]
-        # Every point: the teacher is the equal-budget baseline, the oracle beside it.
-        assert run["iters"]["teacher"] == run["iters"]["student"] == point["iters"]
-        assert run["iters"]["student-oracle"] == point["iters"]
-    assert (tmp_path / "sweep" / "labeled6-x2" / "RESULTS.md").is_file()
-    summary = (tmp_path / "sweep" / "SWEEP.md").read_text()
-    assert "| 6 | x2 | 12 |" in summary and "oracle Δ" in summary
-
-
-@pytest.mark.slow
 def test_student_levers_reach_the_students_only(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     cfg = quick_config(tmp_path / "exp", tasks=("boxes",), shifted=0, rounds=1,

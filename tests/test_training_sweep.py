@@ -1,43 +1,128 @@
-"""The sweep's summary on hand-built results: the comparison with the best baseline."""
+"""The sweep's points and summary on hand-built point files; one quick sweep end to end."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from training.sweep import best_baselines, render_sweep
+import pytest
+import torch
+
+from distill.errors import ConfigError
+from training.sweep_points import (
+    Axes,
+    Point,
+    best_baseline,
+    check_settings,
+    load_points,
+    pending,
+    plan,
+    write_point,
+)
+from training.sweep_report import render
+
+SETTINGS = {"unlabeled": 500, "test": 150, "base_iters": 1000, "batch_size": 4, "lr": 0.02,
+            "labeled_ratio": 0.6, "tta": "standard", "arch": "tiny", "min_size": None,
+            "max_size": None}
+AXES = Axes(labeled_sizes=(150, 40), tasks=("boxes",), seeds=(0, 1))
 
 
-def _run(seed: int, baseline: float, student: float) -> dict[str, Any]:
-    scores = {"baseline": {"bbox": {"AP": baseline}}, "student": {"bbox": {"AP": student}}}
-    return {"task": "boxes", "seed": seed, "scores": scores}
+def _record(point: Point, single: float, tta: float, **extra: Any) -> dict[str, Any]:
+    return {"point": point.__dict__, "ap": {"single": single, "tta": tta},
+            "settings": SETTINGS, **extra}
 
 
-def _point(labeled: int, budget: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"labeled": labeled, "budget": budget, "iters": 1000 * budget, "runs": runs}
+def _baseline(labeled: int, seed: int, budget: int, ap: float) -> dict[str, Any]:
+    return _record(Point("figures", "boxes", labeled, seed, "baseline", budget), ap, ap + 2)
 
 
-# 40 labeled: the baselines peak at x2 on both seeds; 150 labeled: seed 1 still rises at x4.
-POINTS = [
-    _point(40, 1, [_run(0, 30.0, 33.0), _run(1, 28.0, 31.0)]),
-    _point(40, 2, [_run(0, 34.0, 36.0), _run(1, 32.0, 33.0)]),
-    _point(40, 4, [_run(0, 33.0, 37.0), _run(1, 31.0, 34.0)]),
-    _point(150, 1, [_run(0, 50.0, 49.0), _run(1, 48.0, 47.0)]),
-    _point(150, 4, [_run(0, 49.0, 52.0), _run(1, 51.0, 52.0)]),
+def _student(labeled: int, seed: int, budget: int, ap: float, role: str = "student",
+             precision: float = 0.8) -> dict[str, Any]:
+    quality = {"bbox": {"AP": 40.0, "precision50": precision, "recall50": 0.5}}
+    return _record(Point("figures", "boxes", labeled, seed, role, budget),  # type: ignore[arg-type]
+                   ap, ap + 1, pseudo={"quality": quality})
+
+
+# 150 labeled: seed 0 peaks at x2, seed 1 still rises at x4.
+RECORDS = [
+    _baseline(150, 0, 1, 50.0), _baseline(150, 0, 2, 54.0), _baseline(150, 0, 4, 53.0),
+    _baseline(150, 1, 1, 48.0), _baseline(150, 1, 2, 50.0), _baseline(150, 1, 4, 52.0),
+    _student(150, 0, 4, 57.0), _student(150, 1, 4, 53.0, precision=0.6),
+    _student(150, 0, 4, 60.0, role="oracle"), _student(150, 1, 4, 56.0, role="oracle"),
 ]
 
 
-def test_best_baseline_is_the_highest_over_budgets_per_seed() -> None:
-    assert best_baselines(POINTS, "boxes", 40) == {0: (2, 34.0), 1: (2, 32.0)}
-    assert best_baselines(POINTS, "boxes", 150) == {0: (1, 50.0), 1: (4, 51.0)}
-    assert best_baselines(POINTS, "keypoints", 40) == {}
+def test_plan_puts_baselines_before_the_students_that_need_them() -> None:
+    names = [p.name for p in plan(AXES)]
+    assert names[:6] == [f"figures-boxes-labeled150-seed0-{role}-x{b}" for role, b in
+                         (("baseline", 1), ("baseline", 2), ("baseline", 4), ("student", 2),
+                          ("student", 4), ("oracle", 4))]
+    assert names[6].startswith("figures-boxes-labeled150-seed1-")
+    assert names[12].startswith("figures-boxes-labeled40-seed0-")
+    assert len(names) == 2 * 2 * 6
 
 
-def test_summary_compares_each_student_with_its_seeds_best_baseline() -> None:
-    sweep = {"config": {"family": "figures", "seeds": [0, 1], "base_iters": 1000,
-                        "tasks": ["boxes"], "labeled_sizes": [40, 150], "budgets": [1, 2, 4]},
-             "points": POINTS, "command": ["distill", "sweep"]}
-    text = render_sweep(sweep)
-    # x4 students: 37-34 and 34-32 at 40 labeled (+2.5 ± 0.7); 52-50 and 52-51 at 150.
-    assert "| 40 | x2, x2 | yes | x4 | +2.5 ± 0.7 |" in text
-    assert "| 40 | x2, x2 | yes | x1 | -1.0 ± 0.0 |" in text  # 33-34, 31-32
-    assert "| 150 | x1, x4 | not by x4 on every seed | x4 | +1.5 ± 0.7 |" in text
+def test_pending_skips_the_points_whose_file_exists(tmp_path: Path) -> None:
+    first = plan(AXES)[0]
+    write_point(tmp_path, first, {"ap": {"single": 1.0, "tta": 1.0}, "settings": SETTINGS})
+    left = pending(AXES, tmp_path)
+    assert first not in left and len(left) == len(plan(AXES)) - 1
+    (record,) = load_points(tmp_path)
+    assert record["point"]["role"] == "baseline" and record["settings"] == SETTINGS
+
+
+def test_points_made_with_other_settings_are_refused() -> None:
+    check_settings(RECORDS, SETTINGS)
+    with pytest.raises(ConfigError, match="base_iters: 1000 -> 2000"):
+        check_settings(RECORDS, {**SETTINGS, "base_iters": 2000})
+
+
+def test_best_baseline_waits_for_every_budget_and_prefers_the_cheaper_tie() -> None:
+    assert best_baseline(RECORDS, "figures", "boxes", 150, 0, (1, 2, 4)) == (2, 54.0)
+    assert best_baseline(RECORDS, "figures", "boxes", 150, 1, (1, 2, 4)) == (4, 52.0)
+    assert best_baseline(RECORDS, "figures", "boxes", 150, 0, (1, 2, 4, 8)) is None
+    tie = [_baseline(40, 0, 1, 30.0), _baseline(40, 0, 2, 30.0)]
+    assert best_baseline(tie, "figures", "boxes", 40, 0, (1, 2)) == (1, 30.0)
+
+
+def test_summary_sets_students_against_their_seeds_best_baseline() -> None:
+    text = render(RECORDS, AXES)
+    assert "| 150 | 0 | 50.0 / 52.0 | 54.0 / 56.0 | 53.0 / 55.0 | x2: 54.0 | yes (peak x2) |" \
+        in text
+    assert "| 150 | 1 | 48.0 / 50.0 | 50.0 / 52.0 | 52.0 / 54.0 | x4: 52.0 | " \
+           "no: still rising at x4 |" in text
+    # Student x4: 57-54 and 53-52 single (+2.0 ± 1.4); with TTA 58-56 and 54-54 (+1.0 ±
+    # 1.4); against the x4 baselines 57-53 and 53-52 (+2.5 ± 2.1); oracle gains 6 and 4,
+    # so the share is 2.0 / 5.0 = 40%; precision 0.8 and 0.6.
+    assert ("| 150 | student | x4 | 0,1 | 55.0 ± 2.8 | +2.0 ± 1.4 | 56.0 ± 2.8 | +1.0 ± 1.4 "
+            "| +2.5 ± 2.1 | 40% | 0.70 / 0.50 |") in text
+    assert "| 150 | oracle | x4 | 0,1 |" in text
+
+
+def test_progress_names_the_next_point() -> None:
+    text = render(RECORDS[:1], AXES, plan(AXES)[1:])
+    assert "1 of 24 planned points done." in text
+    assert "Next: `figures-boxes-labeled150-seed0-baseline-x2`" in text
+
+
+@pytest.mark.slow
+def test_quick_sweep_writes_one_file_per_point_and_resumes(tmp_path: Path) -> None:
+    from training.experiment_config import quick_config
+    from training.sweep import run_sweep
+
+    torch.set_num_threads(1)
+    base = quick_config(tmp_path / "runs", progress=False, command=["distill", "sweep"])
+    axes = Axes(labeled_sizes=(6,), tasks=("boxes",), seeds=(0,), baseline_budgets=(1, 2),
+                student_budgets=(2,), oracle_budgets=(2,))
+    points = tmp_path / "sweep" / "points"
+    written = run_sweep(base, axes, points, max_points=3)
+    assert [p.stem for p in written] == [p.name for p in plan(axes)[:3]]
+    (student,) = [r for r in load_points(points) if r["point"]["role"] == "student"]
+    best = best_baseline(load_points(points), "figures", "boxes", 6, 0, (1, 2))
+    assert best is not None and student["teacher"]["budget"] == best[0]
+    assert student["iters"] == 12 and "precision50" in student["pseudo"]["quality"]["bbox"]
+    assert any("--box-pooling raw" in c for c in student["commands"])
+    # The next run does only what is left: the oracle.
+    assert [p.stem for p in run_sweep(base, axes, points)] == [plan(axes)[3].name]
+    summary = (tmp_path / "sweep" / "SWEEP.md").read_text()
+    assert "4 of 4 planned points done." in summary and "| 6 | oracle | x2 | 0 |" in summary

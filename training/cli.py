@@ -30,9 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from training.sweep import add_sweep_arguments
 
     p = subparsers.add_parser(
-        "sweep", help="the experiment over labeled-set sizes and budgets (when does it pay?)",
-        description="student vs equal-budget baseline and oracle at each labeled-set size "
-                    "and budget multiple; summary in <out-dir>/SWEEP.md")
+        "sweep", help="baselines, students and oracles over labeled sizes and budgets "
+                      "(when does it pay?), one committed file per point",
+        description="runs the points with no file in --points-dir, one at a time, each "
+                    "written as it finishes; SWEEP.md is generated from the files alone")
     add_sweep_arguments(p)
     p.set_defaults(func=_cmd_sweep)
 

@@ -1,164 +1,209 @@
-"""When does the student pay? The experiment over labeled-set sizes and training budgets.
+"""When does the student pay? Baselines, students and oracles over labeled sizes and budgets.
 
-``distill sweep`` runs :func:`training.experiment.run_experiment` once per (labeled-set
-size, budget multiplier), each in its own run folder
-(``<out>/labeled<L>-x<B>``, so every point resumes on its own), with the oracle on:
-the teacher is the equal-budget baseline at every point (``teacher_iters ==
-student_iters == base x B``). The summary table gives, per task, labeled size and
-budget, the baseline's AP, the student's gain over it and the oracle's (the same
-images with their true labels), mean ± spread over seeds, single pass and with TTA on
-both sides; the share of the oracle's gain the student gets says how much of what the
-unlabeled images can give the pseudo-labels deliver. A second table per task holds
-the students against the *best* baseline of their labeled size over every budget swept
-(per seed): the baseline trained until its test AP stops rising, where a user's
-converged teacher would be, and says whether it did stop within the budgets.
+``distill sweep`` runs the points of :mod:`training.sweep_points` that have no file yet
+in ``--points-dir`` (``docs/sweep/points``, committed), one at a time, in the order that
+answers the question first, writes each finished point's file and regenerates
+``SWEEP.md`` from the files alone (:mod:`training.sweep_report`). Stop it at any time:
+a point is all or nothing, and the next run (on any machine, a GPU one included)
+continues with the first point that has no file. Checkpoints, data and pseudo-labels
+live in ``--out-dir`` (one folder per family and labeled size, the experiment's layout)
+and are regenerated where they are gone.
+
+A point's model: ``baseline`` trains on the labeled split only for budget x
+``--student-iters`` iterations; ``student`` is taught the pseudo-labels (the product's
+defaults: the ``--tta`` preset, raw box pooling, calibrated selection) of the best
+baseline of its seed over every baseline budget (the teacher a user would train:
+until its test AP stops rising), from scratch, on the student budget; ``oracle`` is
+the same student taught the unlabeled split's true labels, the ceiling of what
+pseudo-labels could give.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import subprocess
+import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from distill.fileio import write_json_atomic
+from distill.errors import ConfigError
 from training.experiment_config import ExperimentConfig, add_arguments, config_from_args
-from training.report import METRIC, mean_spread, row_values, signed_mean_spread
+from training.sweep_points import (
+    Axes,
+    Point,
+    check_settings,
+    load_points,
+    pending,
+    write_point,
+)
+
+DEFAULT_POINTS_DIR = Path("docs/sweep/points")
 
 
-def point_config(base: ExperimentConfig, labeled: int, budget: int) -> ExperimentConfig:
-    """The experiment at one point of the sweep (its own folder and report)."""
-    out = base.out_dir / f"labeled{labeled}-x{budget}"
-    return replace(base, out_dir=out, labeled=labeled, oracle=True,
-                   teacher_iters=base.student_iters * budget,
-                   student_iters=base.student_iters * budget, results_md=out / "RESULTS.md")
+def sweep_settings(base: ExperimentConfig) -> dict[str, Any]:
+    """The result-changing settings every point records (and must share)."""
+    return {"unlabeled": base.unlabeled, "test": base.test, "base_iters": base.student_iters,
+            "batch_size": base.batch_size, "lr": base.lr,
+            "labeled_ratio": base.labeled_ratio, "tta": base.tta, "arch": base.arch,
+            "min_size": base.min_size, "max_size": base.max_size}
 
 
-def run_sweep(base: ExperimentConfig, labeled_sizes: list[int], budgets: list[int]
-              ) -> dict[str, Any]:
-    """Runs every point (smallest budgets first, so that the cheap half arrives first) and
-    writes ``SWEEP.md`` and ``sweep.json`` into ``base.out_dir``."""
-    from training.experiment import run_experiment
-
-    points = []
-    for budget in sorted(budgets):
-        for labeled in labeled_sizes:
-            cfg = point_config(base, labeled, budget)
-            results = run_experiment(cfg)
-            points.append({"labeled": labeled, "budget": budget,
-                           "iters": cfg.student_iters, "runs": results["runs"]})
-    sweep = {"config": {"labeled_sizes": labeled_sizes, "budgets": budgets,
-                        "base_iters": base.student_iters, "seeds": list(base.seeds),
-                        "tasks": list(base.tasks), "family": base.family},
-             "points": points, "command": base.command}
-    base.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(base.out_dir / "sweep.json", sweep)
-    markdown = render_sweep(sweep)
-    (base.out_dir / "SWEEP.md").write_text(markdown, encoding="utf-8")
-    print(markdown)
-    return sweep
+def point_config(base: ExperimentConfig, point: Point) -> ExperimentConfig:
+    """The experiment settings of one point's run folder (shared by every point of its
+    family and labeled size: the same data and baselines)."""
+    return replace(base, out_dir=base.out_dir / f"{point.family}-labeled{point.labeled}",
+                   family=point.family, labeled=point.labeled, shifted=0, oracle=False,
+                   teacher_iters=base.student_iters, seeds=(point.seed,),
+                   tasks=(point.task,), rounds=1, compare_pooling=False, ignore_factor=0.0,
+                   jobs=1, results_md=None)
 
 
-def render_sweep(sweep: dict[str, Any]) -> str:
-    """The summary: one table per task, one row per (labeled size, budget)."""
-    cfg = sweep["config"]
-    out = [f"# When the student pays: labeled sizes x budgets ({cfg['family']} family)", "",
-           f"Seeds {cfg['seeds']}; budget x1 = {cfg['base_iters']} iterations for the teacher "
-           "(= equal-budget baseline), the student and the oracle alike. Δ: paired per seed, "
-           "mean ± sample standard deviation.", ""]
-    for task in cfg["tasks"]:
-        out += [f"## {task}", "",
-                "| labeled | budget | iters | baseline AP | student Δ | oracle Δ | share | "
-                "baseline AP (TTA) | student Δ (TTA) | oracle Δ (TTA) |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
-        for point in sweep["points"]:
-            runs = [r for r in point["runs"] if r["task"] == task]
-            if not runs:
-                continue
-            cells = [str(point["labeled"]), f"x{point['budget']}", str(point["iters"])]
-            for suffix in ("", "+tta"):
-                base = row_values(runs, "baseline" + suffix, METRIC[task], "AP")
-                student = _delta(runs, "student" + suffix, "baseline" + suffix, task)
-                oracle = _delta(runs, "student-oracle" + suffix, "baseline" + suffix, task)
-                cells += [mean_spread(base), signed_mean_spread(student),
-                          signed_mean_spread(oracle)]
-                if not suffix:
-                    share = (f"{100 * statistics.mean(student) / statistics.mean(oracle):.0f}%"
-                             if student and oracle and statistics.mean(oracle) > 0 else "–")
-                    cells.append(share)
-            out.append("| " + " | ".join(cells) + " |")
-        out += ["", *_against_best_baseline(sweep["points"], task), ""]
-    out += ["Command:", "", "```", " ".join(sweep.get("command") or ["distill", "sweep"]),
-            "```", ""]
-    return "\n".join(out)
+def run_sweep(base: ExperimentConfig, axes: Axes, points_dir: Path = DEFAULT_POINTS_DIR,
+              report: Path | None = None, max_points: int | None = None) -> list[Path]:
+    """Runs the pending points (at most ``max_points``), each written as it finishes,
+    and regenerates the report after each; returns the files written."""
+    from training.sweep_report import write_report
+
+    settings = sweep_settings(base)
+    check_settings(load_points(points_dir), settings)
+    report = report or points_dir.parent / "SWEEP.md"
+    todo = pending(axes, points_dir)
+    if max_points is not None:
+        todo = todo[:max_points]
+    print(f"sweep: {len(todo)} point(s) to run, {len(pending(axes, points_dir)) - len(todo)} "
+          f"left after them; points in {points_dir}", flush=True)
+    written = []
+    for point in todo:
+        print(f"sweep: {point.name} ...", flush=True)
+        record = run_point(base, point, axes, load_points(points_dir))
+        written.append(write_point(points_dir, point, {**record, "settings": settings}))
+        write_report(points_dir, report, axes)
+        print(f"sweep: {point.name}: AP {record['ap']['single']:.1f} "
+              f"(TTA {record['ap']['tta']:.1f}), {record['wall_s']:.0f} s", flush=True)
+    write_report(points_dir, report, axes)
+    return written
 
 
-def best_baselines(points: list[dict[str, Any]], task: str, labeled: int
-                   ) -> dict[int, tuple[int, float]]:
-    """Per seed, the budget whose baseline scored highest (single pass) at this labeled
-    size, and that AP: the baseline trained until its test AP stops rising, as far as the
-    swept budgets tell."""
-    m = METRIC[task]
-    best: dict[int, tuple[int, float]] = {}
-    for point in _points_at(points, labeled):
-        for run in point["runs"]:
-            if run["task"] == task and "baseline" in run["scores"]:
-                ap = float(run["scores"]["baseline"][m]["AP"])
-                if run["seed"] not in best or ap > best[run["seed"]][1]:
-                    best[run["seed"]] = (point["budget"], ap)
-    return best
+def run_point(base: ExperimentConfig, point: Point, axes: Axes,
+              records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Trains and evaluates one point's model; returns its record (without the point)."""
+    import torch
+
+    from distill.options import FusionParams
+    from training.experiment import _claim_out_dir, _data, machine
+    from training.pipeline import _Pipeline
+    from training.report import METRIC
+    from training.sweep_points import best_baseline
+
+    cfg = point_config(base, point)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_out_dir(cfg)
+    torch.set_num_threads(cfg.threads)
+    data = _data(cfg, point.seed)
+    p = _Pipeline(cfg, point.task, point.seed, data)
+    iters = cfg.student_iters * point.budget
+    steps: list[str] = []
+    extra: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    unlabeled = data["unlabeled"].images_dir
+    if point.role == "baseline":
+        name = f"baseline-x{point.budget}"
+        model = p.train(name, iters)
+    elif point.role == "oracle":
+        name = f"oracle-x{point.budget}"
+        model = p.train(name, iters, p.json_of("unlabeled"), unlabeled)
+    else:
+        best = best_baseline(records, point.family, point.task, point.labeled, point.seed,
+                             axes.baseline_budgets)
+        if best is None:
+            raise ConfigError(f"{point.name} needs the baselines at every budget "
+                              f"{list(axes.baseline_budgets)} first")
+        tb, teacher_ap = best
+        teacher_name, pseudo_name = f"baseline-x{tb}", f"pseudo-x{tb}"
+        # Regenerated (same seed and command) when the checkpoint is gone.
+        teacher = p.train(teacher_name, cfg.student_iters * tb)
+        pseudo = p.annotate(pseudo_name, teacher, "unlabeled",
+                            pooling=FusionParams().pooled)
+        name = f"student-x{point.budget}-teacher-x{tb}"
+        model = p.train(name, iters, pseudo, unlabeled)
+        steps += [f"train {teacher_name}", f"annotate {pseudo_name}"]
+        extra = {"teacher": {"budget": tb, "iters": cfg.student_iters * tb,
+                             "ap_single": teacher_ap},
+                 "pseudo": p.pseudo_summary(pseudo_name, "unlabeled", teacher)}
+    scores = {"single": p.evaluate(name, model, None), "tta": p.evaluate(name, model, cfg.tta)}
+    steps += [f"train {name}", f"eval {name}", f"eval {name}+tta"]
+    metric = METRIC[point.task]
+    times = {s: p.times[s] for s in steps if s in p.times}
+    return {"iters": iters,
+            "ap": {k: round(float(v[metric]["AP"]), 2) for k, v in scores.items()},
+            "scores": scores, **extra, "times": times,
+            "wall_s": round(sum(times.values()), 1),
+            "this_run_s": round(time.perf_counter() - t0, 1),
+            "machine": {**machine(cfg), "device": cfg.device}, "commit": _commit(),
+            "commands": p.commands, "sweep_command": base.command,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
-def _against_best_baseline(points: list[dict[str, Any]], task: str) -> list[str]:
-    """Each student (single pass) minus its seed's best baseline over all budgets."""
-    m = METRIC[task]
-    lines = ["Students against the best baseline of their labeled size over every budget "
-             "(per seed; single pass). The best is picked by test AP, which flatters the "
-             "baseline: a conservative bar for the student.", "",
-             "| labeled | best baseline: budget per seed | stopped rising? | budget | "
-             "student − best baseline |", "|---|---|---|---|---|"]
-    for labeled in sorted({p["labeled"] for p in points}):
-        best = best_baselines(points, task, labeled)
-        if not best:
-            continue
-        at = _points_at(points, labeled)
-        top = at[-1]["budget"]
-        budgets = ", ".join(f"x{b}" for _, (b, _) in sorted(best.items()))
-        stopped = ("yes" if all(b < top for b, _ in best.values())
-                   else f"not by x{top} on every seed")
-        for point in at:
-            gains = [r["scores"]["student"][m]["AP"] - best[r["seed"]][1]
-                     for r in point["runs"] if r["task"] == task and r["seed"] in best
-                     and "student" in r["scores"]]
-            lines.append(f"| {labeled} | {budgets} | {stopped} | x{point['budget']} | "
-                         f"{signed_mean_spread(gains)} |")
-    return lines
-
-
-def _points_at(points: list[dict[str, Any]], labeled: int) -> list[dict[str, Any]]:
-    """The sweep's points of one labeled-set size, smallest budget first."""
-    return sorted((p for p in points if p["labeled"] == labeled), key=lambda p: p["budget"])
-
-
-def _delta(runs: list[dict[str, Any]], row: str, base: str, task: str) -> list[float]:
-    m = METRIC[task]
-    return [r["scores"][row][m]["AP"] - r["scores"][base][m]["AP"] for r in runs
-            if row in r["scores"] and base in r["scores"]]
+def _commit() -> str:
+    """The code's commit (``+dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
-    """``distill sweep``: the experiment's flags plus the sweep's axes."""
+    """``distill sweep``: the experiment's size and schedule flags plus the sweep's axes."""
     add_arguments(p)
-    p.set_defaults(out_dir=Path("runs/sweep"))
-    p.add_argument("--labeled-sizes", type=int, nargs="+", default=[40, 150],
-                   help="labeled-set sizes (each a point with every budget)")
+    p.set_defaults(out_dir=Path("runs/sweep"), tasks=["boxes", "keypoints"], seeds=[0, 1],
+                   jobs=1)
+    p.add_argument("--families", nargs="+", default=None,
+                   help="synthetic families in order (default: --family)")
+    p.add_argument("--labeled-sizes", type=int, nargs="+", default=[150, 40],
+                   help="labeled-set sizes, in the order to run them")
     p.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 4],
-                   help="multiples of --student-iters for teacher, baseline, student, oracle")
+                   help="baseline budgets, multiples of --student-iters")
+    p.add_argument("--student-budgets", type=int, nargs="+", default=[2, 4])
+    p.add_argument("--oracle-budgets", type=int, nargs="+", default=[4])
+    p.add_argument("--points-dir", type=Path, default=DEFAULT_POINTS_DIR,
+                   help="one JSON file per finished point (commit them)")
+    p.add_argument("--report", type=Path, default=None,
+                   help="the summary (default: SWEEP.md beside the points folder)")
+    p.add_argument("--max-points", type=int, default=None, help="stop after this many points")
+    p.add_argument("--plan", action="store_true", help="list the pending points and stop")
+    p.add_argument("--report-only", action="store_true",
+                   help="regenerate the summary from the committed points and stop")
 
 
 def run_sweep_from_args(args: argparse.Namespace) -> int:
     """``distill sweep``."""
+    from training.sweep_report import write_report
+
     base = config_from_args(args)
-    run_sweep(replace(base, results_md=None), args.labeled_sizes, args.budgets)
+    if base.jobs != 1:
+        raise ConfigError("the sweep runs one point at a time (--jobs 1); give a point "
+                          "more --threads instead")
+    axes = Axes(families=tuple(args.families or [base.family]),
+                labeled_sizes=tuple(args.labeled_sizes), tasks=base.tasks, seeds=base.seeds,
+                baseline_budgets=tuple(args.budgets),
+                student_budgets=tuple(args.student_budgets),
+                oracle_budgets=tuple(args.oracle_budgets))
+    report = args.report or args.points_dir.parent / "SWEEP.md"
+    if args.report_only:
+        write_report(args.points_dir, report, axes)
+        print(report.read_text(encoding="utf-8"))
+        return 0
+    if args.plan:
+        todo = pending(axes, args.points_dir)
+        print("\n".join(p.name for p in todo) or "nothing left")
+        print(f"{len(todo)} point(s) pending")
+        return 0
+    run_sweep(base, axes, args.points_dir, report, args.max_points)
     return 0
