@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -163,9 +164,18 @@ def kept_counts(
     return counts
 
 
+# What the selection does with one prediction, in the order the rule decides it: a
+# reviewer's per-instance decision first ("rejected" / an accepted one is "kept"), then
+# the thresholds: "kept" (an object in the file), "ignored" (an ignore region, iscrowd 1),
+# "candidate" (counted in calibration, left out of the file) and "filtered" (fewer
+# transforms agree on it than min_votes: not even a candidate).
+PredictionStatus = Literal["kept", "ignored", "candidate", "filtered", "rejected"]
+IN_FILE: frozenset[str] = frozenset({"kept", "ignored"})
+
+
 @dataclass(frozen=True)
 class Selection:
-    """The thresholds that select pseudo-labels.
+    """The thresholds that select pseudo-labels, and a reviewer's per-instance decisions.
 
     ``score_thresholds`` maps category id -> detection-score threshold; a
     category missing from it keeps nothing. ``keypoint_threshold`` is the
@@ -176,17 +186,21 @@ class Selection:
     that are not kept but score at least this as ignore regions: the teacher is
     unsure there, so a student should learn neither object nor background from them.
     That includes a box that scores high enough but that too few transforms agree on.
-    Everything is compared with ``>=``.
+    ``accepted`` / ``rejected`` (image file name -> indices of its predictions) are a
+    reviewer's decisions that override the thresholds: an accepted prediction is kept,
+    a rejected one is left out (background). Everything is compared with ``>=``.
     """
 
     score_thresholds: dict[int, float]
     keypoint_threshold: float | None  # None for box tasks
     min_votes: int = 0
     ignore_thresholds: dict[int, float] = field(default_factory=dict)
+    accepted: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    rejected: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
     def keeps(self, category_id: int, score: float, votes: int | None = None) -> bool:
         """Whether a detection of ``category_id`` scoring ``score`` (agreed on by ``votes``
-        transforms, when known) is kept."""
+        transforms, when known) is kept by the thresholds."""
         if votes is not None and votes < self.min_votes:
             return False
         return score >= self.score_thresholds.get(category_id, math.inf)
@@ -197,6 +211,21 @@ class Selection:
         if self.keeps(category_id, score, votes):
             return False
         return score >= self.ignore_thresholds.get(category_id, math.inf)
+
+    def status(self, category_id: int, score: float, votes: int | None = None, *,
+               file_name: str | None = None, index: int | None = None) -> PredictionStatus:
+        """What the selection does with the ``index``-th prediction of ``file_name``: the
+        one rule that the COCO file, the job's report and the review page follow."""
+        if file_name is not None and index is not None:
+            if index in self.rejected.get(file_name, ()):
+                return "rejected"
+            if index in self.accepted.get(file_name, ()):
+                return "kept"
+        if self.keeps(category_id, score, votes):
+            return "kept"
+        if self.ignores(category_id, score, votes):
+            return "ignored"
+        return "filtered" if votes is not None and votes < self.min_votes else "candidate"
 
     def keeps_keypoint(self, score: float) -> bool:
         """Whether a keypoint scoring ``score`` is kept (labeled visible, v=2).

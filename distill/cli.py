@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from distill.cli_args import add_selection_arguments
 from distill.errors import ConfigError, DistillError
 from distill.logs import configure_logging
 from distill.options import (
@@ -54,13 +55,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_annotate(args: argparse.Namespace) -> int:
     from distill.annotate import annotate_folder
+    from distill.cli_args import selection_from_args
     from distill.pseudolabels import SelectionConfig
     from distill.threads import apply_thread_budget
 
     apply_thread_budget(args.threads)
-    selection = SelectionConfig(score_threshold=args.score_thresh,
-                                keypoint_threshold=args.keypoint_thresh,
-                                min_votes=args.min_votes, ignore_factor=args.ignore_factor)
+    selection = SelectionConfig(**selection_from_args(args))
     report = annotate_folder(Path(args.teacher), Path(args.images), Path(args.out),
                              options=inference_options_from_args(args), selection=selection,
                              progress=not args.quiet)
@@ -99,18 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="folder of unlabeled images")
     p.add_argument("--out", required=True, help="COCO pseudo-label JSON to write")
     add_inference_arguments(p)
-    p.add_argument("--score-thresh", type=float, default=None,
-                   help="explicit detection-score threshold (default: calibrated)")
-    p.add_argument("--keypoint-thresh", type=float, default=None,
-                   help="explicit keypoint-score threshold (default: calibrated)")
-    p.add_argument("--min-votes", type=int, default=0,
-                   help="box teachers: keep only instances that at least this many transforms "
-                        "agree on (each annotation's distill.votes)")
-    p.add_argument("--ignore-factor", type=float, default=0.0,
-                   help="also write the predictions not kept, down to where the set would "
-                        "carry F x the labeled instances per image, as ignore regions "
-                        "(iscrowd 1), which `distill train` treats as neither object nor "
-                        "background (needs the teacher's labeled statistics; default 0: none)")
+    add_selection_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_annotate)
 

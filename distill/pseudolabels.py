@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from distill.calibrate import Selection, keypoint_score_threshold, score_thresholds
+from distill.calibrate import IN_FILE, Selection, keypoint_score_threshold, score_thresholds
 from distill.card import LabeledStats, ModelCard
 from distill.errors import ConfigError
 from distill.predictions import ImageRecord
@@ -56,6 +56,11 @@ class SelectionConfig:
     # box teachers (benchmarks/score_bands.py, docs/RESULTS.md), predictions under 0.5
     # are 0-11% right. Calibrated only; 0 keeps every candidate.
     shortfall_floor: float = 0.5
+    # A reviewer's choices: images left out of the file, and per image (file name) the
+    # indices of predictions accepted whatever their score or rejected as wrong.
+    excluded: frozenset[str] = frozenset()
+    accepted: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    rejected: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not (self.ignore_factor == 0 or 1.0 <= self.ignore_factor < math.inf):
@@ -75,7 +80,10 @@ class SelectionConfig:
                 "category_thresholds": {str(k): _finite(v)
                                         for k, v in self.category_thresholds.items()},
                 "keypoint_threshold": self.keypoint_threshold, "min_votes": self.min_votes,
-                "ignore_factor": self.ignore_factor, "shortfall_floor": self.shortfall_floor}
+                "ignore_factor": self.ignore_factor, "shortfall_floor": self.shortfall_floor,
+                "excluded": sorted(self.excluded),
+                "accepted": {k: sorted(v) for k, v in sorted(self.accepted.items()) if v},
+                "rejected": {k: sorted(v) for k, v in sorted(self.rejected.items()) if v}}
 
 
 def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> Selection:
@@ -114,7 +122,8 @@ def select(records: RecordSource, card: ModelCard, config: SelectionConfig) -> S
                     if boxes_only.keeps(c, s)]
             kp_threshold = keypoint_score_threshold(kept, visible)
     return Selection(score_thresholds=thresholds, keypoint_threshold=kp_threshold,
-                     min_votes=config.min_votes, ignore_thresholds=ignore)
+                     min_votes=config.min_votes, ignore_thresholds=ignore,
+                     accepted=config.accepted, rejected=config.rejected)
 
 
 def _candidates(fresh: Callable[[], Iterable[ImageRecord]], cat_ids: list[int],
@@ -143,8 +152,8 @@ def _labeled_stats(card: ModelCard, what: str) -> LabeledStats:
         name = card.provenance.get("name") or card.provenance.get("checkpoint") or card.arch
         raise ConfigError(
             f"teacher {name!r} carries no labeled-set statistics, so the {what} threshold "
-            "cannot be calibrated: give explicit thresholds (score_thresh and, for keypoints, "
-            "keypoint_thresh), or re-import the teacher with `distill teacher import "
+            "cannot be calibrated: give explicit thresholds (score_threshold and, for "
+            "keypoints, keypoint_threshold), or re-import the teacher with `distill teacher import "
             "--labeled-json J` or `--stats S`")
     return card.labeled_stats
 
@@ -154,10 +163,22 @@ def finalize(records: RecordSource, card: ModelCard, selection: SelectionConfig,
     """Calibrates over all records and builds the COCO pseudo-label dict.
 
     ``records`` may be a function starting a fresh streaming pass (see
-    :data:`RecordSource`), so huge sets stay out of memory.
+    :data:`RecordSource`), so huge sets stay out of memory. The selection's excluded
+    images are left out before calibration.
     """
+    records = without_excluded(records, selection.excluded)
     chosen = select(records, card, selection)
     return to_coco(records, card, chosen, {"selection": selection.describe(), **(info or {})})
+
+
+def without_excluded(records: RecordSource, excluded: frozenset[str]) -> RecordSource:
+    """``records`` less the images named in ``excluded`` (the same kind of source)."""
+    if not excluded:
+        return records
+    if callable(records):
+        fresh = records
+        return lambda: (r for r in fresh() if r.file_name not in excluded)
+    return [r for r in records if r.file_name not in excluded]
 
 
 def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
@@ -185,9 +206,10 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
                                                   strict=True)):
             votes = None if rec.votes is None else rec.votes[i]
-            kept = selection.keeps(cat, score, votes)
-            if not kept and not selection.ignores(cat, score, votes):
+            status = selection.status(cat, score, votes, file_name=rec.file_name, index=i)
+            if status not in IN_FILE:
                 continue
+            kept = status == "kept"
             x1, y1, x2, y2 = box
             w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
             ann: dict[str, Any] = {
@@ -217,7 +239,7 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         "description": "pseudo-labels by data distillation (Radosavovic et al., CVPR 2018)",
         "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
         "teacher": {"arch": card.arch, "task": card.task, **_provenance(card)},
-        "thresholds": _thresholds_json(selection),
+        "thresholds": thresholds_json(selection),
         "categories_report": _category_report(card, selection, candidates, annotations,
                                               len(images)),
         "labeled_stats": card.to_dict()["labeled_stats"],  # null: explicit thresholds only
@@ -287,7 +309,8 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or math.isinf(value) else value
 
 
-def _thresholds_json(selection: Selection) -> dict[str, Any]:
+def thresholds_json(selection: Selection) -> dict[str, Any]:
+    """The thresholds of ``selection`` as JSON (``info.thresholds``; null keeps nothing)."""
     return {
         "score": {str(c): _finite(t) for c, t in selection.score_thresholds.items()},
         "keypoint": _finite(selection.keypoint_threshold),

@@ -81,7 +81,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         print("warning: no labeled statistics, so calibrated selection (the default of "
               "`distill annotate` and of the service) will refuse this teacher; re-import "
               "with --labeled-json J or --stats S, or give explicit thresholds "
-              "(--score-thresh, --keypoint-thresh)", file=sys.stderr)
+              "(--score-threshold, --keypoint-threshold)", file=sys.stderr)
         return 0
     st = card.labeled_stats
     print(f"labeled statistics ({card.provenance['labeled_stats_from']}): {st.images} images, "

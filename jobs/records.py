@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from distill.options import Fusion
 
@@ -67,12 +67,16 @@ class JobStatus(StrEnum):
 
 
 class JobRequest(BaseModel):
-    """What the client asked for; None means the service default / calibration."""
+    """What the client asked for; None means the service default / calibration. The
+    selection knobs carry the names of :class:`distill.pseudolabels.SelectionConfig`
+    (records written before read their old ``score_thresh`` / ``keypoint_thresh``)."""
 
     tta: str
     fusion: Fusion
-    score_thresh: float | None = None
-    keypoint_thresh: float | None = None
+    score_threshold: float | None = Field(
+        default=None, validation_alias=AliasChoices("score_threshold", "score_thresh"))
+    keypoint_threshold: float | None = Field(
+        default=None, validation_alias=AliasChoices("keypoint_threshold", "keypoint_thresh"))
     min_votes: int = 0  # box teachers: transforms that must agree on a kept instance
     ignore_factor: float = 0.0  # calibrated ignore regions (SelectionConfig); 0: none
 
@@ -146,10 +150,16 @@ class JobState(BaseModel):
 
 class SavedSelection(BaseModel):
     """A reviewer's choice for a job or a dataset (``selection.json``; the API writes it):
-    thresholds per category id (``None`` keeps nothing), the keypoint threshold, and the
-    images left out. Every download of that job or dataset applies it."""
+    thresholds per category id (``None`` keeps nothing), the keypoint threshold, the
+    images left out, and per image (file name) the indices of the predictions accepted
+    whatever their score or rejected as wrong (indices into the image's predictions as
+    the review document lists them). Every download of that job or dataset applies it;
+    ``min_votes`` None keeps the job's own."""
 
     score_thresholds: dict[str, float | None] = Field(default_factory=dict)
     keypoint_threshold: float | None = None
     excluded: list[str] = Field(default_factory=list)
+    accepted: dict[str, list[int]] = Field(default_factory=dict)
+    rejected: dict[str, list[int]] = Field(default_factory=dict)
+    min_votes: int | None = Field(default=None, ge=0, le=100)
     saved_at: datetime | None = None

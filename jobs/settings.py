@@ -36,6 +36,8 @@ from distill.options import (
 MiB = 1024 * 1024
 # A teacher's name is part of its queue's name and of URLs and form values.
 TEACHER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# A dataset name: groups batches calibrated together; served to the page (GET /options).
+DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _TEACHER_NAME = re.compile(TEACHER_NAME_PATTERN)
 
 

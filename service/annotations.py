@@ -1,14 +1,15 @@
 """COCO files for a job or a dataset, re-selected from the stored raw predictions.
 
-The worker writes each job's calibrated file; other thresholds, and a
-dataset's file calibrated over all of its jobs, are computed here from the
-prediction logs and the teacher card each job ran with (``card.json``), with
-no inference and no torch.
+The worker writes each job's calibrated file; other thresholds, a reviewer's saved
+selection, and a dataset's file calibrated over all of its jobs are computed here from
+the prediction logs and the teacher card each job ran with (``card.json``), with no
+inference and no torch. The selection comes from :func:`jobs.selection.selection_for`,
+the rule the worker and the review document use too.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any
 
 from distill.card import ModelCard
@@ -16,6 +17,7 @@ from distill.errors import DistillError
 from distill.predictions import ImageRecord, PredictionLog
 from distill.pseudolabels import SelectionConfig, finalize
 from jobs.records import JobRecord, SavedSelection
+from jobs.selection import SelectionQuery, SelectionSource, selection_for
 from jobs.store import JobStore
 
 
@@ -23,39 +25,22 @@ class NotAvailableError(DistillError):
     """The stored artifacts cannot give the asked-for file (say why)."""
 
 
-def selection_for(record: JobRecord, score_thresh: float | None,
-                  keypoint_thresh: float | None, saved: SavedSelection | None = None
-                  ) -> tuple[SelectionConfig, str]:
-    """Which thresholds a download uses, and a word saying so: thresholds asked for in
-    the query (``query``), else the reviewer's saved selection (``saved``), else the
-    job's own explicit ones or calibration (``job``)."""
-    request = record.request
-    if score_thresh is not None or keypoint_thresh is not None or saved is None:
-        source = "job" if score_thresh is None and keypoint_thresh is None else "query"
-        score = score_thresh if score_thresh is not None else request.score_thresh
-        return SelectionConfig(
-            score_threshold=score,
-            keypoint_threshold=(keypoint_thresh if keypoint_thresh is not None
-                                else request.keypoint_thresh),
-            min_votes=request.min_votes, ignore_factor=request.ignore_factor), source
-    per_category = {int(k): (math.inf if v is None else v)
-                    for k, v in saved.score_thresholds.items()}
-    return SelectionConfig(category_thresholds=per_category,
-                           keypoint_threshold=saved.keypoint_threshold,
-                           min_votes=request.min_votes, ignore_factor=request.ignore_factor
-                           ), "saved"
+@dataclass
+class Predictions:
+    """The raw predictions of finished jobs that share one teacher checkpoint."""
+
+    card: ModelCard
+    info: dict[str, Any]  # the first job's teacher and inference info
+    by_name: dict[str, ImageRecord]  # file name -> its record, from the oldest job sending it
+    jobs: dict[str, str]  # file name -> the job whose record it is
 
 
-def build_coco(store: JobStore, records: list[JobRecord], score_thresh: float | None,
-               keypoint_thresh: float | None, saved: SavedSelection | None = None
-               ) -> dict[str, Any]:
-    """Calibrates over every image of ``records`` (finished jobs, oldest first) and builds COCO.
+def collect(store: JobStore, records: list[JobRecord]) -> Predictions:
+    """Reads the prediction logs of ``records`` (finished jobs, oldest first) once.
 
-    A saved selection's excluded images are left out (and listed in ``info``). All
-    jobs must have run with the same teacher checkpoint. Names are unique per
-    content within a dataset (a clash was renamed at upload), so a name that
-    several jobs share is the same image re-sent: it is kept once, from the
-    oldest job. ``info.renamed`` lists the uploads that were renamed.
+    All jobs must have run with the same teacher checkpoint. Names are unique per
+    content within a dataset (a clash was renamed at upload), so a name that several
+    jobs share is the same image re-sent: it is kept once, from the oldest job.
     """
     if not records:
         raise NotAvailableError("no finished jobs to build annotations from")
@@ -64,6 +49,7 @@ def build_coco(store: JobStore, records: list[JobRecord], score_thresh: float | 
         raise NotAvailableError(f"job {records[0].id} has no teacher card stored")
     sha = _sha256(first)
     by_name: dict[str, ImageRecord] = {}
+    jobs: dict[str, str] = {}
     for record in records:
         ran = store.load_card(record.id)
         if ran is None or _sha256(ran) != sha:
@@ -71,20 +57,35 @@ def build_coco(store: JobStore, records: list[JobRecord], score_thresh: float | 
                 f"job {record.id} ran with teacher {record.teacher or '?'!r} "
                 f"({(_sha256(ran) if ran else 'unknown')[:12]}...), job {records[0].id} "
                 f"with teacher {records[0].teacher or '?'!r} ({sha[:12]}...): pseudo-labels of "
-                "different teachers cannot be calibrated together; download them per job")
+                "different teachers cannot be calibrated together; review and download "
+                "them per job")
         names = {f.name for f in record.files}
         for name, rec in PredictionLog(store.log_path(record.id)).read().items():
             if name in names and name not in by_name:
-                by_name[name] = rec
-    card = ModelCard.from_dict(first["card"])
-    selection, source = selection_for(records[0], score_thresh, keypoint_thresh, saved)
-    excluded = set(saved.excluded) if saved is not None and source == "saved" else set()
-    info = {**first["info"], "teacher_name": records[0].teacher, "jobs": [r.id for r in records],
+                by_name[name], jobs[name] = rec, record.id
+    return Predictions(ModelCard.from_dict(first["card"]), first["info"], by_name, jobs)
+
+
+def resolve(records: list[JobRecord], query: SelectionQuery | None,
+            saved: SavedSelection | None) -> tuple[SelectionConfig, SelectionSource]:
+    """The selection a download of ``records`` uses (the oldest job's request)."""
+    return selection_for(records[0].request, query, saved)
+
+
+def build_coco(store: JobStore, records: list[JobRecord], query: SelectionQuery | None = None,
+               saved: SavedSelection | None = None) -> dict[str, Any]:
+    """Calibrates over every image of ``records`` (finished jobs, oldest first) and builds
+    COCO with the selection of :func:`resolve`. ``info.selection_source`` says which;
+    a saved selection's excluded images are left out and listed in ``info.excluded``;
+    ``info.renamed`` lists the uploads that were renamed."""
+    preds = collect(store, records)
+    selection, source = resolve(records, query, saved)
+    info = {**preds.info, "teacher_name": records[0].teacher, "jobs": [r.id for r in records],
             "renamed": [{**r.model_dump(), "job": rec.id} for rec in records
                         for r in rec.renamed],
-            "selection_source": source, "excluded": sorted(excluded & set(by_name))}
-    kept = [rec for name, rec in by_name.items() if name not in excluded]
-    return finalize(kept, card, selection, info)
+            "selection_source": source,
+            "excluded": sorted(selection.excluded & set(preds.by_name))}
+    return finalize(list(preds.by_name.values()), preds.card, selection, info)
 
 
 def _sha256(saved: dict[str, Any]) -> str:

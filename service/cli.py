@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distill.cli_args import add_selection_arguments, selection_from_args
 from distill.coco import objects
 from distill.options import FUSIONS
 from jobs.settings import Settings, get_settings
@@ -49,8 +50,7 @@ def register(sub: Any) -> None:
     a.add_argument("--teacher", help="registered teacher name (default: the only one)")
     a.add_argument("--tta", help="transform preset (default: the service's)")
     a.add_argument("--fusion", choices=FUSIONS)
-    a.add_argument("--score-thresh", type=float)
-    a.add_argument("--keypoint-thresh", type=float)
+    add_selection_arguments(a, service=True)
     a.add_argument("--poll", type=float, default=1.0, help="seconds between status polls")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_client_annotate)
@@ -135,8 +135,7 @@ def _cmd_client_annotate(args: argparse.Namespace) -> int:
     options = ClientOptions(batch_size=max(1, args.batch_size), dataset=args.dataset,
                             teacher=args.teacher, tta=args.tta, fusion=args.fusion,
                             recursive=args.recursive,
-                            score_thresh=args.score_thresh,
-                            keypoint_thresh=args.keypoint_thresh, poll_s=args.poll,
+                            selection=selection_from_args(args), poll_s=args.poll,
                             progress=not args.quiet)
     coco = annotate_folder_remote(args.url.rstrip("/"), args.key, Path(args.images),
                                   Path(args.out), options)

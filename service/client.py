@@ -37,8 +37,9 @@ class ClientOptions:
     teacher: str | None = None
     tta: str | None = None
     fusion: str | None = None
-    score_thresh: float | None = None
-    keypoint_thresh: float | None = None
+    # The upload's selection knobs by their form names (score_threshold,
+    # keypoint_threshold, min_votes, ignore_factor); None or absent: the service's default.
+    selection: dict[str, float | int | None] = field(default_factory=dict)
     recursive: bool = False  # subfolders too; names are then paths like cam1/0001.png
     poll_s: float = 1.0
     timeout_s: float = 24 * 3600.0
@@ -77,10 +78,9 @@ def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
     if not files:
         raise DistillError(f"no images (png, jpg, ...) in {str(images)!r}")
     state_path = out.with_name(out.name + ".state.json")
-    form = {k: str(v) for k, v in (("teacher", options.teacher), ("tta", options.tta),
-                                   ("fusion", options.fusion),
-                                   ("score_thresh", options.score_thresh),
-                                   ("keypoint_thresh", options.keypoint_thresh)) if v is not None}
+    asked = {"teacher": options.teacher, "tta": options.tta, "fusion": options.fusion,
+             **options.selection}
+    form = {k: str(v) for k, v in asked.items() if v is not None}
     state = ClientState.load(state_path)
     if state is None or state.url != url or state.form != form or (
             options.dataset and state.dataset != options.dataset):

@@ -16,39 +16,61 @@ from PIL import Image, ImageOps
 
 from distill.fileio import atomic_writer
 from distill.images import open_image
-from distill.predictions import PredictionLog
+from distill.pseudolabels import select, to_coco, without_excluded
+from distill.pseudolabels import thresholds_json as _thresholds_json
 from jobs.records import JobRecord, SavedSelection
 from jobs.store import JobStore
-from service.annotations import NotAvailableError, build_coco
+from service.annotations import NotAvailableError, collect, resolve
 
 THUMB_SIZE = 320  # px, the longer side
 
 
 def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection | None,
                 *, kind: str, name: str) -> dict[str, Any]:
-    """The review document of finished jobs (oldest first): one job, or a dataset's."""
-    calibrated = build_coco(store, records, None, None)  # the job's own rule, no review yet
-    info = calibrated["info"]
+    """The review document of finished jobs (oldest first): one job, or a dataset's.
+
+    ``rule`` is the selection a download applies now (the saved one, else the job's),
+    with the thresholds it resolved to; every prediction carries its ``status`` under
+    that rule (:meth:`distill.calibrate.Selection.status`), so the page draws and
+    counts what the file holds, and applies the same rule when its sliders move.
+    ``calibrated`` holds the job's own thresholds (what "reset" returns to).
+    """
+    preds = collect(store, records)
+    config, source = resolve(records, None, saved)
+    kept = without_excluded(list(preds.by_name.values()), config.excluded)
+    selection = select(kept, preds.card, config)
+    coco = to_coco(kept, preds.card, selection)
+    own = (selection if source == "job"
+           else select(list(preds.by_name.values()), preds.card, resolve(records, None, None)[0]))
     refs: dict[str, tuple[str, int]] = {}
     for record in records:
         for n, f in enumerate(record.files):
             refs.setdefault(f.name, (record.id, n))
     images: list[dict[str, Any]] = []
-    for record in records:
-        for file_name, rec in sorted(PredictionLog(store.log_path(record.id)).read().items()):
-            ref = refs.get(file_name)
-            if ref is None or ref[0] != record.id:
-                continue  # not this job's file (or an older job's copy of the same image)
-            images.append({
-                "file_name": file_name, "job": ref[0], "n": ref[1], "width": rec.width,
-                "height": rec.height, "error": rec.error, "boxes": rec.boxes,
-                "scores": rec.scores, "category_ids": rec.category_ids,
-                "keypoints": rec.keypoints, "keypoint_scores": rec.keypoint_scores,
-                "votes": rec.votes, "keypoint_spread": rec.keypoint_spread})
+    for file_name, rec in sorted(preds.by_name.items(), key=lambda kv: (
+            refs.get(kv[0], ("", 0)), kv[0])):
+        ref = refs.get(file_name)
+        if ref is None or ref[0] != preds.jobs[file_name]:
+            continue  # not a file of the job it was read from
+        status = [selection.status(c, s, None if rec.votes is None else rec.votes[i],
+                                   file_name=file_name, index=i)
+                  for i, (c, s) in enumerate(zip(rec.category_ids, rec.scores, strict=True))]
+        images.append({
+            "file_name": file_name, "job": ref[0], "n": ref[1], "width": rec.width,
+            "height": rec.height, "error": rec.error, "boxes": rec.boxes,
+            "scores": rec.scores, "category_ids": rec.category_ids,
+            "keypoints": rec.keypoints, "keypoint_scores": rec.keypoint_scores,
+            "votes": rec.votes, "keypoint_spread": rec.keypoint_spread, "status": status})
+    info = coco["info"]
     return {
         "kind": kind, "name": name, "teacher": records[0].teacher,
-        "task": info["teacher"]["task"], "categories": calibrated["categories"],
-        "calibrated": info["thresholds"], "report": info["categories_report"],
+        "task": preds.card.task, "categories": coco["categories"],
+        "calibrated": _thresholds_json(own), "report": info["categories_report"],
+        "rule": {**_thresholds_json(selection), "source": source,
+                 "min_votes": selection.min_votes, "excluded": sorted(config.excluded),
+                 "accepted": {k: sorted(v) for k, v in config.accepted.items()},
+                 "rejected": {k: sorted(v) for k, v in config.rejected.items()}},
+        "transforms": len(preds.info.get("transforms") or []),
         "labeled_stats": info.get("labeled_stats"), "images": images,
         "saved": None if saved is None else saved.model_dump(mode="json")}
 

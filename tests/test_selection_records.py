@@ -121,3 +121,33 @@ def test_keypoint_annotations_carry_each_keypoint_score_and_spread() -> None:
     assert ignored["distill"] == {"ignore": True}
     report = coco["info"]["categories_report"]
     assert report["keypoints"]["instances"] == 1 and report["1"]["ignored"] == 1
+
+
+def test_status_orders_reviewer_decisions_before_thresholds() -> None:
+    from distill.calibrate import Selection
+
+    sel = Selection(score_thresholds={CAR: 0.5}, keypoint_threshold=None, min_votes=2,
+                    ignore_thresholds={CAR: 0.3}, accepted={"a.png": frozenset({1})},
+                    rejected={"a.png": frozenset({0})})
+    assert sel.status(CAR, 0.9, 3, file_name="a.png", index=0) == "rejected"
+    assert sel.status(CAR, 0.1, 1, file_name="a.png", index=1) == "kept"
+    assert sel.status(CAR, 0.9, 3, file_name="b.png", index=0) == "kept"
+    assert sel.status(CAR, 0.9, 1) == "ignored"  # scores high, too few transforms agree
+    assert sel.status(CAR, 0.2, 1) == "filtered"
+    assert sel.status(CAR, 0.2, 2) == "candidate"
+    assert sel.status(BIKE, 0.99) == "candidate"  # no threshold: keeps nothing
+
+
+def test_reviewer_decisions_and_exclusions_reach_the_file() -> None:
+    records = _records(CARS, BIKES)
+    config = SelectionConfig(category_thresholds={CAR: 0.6, BIKE: 0.5},
+                             excluded=frozenset({"3.png"}),
+                             accepted={"1.png": frozenset({1})},  # the 0.3 car
+                             rejected={"0.png": frozenset({0})})  # the 0.9 car
+    coco = finalize(records, _card(), config)
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    kept = sorted((names[a["image_id"]], a["score"]) for a in objects(coco))
+    assert kept == [("0.png", 0.5), ("1.png", 0.3), ("1.png", 0.8), ("2.png", 0.7)]
+    assert "3.png" not in names.values()
+    assert coco["info"]["selection"]["rejected"] == {"0.png": [0]}
+    assert coco["info"]["selection"]["excluded"] == ["3.png"]

@@ -23,10 +23,11 @@ from distill.errors import DistillError
 from distill.fileio import write_json_atomic
 from distill.interrupt import interruptible
 from distill.predictions import ImageRecord, PredictionLog
-from distill.pseudolabels import SelectionConfig, finalize
+from distill.pseudolabels import finalize
 from jobs.logs import job_context
 from jobs.metrics import record_job
 from jobs.records import ImageError, JobRecord, JobState, JobStatus
+from jobs.selection import selection_for
 from jobs.store import JobStore
 from worker import runtime
 
@@ -93,10 +94,7 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
 
     sources = [(f.name, store.images_dir(job_id) / f.stored) for f in record.files]
     try:
-        selection = SelectionConfig(score_threshold=record.request.score_thresh,
-                                    keypoint_threshold=record.request.keypoint_thresh,
-                                    min_votes=record.request.min_votes,
-                                    ignore_factor=record.request.ignore_factor)
+        selection, source = selection_for(record.request)
         # Cancellation is checked after every batch and, within one, between passes.
         with interruptible(lambda: _check_not_cancelled(store, job_id)):
             # A dataset is calibrated over all its jobs: no per-job floor (annotate.py).
@@ -105,7 +103,8 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
                                     floor=floor)
         _check_not_cancelled(store, job_id)
         coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
-                        {**teacher.info(), "teacher_name": pool.name})
+                        {**teacher.info(), "teacher_name": pool.name,
+                         "selection_source": source})
     except JobCancelledError:
         _discard(store, job_id)
         return {"status": JobStatus.CANCELLED}

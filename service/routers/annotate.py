@@ -12,18 +12,18 @@ from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from distill.errors import ConfigError
 from distill.options import Fusion
 from jobs.records import JobRecord, JobRequest
-from jobs.settings import TEACHER_NAME_PATTERN
+from jobs.settings import DATASET_PATTERN, TEACHER_NAME_PATTERN
 from jobs.submit import QueueUnavailableError, QuotaExceededError, Upload, submit_job
 from service.deps import OwnerDep, RedisDep, RegistryDep, SettingsDep, StoreDep
 from service.errors import problem, responses
 from service.models import AcceptedFile, JobAccepted
+from service.params import SelectionFormDep
 from service.uploads import RejectedError, probe_image, safe_path
 from service.views import links
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["annotate"])
 
-DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 RETRY_AFTER_S = 30  # a quota frees up as jobs finish: a sensible first retry
 
 
@@ -35,7 +35,7 @@ RETRY_AFTER_S = 30  # a quota frees up as jobs finish: a sensible first retry
                         "costs more than its limits (passes, scale, megapixels)"))
 def annotate(
     response: Response, owner: OwnerDep, settings: SettingsDep, store: StoreDep,
-    redis: RedisDep, registry: RegistryDep,
+    redis: RedisDep, registry: RegistryDep, selection: SelectionFormDep,
     files: Annotated[list[UploadFile], File(
         description="one or more images (PNG, JPEG, BMP, TIFF, WebP, GIF); a file name may "
                     "be a relative path (cam1/0001.png), kept as COCO file_name")],
@@ -47,20 +47,6 @@ def annotate(
                                     "paper-relative, or '224,256+flip' / 'x0.75,x1+flip'); "
                                     "default: the service's")] = None,
     fusion: Annotated[Fusion | None, Form(description="box fusion for box teachers")] = None,
-    score_thresh: Annotated[float | None, Form(
-        ge=0.0, le=1.0, allow_inf_nan=False,
-        description="explicit detection-score threshold (default: calibrated)")] = None,
-    keypoint_thresh: Annotated[float | None, Form(
-        allow_inf_nan=False,
-        description="explicit keypoint-score threshold (default: calibrated)")] = None,
-    min_votes: Annotated[int, Form(
-        ge=0, le=100, description="box teachers: keep only instances that at least this "
-                                  "many transforms agree on (default 0: no such rule)")] = 0,
-    ignore_factor: Annotated[float, Form(
-        ge=0.0, le=100.0, allow_inf_nan=False,
-        description="write the next-best predictions, down to where the set would carry "
-                    "this many times the labeled instances per image, as ignore regions "
-                    "(iscrowd 1; >= 1; default 0: none)")] = 0.0,
     dataset: Annotated[str | None, Form(
         pattern=DATASET_PATTERN,
         description="groups batches whose pseudo-labels are calibrated together")] = None,
@@ -72,12 +58,8 @@ def annotate(
     if len(uploads) > settings.max_files:
         raise problem(422, f"{len(uploads)} files in one request, more than the limit of "
                            f"{settings.max_files}; split them into several batches")
-    if 0 < ignore_factor < 1.0:
-        raise problem(422, f"ignore_factor {ignore_factor}: use 0 (no ignore regions) or a "
-                           "factor >= 1")
     request = JobRequest(tta=tta or settings.tta, fusion=fusion or settings.fusion,
-                         score_thresh=score_thresh, keypoint_thresh=keypoint_thresh,
-                         min_votes=min_votes, ignore_factor=ignore_factor)
+                         **selection.as_request())
     checked = _check_files(uploads, settings.max_file_bytes, settings.max_pixels)
     try:
         record = submit_job(store=store, redis=redis, settings=settings, registry=registry,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from service.annotations import NotAvailableError, build_coco
 from service.deps import OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.downloads import FormatQuery, export_response
 from service.errors import problem, responses
-from service.routers.annotate import DATASET_PATTERN
-from service.routers.jobs import KeypointQuery, ScoreQuery
+from service.params import DatasetName, SelectionQueryDep
 from service.views import job_view
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -26,9 +25,8 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
                            c409="some jobs are still queued or running, none finished, or "
                                 "they ran with different teachers")})
 def dataset_annotations(
-    name: Annotated[str, Path(pattern=DATASET_PATTERN)], owner: OwnerDep, store: StoreDep,
-    redis: RedisDep, settings: SettingsDep, score_thresh: ScoreQuery = None,
-    keypoint_thresh: KeypointQuery = None, format: FormatQuery = "coco",
+    name: DatasetName, owner: OwnerDep, store: StoreDep,
+    redis: RedisDep, settings: SettingsDep, query: SelectionQueryDep, format: FormatQuery = "coco",
     partial: Annotated[bool, Query(
         description="serve the finished jobs even while others still run")] = False,
 ) -> Response:
@@ -49,7 +47,7 @@ def dataset_annotations(
         raise problem(409, f"no finished jobs in dataset {name!r} (all failed or cancelled)")
     saved = store.load_selection(owner, dataset=name)
     try:
-        coco = build_coco(store, finished, score_thresh, keypoint_thresh, saved)
+        coco = build_coco(store, finished, query, saved)
     except NotAvailableError as exc:
         raise problem(409, str(exc)) from exc
     return export_response(coco, format, name)

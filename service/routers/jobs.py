@@ -10,23 +10,16 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from jobs import queueing
 from jobs.records import utcnow
+from jobs.settings import DATASET_PATTERN
 from service.annotations import NotAvailableError, build_coco
 from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.downloads import SELECTION_HEADER, FormatQuery, export_response
 from service.errors import problem, responses
 from service.models import Deleted, JobList, JobOut, JobStatus
-from service.routers.annotate import DATASET_PATTERN
+from service.params import SelectionQueryDep
 from service.views import job_view
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-ScoreQuery = Annotated[float | None, Query(
-    ge=0.0, le=1.0, allow_inf_nan=False,
-    description="re-select with this detection-score threshold instead of the job's")]
-KeypointQuery = Annotated[float | None, Query(
-    allow_inf_nan=False,
-    description="re-select with this keypoint-score threshold instead of the job's")]
-
 
 @router.get("", response_model=JobList, summary="List your jobs, newest first",
             responses=responses(401, 422))
@@ -66,8 +59,7 @@ def get_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: Settings
                **responses(401, 404, 409, 422, c409="the job has not finished (the body "
                                                     "gives its status)")})
 def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
-                    owner: OwnerDep, score_thresh: ScoreQuery = None,
-                    keypoint_thresh: KeypointQuery = None, format: FormatQuery = "coco"
+                    owner: OwnerDep, query: SelectionQueryDep, format: FormatQuery = "coco"
                     ) -> Response:
     """The job's COCO file: with the thresholds of the query if given, else with the
     selection saved in review, else as calibrated; ``info.selection_source`` and the
@@ -79,7 +71,7 @@ def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: 
                       progress=view.progress.model_dump())
     saved = store.load_selection(owner, job_id=record.id)
     path = store.annotations_path(record.id)
-    unchanged = score_thresh is None and keypoint_thresh is None and saved is None
+    unchanged = query.empty and saved is None
     if unchanged and format == "coco" and path.exists():
         return FileResponse(path, media_type="application/json",
                             headers={SELECTION_HEADER: "job"})
@@ -88,7 +80,7 @@ def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: 
     # Other thresholds, a saved review (or a lost output file): rebuilt from the raw
     # predictions, without inference.
     try:
-        coco: dict[str, Any] = build_coco(store, [record], score_thresh, keypoint_thresh, saved)
+        coco: dict[str, Any] = build_coco(store, [record], query, saved)
     except NotAvailableError as exc:
         raise problem(409, str(exc)) from exc
     return export_response(coco, format, record.id)

@@ -17,8 +17,8 @@ from jobs.records import JobRecord, JobStatus, SavedSelection
 from service.annotations import NotAvailableError
 from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.errors import problem, responses
+from service.params import DatasetName
 from service.review import image_path, review_data, thumbnail
-from service.routers.annotate import DATASET_PATTERN
 from service.views import job_view
 
 router = APIRouter(tags=["review"])
@@ -45,7 +45,7 @@ def job_review(record: JobDep, store: StoreDep, redis: RedisDep, settings: Setti
 
 @router.get("/datasets/{name}/review", summary="Everything the review page shows for a dataset",
             responses=responses(401, 404, 409, 422))
-def dataset_review(name: Annotated[str, Path(pattern=DATASET_PATTERN)], owner: OwnerDep,
+def dataset_review(name: DatasetName, owner: OwnerDep,
                    store: StoreDep, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
     """The same over a dataset's finished jobs, calibrated together."""
     records = [r for _, r in store.list_owner_jobs(owner, dataset=name)][::-1]
@@ -93,7 +93,7 @@ def save_job_selection(record: JobDep, body: SelectionIn, store: StoreDep,
 @router.put("/datasets/{name}/selection", response_model=SavedSelection,
             summary="Save thresholds and exclusions; every download of the dataset applies them",
             responses=responses(401, 404, 422))
-def save_dataset_selection(name: Annotated[str, Path(pattern=DATASET_PATTERN)],
+def save_dataset_selection(name: DatasetName,
                            body: SelectionIn, store: StoreDep, owner: OwnerDep
                            ) -> SavedSelection:
     """Replaces the dataset's saved selection."""
