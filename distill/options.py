@@ -8,7 +8,7 @@ imports this module without torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from distill.errors import ConfigError
@@ -153,3 +153,47 @@ class InferenceOptions:
                 "size_dependent": self.size_dependent,
                 "size_dependent_area": self.size_dependent_area,
                 "keypoint_cap": self.keypoint_cap, "keypoint_floor": self.keypoint_floor}
+
+
+# The flat names that command-line flags (``--vote-iou``) and service settings
+# (``DISTILL_VOTE_IOU``) give the inference options, and where each lives in
+# InferenceOptions ("fusion.x": a FusionParams field). One table, so that a default
+# changes in InferenceOptions / FusionParams alone and every process maps alike.
+INFERENCE_FLAGS: dict[str, str] = {
+    "tta": "tta", "fusion": "fusion.method", "vote_iou": "fusion.vote_threshold",
+    "vote_scoring": "fusion.scoring", "box_pooling": "fusion.pooling",
+    "heatmap_combine": "combine", "size_dependent": "size_dependent",
+    "size_dependent_area": "size_dependent_area", "device": "device", "half": "half",
+    "batch_size": "batch_size", "keypoint_cap": "keypoint_cap",
+    "keypoint_floor": "keypoint_floor",
+}
+
+
+def inference_defaults() -> dict[str, Any]:
+    """The default of every flat inference name (from InferenceOptions / FusionParams)."""
+    d = InferenceOptions()
+    return {flat: _get(d, path) for flat, path in INFERENCE_FLAGS.items()}
+
+
+def inference_options_from(flat: dict[str, Any], base: InferenceOptions | None = None,
+                           **fixed: Any) -> InferenceOptions:
+    """``base`` (default: the defaults) with every flat name of ``flat`` that is not None
+    laid over it; other keys of ``flat`` are ignored. ``fixed`` values (flat names) win."""
+    base = base or InferenceOptions()
+    top: dict[str, Any] = {}
+    fusion: dict[str, Any] = {}
+    for name, value in {**flat, **fixed}.items():
+        path = INFERENCE_FLAGS.get(name)
+        if path is None or value is None:
+            continue
+        if path.startswith("fusion."):
+            fusion[path.removeprefix("fusion.")] = value
+        else:
+            top[path] = value
+    return replace(base, fusion=replace(base.fusion, **fusion), **top)
+
+
+def _get(options: InferenceOptions, path: str) -> Any:
+    head, _, tail = path.partition(".")
+    value = getattr(options, head)
+    return getattr(value, tail) if tail else value

@@ -18,7 +18,8 @@ from datetime import timedelta
 from redis import Redis
 
 from jobs import queueing
-from jobs.records import utcnow
+from jobs.keys import redis_key
+from jobs.records import ended_at, is_over, utcnow
 from jobs.settings import Settings
 from jobs.store import JobStore
 
@@ -42,7 +43,7 @@ def requeue_lost_jobs(store: JobStore, redis: Redis, settings: Settings,
         if record.created_at > settled:
             continue
         state = store.load_state(record.id)
-        if record.cancelled_at is not None or (state is not None and state.is_terminal):
+        if is_over(record, state):
             continue
         if queueing.rq_status(redis, record.id) is not None:
             continue
@@ -65,14 +66,8 @@ def delete_expired_jobs(store: JobStore, retention: timedelta) -> int:
     cutoff = utcnow() - retention
     deleted = 0
     for record in store.list_jobs():
-        state = store.load_state(record.id)
-        if record.cancelled_at is not None:
-            ended = record.cancelled_at
-        elif state is not None and state.is_terminal:
-            ended = state.finished_at or state.updated_at or record.created_at
-        else:
-            continue
-        if ended < cutoff:
+        ended = ended_at(record, store.load_state(record.id))
+        if ended is not None and ended < cutoff:
             store.delete_job(record.id)
             deleted += 1
     if deleted:
@@ -84,7 +79,7 @@ def delete_expired_jobs(store: JobStore, retention: timedelta) -> int:
 def run_maintenance(store: JobStore, redis: Redis, settings: Settings,
                     resolve: ResolveTeacher) -> bool:
     """Both tasks, unless another process ran them within the interval; True if this did."""
-    lock = f"distill:{settings.queue}:maintenance"
+    lock = redis_key(settings.queue, "maintenance")
     if not redis.set(lock, "1", nx=True, ex=max(1, int(settings.maintenance_interval_s))):
         return False
     requeue_lost_jobs(store, redis, settings, resolve)

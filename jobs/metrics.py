@@ -36,6 +36,7 @@ from typing import Any
 from redis import Redis
 
 from distill.options import PRESETS
+from jobs.keys import redis_key
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 
 def metrics_prefix(queue: str) -> str:
     """Key prefix of the metrics of the service whose queues are named ``<queue>.*``."""
-    return f"distill:{queue}:metrics:"
+    return redis_key(queue, "metrics", "")
 
 
 def tta_label(tta: str) -> str:

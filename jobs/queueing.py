@@ -22,6 +22,8 @@ from rq.callbacks import Callback
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
+from jobs.keys import redis_key
+
 log = logging.getLogger(__name__)
 
 TASK = "worker.tasks.annotate_job"
@@ -36,7 +38,7 @@ def queue_name(prefix: str, teacher: str) -> str:
 
 def presence_prefix(queue: str) -> str:
     """Key prefix of the live-worker announcements of a queue."""
-    return f"distill:{queue}:workers:"
+    return redis_key(queue, "workers", "")
 
 
 def enqueue(redis: Redis, queue: str, job_id: str, *, timeout_s: int, retries: int) -> Job:

@@ -148,6 +148,21 @@ class JobState(BaseModel):
         self.status, self.error, self.finished_at = JobStatus.FAILED, error, utcnow()
 
 
+def ended_at(record: JobRecord, state: JobState | None) -> datetime | None:
+    """When the job ended (cancelled, finished or failed), None while it is queued or
+    running: the one "is this job over" rule of the API, the worker and maintenance."""
+    if record.cancelled_at is not None:
+        return record.cancelled_at
+    if state is not None and state.is_terminal:
+        return state.finished_at or state.updated_at or record.created_at
+    return None
+
+
+def is_over(record: JobRecord, state: JobState | None) -> bool:
+    """Cancelled, finished or failed: nothing will change any more."""
+    return ended_at(record, state) is not None
+
+
 class SavedSelection(BaseModel):
     """A reviewer's choice for a job or a dataset (``selection.json``; the API writes it):
     thresholds per category id (``None`` keeps nothing), the keypoint threshold, the

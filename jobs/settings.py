@@ -13,6 +13,7 @@ that file under its stem (``kp``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,16 +25,17 @@ from distill.errors import ConfigError
 from distill.logs import LogFormat
 from distill.options import (
     DEFAULT_MAX_PIXELS,
-    DEFAULT_TTA,
     Combine,
     Fusion,
-    FusionParams,
     InferenceOptions,
     Pooling,
     Scoring,
+    inference_defaults,
+    inference_options_from,
 )
 
 MiB = 1024 * 1024
+_INFER = inference_defaults()
 # A teacher's name is part of its queue's name and of URLs and form values.
 TEACHER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # A dataset name: groups batches calibrated together; served to the page (GET /options).
@@ -79,20 +81,21 @@ class Settings(BaseSettings):
     # The teachers a worker serves (names, or checkpoint paths); empty: every registered one.
     worker_teachers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    # Inference defaults (a job may choose its own tta and fusion).
-    device: str = "cpu"
-    half: bool = False
-    batch_size: int | None = Field(default=None, ge=1)  # None: 1 on CPU, 4 on GPU
-    tta: str = DEFAULT_TTA
-    fusion: Fusion = "vote"
-    vote_iou: float = Field(default=FusionParams().vote_threshold, gt=0, le=1)
-    vote_scoring: Scoring = "ID"
-    box_pooling: Pooling | None = None  # None: raw for vote, nms for wbf (FusionParams)
-    heatmap_combine: Combine = "avg"
-    size_dependent: bool = False
-    size_dependent_area: float = Field(default=180.0 ** 2, gt=0)
-    keypoint_cap: int | Literal["auto"] = "auto"
-    keypoint_floor: float = Field(default=0.5, ge=0, le=1)  # distill/tta/floor.py
+    # Inference defaults (a job may choose its own tta and fusion), under the flat names of
+    # distill.options.INFERENCE_FLAGS, with InferenceOptions' defaults: one home each.
+    device: str = _INFER["device"]
+    half: bool = _INFER["half"]
+    batch_size: int | None = Field(default=_INFER["batch_size"], ge=1)  # None: 1 CPU, 4 GPU
+    tta: str = _INFER["tta"]
+    fusion: Fusion = _INFER["fusion"]
+    vote_iou: float = Field(default=_INFER["vote_iou"], gt=0, le=1)
+    vote_scoring: Scoring = _INFER["vote_scoring"]
+    box_pooling: Pooling | None = _INFER["box_pooling"]  # None: the fusion's own default
+    heatmap_combine: Combine = _INFER["heatmap_combine"]
+    size_dependent: bool = _INFER["size_dependent"]
+    size_dependent_area: float = Field(default=_INFER["size_dependent_area"], gt=0)
+    keypoint_cap: int | Literal["auto"] = _INFER["keypoint_cap"]
+    keypoint_floor: float = Field(default=_INFER["keypoint_floor"], ge=0, le=1)
     torch_threads: int | None = Field(default=None, ge=1)  # None: half the cores (threads.py)
 
     # Job lifecycle.
@@ -177,19 +180,19 @@ def check_teacher_name(name: str) -> str:
     return name
 
 
+def overlay(settings: Settings, given: Mapping[str, Any]) -> Settings:
+    """``settings`` with the values of ``given`` that are set (not None) laid over it,
+    validated again: how every command's flags override the environment."""
+    chosen = {k: v for k, v in given.items() if v is not None}
+    return Settings.model_validate({**settings.model_dump(), **chosen})
+
+
 def inference_options(settings: Settings, *, tta: str | None = None,
                       fusion: Fusion | None = None) -> InferenceOptions:
     """How a worker runs its teacher; ``tta`` and ``fusion`` come from the job when it sets them."""
-    return InferenceOptions(
-        tta=tta or settings.tta,
-        fusion=FusionParams(method=fusion or settings.fusion,
-                            vote_threshold=settings.vote_iou, scoring=settings.vote_scoring,
-                            pooling=settings.box_pooling),
-        combine=settings.heatmap_combine, size_dependent=settings.size_dependent,
-        keypoint_cap=settings.keypoint_cap, keypoint_floor=settings.keypoint_floor,
-        size_dependent_area=settings.size_dependent_area,
-        device=settings.device, half=settings.half, batch_size=settings.batch_size,
-        max_pixels=settings.max_pixels)
+    return inference_options_from(settings.model_dump(),
+                                  InferenceOptions(max_pixels=settings.max_pixels),
+                                  tta=tta, fusion=fusion)
 
 
 def job_timeout(settings: Settings, images: int, passes: int) -> int:

@@ -36,6 +36,7 @@ from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from distill.errors import DistillError
 from distill.fileio import atomic_writer, write_json_atomic
 from jobs.records import JobRecord, JobState, SavedSelection, utcnow
 
@@ -43,6 +44,18 @@ log = logging.getLogger(__name__)
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # owners (hashes), datasets
 _Model = TypeVar("_Model", bound=BaseModel)
+
+
+class StoreError(DistillError):
+    """Something the store cannot do with what it was given or found."""
+
+
+class MalformedIdError(StoreError):
+    """A job id, owner or dataset name that could name another path: refused unread."""
+
+
+class DamagedRecordError(StoreError):
+    """A stored JSON file that does not parse as its record (damaged or foreign)."""
 
 
 def atomic_write(path: Path, data: bytes | IO[bytes]) -> None:
@@ -67,7 +80,7 @@ class JobStore:
     def job_dir(self, job_id: str) -> Path:
         """Directory of one job; the id is checked so that it can never name another path."""
         if not JOB_ID_RE.match(job_id):
-            raise KeyError(f"malformed job id {job_id!r}")
+            raise MalformedIdError(f"malformed job id {job_id!r}")
         return self.jobs_dir / job_id
 
     def images_dir(self, job_id: str) -> Path:
@@ -110,7 +123,7 @@ class JobStore:
         """The job record, or None when there is no such job."""
         try:
             return _load(self.job_dir(job_id) / "job.json", JobRecord)
-        except KeyError:
+        except MalformedIdError:
             return None
 
     def save_job(self, record: JobRecord) -> None:
@@ -121,7 +134,7 @@ class JobStore:
         """The worker's state of the job, None before a worker started it."""
         try:
             return _load(self.job_dir(job_id) / "state.json", JobState)
-        except KeyError:
+        except MalformedIdError:
             return None
 
     def save_state(self, job_id: str, state: JobState) -> None:
@@ -142,7 +155,7 @@ class JobStore:
         """The saved review selection of a job or of an owner's dataset, if any."""
         try:
             return _load(self._selection_path(owner, job_id, dataset), SavedSelection)
-        except RuntimeError as exc:
+        except DamagedRecordError as exc:
             log.error("ignoring a damaged selection: %s", exc)
             return None
 
@@ -194,7 +207,7 @@ class JobStore:
             if JOB_ID_RE.match(path.name):
                 try:
                     record = _load(path / "job.json", JobRecord)
-                except RuntimeError as exc:  # one damaged record must not hide the others
+                except DamagedRecordError as exc:  # one damaged record must not hide the others
                     log.error("skipping job %s: %s", path.name, exc)
                     continue
                 if record is not None:
@@ -228,7 +241,7 @@ class JobStore:
     # -- the index ------------------------------------------------------------------------
     def _index_folder(self, owner: str, dataset: str | None) -> Path:
         if not _SAFE_KEY.match(owner) or (dataset is not None and not _SAFE_KEY.match(dataset)):
-            raise KeyError(f"malformed owner or dataset {owner!r}, {dataset!r}")
+            raise MalformedIdError(f"malformed owner or dataset {owner!r}, {dataset!r}")
         base = self.index_dir / owner
         return base / "all" if dataset is None else base / "datasets" / dataset
 
@@ -248,7 +261,7 @@ class JobStore:
     def _load_listed(self, job_id: str) -> JobRecord | None:
         try:
             return self.load_job(job_id)
-        except RuntimeError as exc:  # one damaged record must not hide the others
+        except DamagedRecordError as exc:  # one damaged record must not hide the others
             log.error("skipping job %s: %s", job_id, exc)
             return None
 
@@ -259,7 +272,7 @@ def _load(path: Path, model: type[_Model]) -> _Model | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except ValidationError as exc:
-        raise RuntimeError(f"{path} is not a valid {model.__name__}: {exc}") from exc
+        raise DamagedRecordError(f"{path} is not a valid {model.__name__}: {exc}") from exc
 
 
 def _fsync_dir(path: Path) -> None:

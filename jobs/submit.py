@@ -23,7 +23,15 @@ from redis.exceptions import RedisError
 from distill.errors import ConfigError, DistillError
 from distill.tta.transforms import Transform, parse_preset
 from jobs import queueing
-from jobs.records import JobRecord, JobRequest, Renamed, StoredFile, new_job_id, utcnow
+from jobs.records import (
+    JobRecord,
+    JobRequest,
+    Renamed,
+    StoredFile,
+    is_over,
+    new_job_id,
+    utcnow,
+)
 from jobs.settings import Settings, job_timeout
 from jobs.store import JobStore, atomic_write
 from jobs.teachers import TeacherRegistry
@@ -88,7 +96,7 @@ def pending_images(store: JobStore, owner: str) -> int:
     count = 0
     for _, record in store.list_owner_jobs(owner):
         state = store.load_state(record.id)
-        if record.cancelled_at is None and (state is None or not state.is_terminal):
+        if not is_over(record, state):
             count += len(record.files)
     return count
 

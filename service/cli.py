@@ -14,7 +14,7 @@ from typing import Any
 from distill.cli_args import add_selection_arguments, selection_from_args
 from distill.coco import objects
 from distill.options import FUSIONS
-from jobs.settings import Settings, get_settings
+from jobs.settings import Settings, get_settings, overlay
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,8 @@ def register(sub: Any) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> Settings:
-    given = {k: v for k, v in (("host", args.host), ("port", args.port),
-                               ("data_dir", args.data_dir), ("teacher", args.teacher))
-             if v is not None}
-    return Settings.model_validate({**get_settings().model_dump(), **given})
+    return overlay(get_settings(), {"host": args.host, "port": args.port,
+                                    "data_dir": args.data_dir, "teacher": args.teacher})
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distill.errors import DistillError
+from jobs.store import DamagedRecordError
 
 _MEANING = {
     400: "the request body is not well-formed (for example broken multipart data)",
@@ -89,6 +90,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
         return JSONResponse({"detail": {"message": f"the queue (Redis) is unreachable: {exc}"}},
                             status_code=503)
+
+    @app.exception_handler(DamagedRecordError)
+    async def _damaged(request: Request, exc: DamagedRecordError) -> JSONResponse:
+        # The stored record, not the request, is at fault; nothing the client sends fixes it.
+        return JSONResponse({"detail": {"message": f"a stored record is damaged: {exc}"}},
+                            status_code=409)
 
     @app.exception_handler(DistillError)
     async def _bad_value(request: Request, exc: DistillError) -> JSONResponse:

@@ -48,7 +48,7 @@ from rq import Queue
 from jobs import queueing
 from jobs.metrics import read_metrics
 from jobs.records import JobStatus
-from jobs.store import JOB_ID_RE, JobStore
+from jobs.store import JOB_ID_RE, DamagedRecordError, JobStore
 from service.deps import RedisDep, RegistryDep, SettingsDep, StoreDep
 from service.views import job_status
 
@@ -135,7 +135,7 @@ class JobStatusCounter:
         try:
             record = store.load_job(job_id)
             state = store.load_state(job_id) if record is not None else None
-        except RuntimeError:  # a damaged file: logged by the store, must not fail a scrape
+        except DamagedRecordError:  # a damaged file: logged by the store, must not fail a scrape
             return None
         if record is None:
             return None  # deleted since the listing

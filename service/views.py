@@ -13,7 +13,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from jobs import queueing
-from jobs.records import JobRecord, JobState, JobStatus
+from jobs.records import JobRecord, JobState, JobStatus, is_over
 from jobs.store import JobStore
 from service.models import JobLinks, JobOut, Progress
 
@@ -45,8 +45,7 @@ def job_view(store: JobStore, redis: Redis | None, record: JobRecord, queue_pref
     """The full status of one job; ``redis`` None (or unreachable) uses the store alone."""
     state = store.load_state(record.id)
     rq: str | None = None
-    terminal = record.cancelled_at is not None or (state is not None and state.is_terminal)
-    if redis is not None and not terminal:
+    if redis is not None and not is_over(record, state):
         try:
             rq = queueing.rq_status(redis, record.id)
         except RedisError:

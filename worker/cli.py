@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill.errors import ConfigError
-from jobs.settings import Settings, check_teacher_name, get_settings, teacher_paths
+from distill.options import INFERENCE_FLAGS
+from jobs.settings import Settings, check_teacher_name, get_settings, overlay, teacher_paths
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -23,10 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Command-line flags that override a setting of the same name when given.
-_OVERRIDES = ("queue", "tta", "fusion", "device", "half", "batch_size", "vote_iou",
-              "vote_scoring", "box_pooling", "heatmap_combine", "size_dependent",
-              "size_dependent_area", "keypoint_cap", "keypoint_floor", "data_dir",
-              "worker_name")
+_OVERRIDES = ("queue", "data_dir", "worker_name", *INFERENCE_FLAGS)
 
 
 def register(sub: Any) -> None:
@@ -54,12 +52,10 @@ def register(sub: Any) -> None:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    # "is" comparisons: a flag set to 0 (say --keypoint-cap 0) is given, an unset one is None.
-    given = {k: v for k in _OVERRIDES
-             if (v := getattr(args, k, None)) is not None and v is not False}
-    if args.threads is not None:  # --threads of the shared inference arguments
-        given["torch_threads"] = args.threads
-    settings = Settings.model_validate({**get_settings().model_dump(), **given})
+    # A flag set to 0 (say --keypoint-cap 0) is given; an unset one is None, and an unset
+    # switch (--half, --size-dependent) is False: neither overrides its setting.
+    given = {k: v for k in _OVERRIDES if (v := getattr(args, k, None)) is not False}
+    settings = overlay(get_settings(), {**given, "torch_threads": args.threads})
     teachers = served_teachers(settings, args.worker_teachers or settings.worker_teachers)
     if args.check:
         return check_alive(settings, teachers)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from jobs.records import JobStatus
 from service.annotations import NotAvailableError, build_coco
 from service.deps import OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.downloads import FormatQuery, export_response
@@ -38,11 +39,11 @@ def dataset_annotations(
     if not records:
         raise problem(404, f"no jobs in dataset {name!r}")
     views = {r.id: job_view(store, redis, r, settings.queue) for r in records}
-    pending = [i for i, v in views.items() if v.status in ("queued", "running")]
+    pending = [i for i, v in views.items() if not v.status.is_terminal]
     if pending and not partial:
         raise problem(409, f"{len(pending)} of {len(records)} jobs of dataset {name!r} are not "
                            "finished; wait, or pass partial=true", pending=pending)
-    finished = [r for r in records if views[r.id].status == "finished"]
+    finished = [r for r in records if views[r.id].status == JobStatus.FINISHED]
     if not finished:
         raise problem(409, f"no finished jobs in dataset {name!r} (all failed or cancelled)")
     saved = store.load_selection(owner, dataset=name)

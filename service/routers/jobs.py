@@ -65,7 +65,7 @@ def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: 
     selection saved in review, else as calibrated; ``info.selection_source`` and the
     ``X-Distill-Selection`` header say which (``query``, ``saved``, ``job``)."""
     view = job_view(store, redis, record, settings.queue)
-    if view.status != "finished":
+    if view.status != JobStatus.FINISHED:
         raise problem(409, f"job {record.id} is {view.status}; annotations exist once it "
                            "has finished", status=view.status,
                       progress=view.progress.model_dump())
@@ -94,7 +94,7 @@ def delete_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: Setti
     after the batch in flight) and its images and outputs deleted; its record stays, with
     status ``cancelled``. A finished, failed or cancelled job is deleted entirely."""
     view = job_view(store, redis, record, settings.queue)
-    if view.status in ("queued", "running"):
+    if not view.status.is_terminal:
         record.cancelled_at = utcnow()
         store.save_job(record)  # the worker checks this between batches
         queueing.cancel(redis, record.id)
