@@ -149,21 +149,6 @@ def keypoint_score_threshold(
     return _target_threshold(pool, round(visible_per_instance * num_instances))
 
 
-def kept_counts(
-    scores_by_category: Mapping[int, Sequence[float]], thresholds: Mapping[int, float]
-) -> dict[int, int]:
-    """How many predictions of each category a set of thresholds keeps (score ``>=``).
-
-    For reports: compare with ``round(instances_per_image[c] * num_images)``.
-    A category without a threshold keeps nothing.
-    """
-    counts: dict[int, int] = {}
-    for category, category_scores in scores_by_category.items():
-        scores = _scores_array(f"scores of category {category!r}", category_scores)
-        counts[category] = int((scores >= thresholds.get(category, math.inf)).sum())
-    return counts
-
-
 # What the selection does with one prediction, in the order the rule decides it: a
 # reviewer's per-instance decision first ("rejected" / an accepted one is "kept"), then
 # the thresholds: "kept" (an object in the file), "ignored" (an ignore region, iscrowd 1),

@@ -35,6 +35,7 @@ from typing import Any
 
 from redis import Redis
 
+from distill.coco import objects
 from distill.options import PRESETS
 from jobs.keys import redis_key
 
@@ -130,8 +131,7 @@ def last_job_summary(coco: dict[str, Any], job_id: str | None = None) -> dict[st
     categories that have keypoints.
     """
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in coco.get("categories", [])}
-    counts = Counter(int(a["category_id"]) for a in coco.get("annotations", [])
-                     if not a.get("iscrowd", 0))  # ignore regions are not pseudo-labels
+    counts = Counter(int(a["category_id"]) for a in objects(coco))  # no ignore regions
     kept = {name: counts.get(cid, 0) for cid, name in names.items()}
     for cid, n in counts.items():  # a category the card does not list: keep it visible
         kept.setdefault(names.get(cid, str(cid)), n)

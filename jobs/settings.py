@@ -187,12 +187,11 @@ def overlay(settings: Settings, given: Mapping[str, Any]) -> Settings:
     return Settings.model_validate({**settings.model_dump(), **chosen})
 
 
-def inference_options(settings: Settings, *, tta: str | None = None,
-                      fusion: Fusion | None = None) -> InferenceOptions:
-    """How a worker runs its teacher; ``tta`` and ``fusion`` come from the job when it sets them."""
+def inference_options(settings: Settings) -> InferenceOptions:
+    """How a worker runs its teachers by default (a job's own tta and fusion replace
+    these per job: :meth:`worker.runtime.TeacherPool.get`)."""
     return inference_options_from(settings.model_dump(),
-                                  InferenceOptions(max_pixels=settings.max_pixels),
-                                  tta=tta, fusion=fusion)
+                                  InferenceOptions(max_pixels=settings.max_pixels))
 
 
 def job_timeout(settings: Settings, images: int, passes: int) -> int:

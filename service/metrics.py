@@ -22,6 +22,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -85,22 +86,28 @@ def series_names() -> set[str]:
     return {name + s for name, (kind, _, _) in FAMILIES.items() for s in _SUFFIXES[kind]}
 
 
+_KINDS = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily,
+          "histogram": HistogramMetricFamily}
+_Family = TypeVar("_Family", GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
+
+
+def _family(kind: type[_Family], name: str) -> _Family:
+    """An empty family of FAMILIES[name], which must be of ``kind``."""
+    declared, doc, labels = FAMILIES[name]
+    assert _KINDS[declared] is kind, name
+    return kind(name, doc, labels=list(labels))
+
+
 def _gauge(name: str) -> GaugeMetricFamily:
-    kind, doc, labels = FAMILIES[name]
-    assert kind == "gauge", name
-    return GaugeMetricFamily(name, doc, labels=list(labels))
+    return _family(GaugeMetricFamily, name)
 
 
 def _counter(name: str) -> CounterMetricFamily:
-    kind, doc, labels = FAMILIES[name]
-    assert kind == "counter", name
-    return CounterMetricFamily(name, doc, labels=list(labels))
+    return _family(CounterMetricFamily, name)
 
 
 def _histogram(name: str) -> HistogramMetricFamily:
-    kind, doc, labels = FAMILIES[name]
-    assert kind == "histogram", name
-    return HistogramMetricFamily(name, doc, labels=list(labels))
+    return _family(HistogramMetricFamily, name)
 
 
 class JobStatusCounter:

@@ -6,9 +6,18 @@ import math
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 
-from distill.calibrate import Selection, kept_counts, keypoint_score_threshold, score_thresholds
+from distill.calibrate import Selection, keypoint_score_threshold, score_thresholds
+
+
+def kept_counts(scores_by_category: dict[int, Any], thresholds: dict[int, float]
+                ) -> dict[int, int]:
+    """How many predictions of each category the thresholds keep (score >=; none
+    without a threshold)."""
+    return {c: int((np.asarray(s, dtype=float) >= thresholds.get(c, math.inf)).sum())
+            for c, s in scores_by_category.items()}
 
 
 def distinct_scores(n: int, seed: int) -> list[float]:
