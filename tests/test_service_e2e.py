@@ -177,7 +177,7 @@ def test_downloads_in_every_export_format(live_service: ServiceStack,
     import io
     import zipfile
 
-    from distill.export import read_yolo
+    from distill.exports.yolo import read_yolo
 
     job = live_service.submit(unlabeled_images[:2], dataset="exports")
     live_service.wait_job(job["id"])
