@@ -30,8 +30,8 @@ def register(sub: Any) -> None:
     p.add_argument("pseudo_json", type=Path, help="COCO pseudo-label file")
     p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS), dest="format",
                    help="see the formats above")
-    p.add_argument("--out", required=True, type=Path, help="file to write (" + ", ".join(
-        f"{f.suffix.rsplit('.', 1)[-1]} for {f.name}" for f in EXPORT_FORMATS.values()) + ")")
+    p.add_argument("--out", required=True, type=Path, help="file to write, e.g. " + ", ".join(
+        f"pseudo{f.suffix} ({f.name})" for f in EXPORT_FORMATS.values()))
     p.add_argument(_FLAGS["image_url_prefix"], default=None, metavar="P",
                    help=f"{'/'.join(formats_taking('image_url_prefix'))}: prefix of each "
                         "image's URL (default: /data/local-files/?d=, Label Studio's local "
