@@ -1,9 +1,10 @@
-"""``distill export``: a pseudo-label COCO file as YOLO or Label Studio files.
+"""``distill export``: a pseudo-label COCO file in one of the export formats.
 
-Registered with the main parser through ``register(subparsers)``, as the other
-plugins are. User errors are :class:`distill.errors.DistillError` subclasses,
-which ``distill.cli.main`` prints as one line and exit status 2. Pure Python:
-registering and running this command import no torch.
+The formats, their help and the options each takes come from
+:data:`distill.exports.formats.EXPORT_FORMATS`. Registered with the main parser through
+``register(subparsers)``, as the other plugins are. User errors are
+:class:`distill.errors.DistillError` subclasses, which ``distill.cli.main`` prints as one
+line and exit status 2. Pure Python: registering and running this command import no torch.
 """
 
 from __future__ import annotations
@@ -13,47 +14,51 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import ConfigError
-from distill.export import EXPORT_FORMATS
+from distill.exports.formats import EXPORT_FORMATS, formats_help, formats_taking
+
+# ExportOptions field -> its flag (the flags themselves are declared in register()).
+_FLAGS = {"image_url_prefix": "--image-url-prefix", "images_dir": "--images"}
 
 
 def register(sub: Any) -> None:
     """Adds the ``export`` command to the ``distill`` command line."""
     p = sub.add_parser(
-        "export", help="pseudo-labels -> YOLO zip or Label Studio tasks (or COCO, as is)",
+        "export", help="pseudo-labels -> " + ", ".join(EXPORT_FORMATS) + " files",
         description="Converts a COCO pseudo-label file (from `distill annotate`, the client "
-                    "or the service) for labeling and training tools: an Ultralytics YOLO zip "
-                    "(labels/, data.yaml, classes.txt), Label Studio tasks with predictions "
-                    "(plus the labeling config as <out stem>.labelstudio.xml), or the COCO "
-                    "file itself (CVAT: 'COCO 1.0' / 'COCO Keypoints 1.0').")
+                    "or the service) for labeling and training tools. Formats: "
+                    + formats_help() + ".")
     p.add_argument("pseudo_json", type=Path, help="COCO pseudo-label file")
-    p.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="format")
-    p.add_argument("--out", required=True, type=Path,
-                   help="file to write (.zip for yolo, .json for labelstudio and coco)")
-    p.add_argument("--image-url-prefix", default=None, metavar="P",
-                   help="labelstudio: prefix of each image's URL (default: "
-                        "/data/local-files/?d=, Label Studio's local storage)")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR",
-                   help="yolo: copy the images (file names relative to DIR) into the zip")
+    p.add_argument("--format", required=True, choices=list(EXPORT_FORMATS), dest="format",
+                   help="see the formats above")
+    p.add_argument("--out", required=True, type=Path, help="file to write, e.g. " + ", ".join(
+        f"pseudo{f.suffix} ({f.name})" for f in EXPORT_FORMATS.values()))
+    p.add_argument(_FLAGS["image_url_prefix"], default=None, metavar="P",
+                   help=f"{'/'.join(formats_taking('image_url_prefix'))}: prefix of each "
+                        "image's URL (default: /data/local-files/?d=, Label Studio's local "
+                        "storage)")
+    p.add_argument(_FLAGS["images_dir"], type=Path, default=None, metavar="DIR",
+                   dest="images_dir",
+                   help=f"{'/'.join(formats_taking('images_dir'))}: copy the images (file "
+                        "names relative to DIR) into the output")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from distill.coco import load_coco
-    from distill.export import labelstudio_config_path, write_export
+    from distill.coco import load_coco, objects
+    from distill.exports.formats import ExportOptions, write_export
 
-    if args.image_url_prefix is not None and args.format != "labelstudio":
-        raise ConfigError("--image-url-prefix applies to --format labelstudio only")
-    if args.images is not None and args.format != "yolo":
-        raise ConfigError("--images applies to --format yolo only")
-    if args.images is not None and not args.images.is_dir():
-        raise ConfigError(f"--images {str(args.images)!r} is not a folder")
+    spec = EXPORT_FORMATS[args.format]
+    given = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    for option in given:
+        if option not in spec.options:
+            raise ConfigError(f"{_FLAGS[option]} applies to --format "
+                              f"{' / '.join(formats_taking(option))} only")
+    if args.images_dir is not None and not args.images_dir.is_dir():
+        raise ConfigError(f"--images {str(args.images_dir)!r} is not a folder")
     coco = load_coco(args.pseudo_json)
-    kwargs: dict[str, Any] = {}
-    if args.image_url_prefix is not None:
-        kwargs["image_url_prefix"] = args.image_url_prefix
-    out = write_export(coco, args.format, args.out, images_dir=args.images, **kwargs)
-    n_ann = sum(1 for a in coco["annotations"] if not a.get("iscrowd", 0))
-    print(f"wrote {out}: {args.format}, {len(coco['images'])} images, {n_ann} pseudo-labels")
-    if args.format == "labelstudio":
-        print(f"wrote {labelstudio_config_path(out)}: the labeling config for those tasks")
+    out = write_export(coco, spec.name, args.out, ExportOptions(**given))
+    print(f"wrote {out}: {spec.name}, {len(coco['images'])} images, "
+          f"{len(objects(coco))} pseudo-labels")
+    if spec.companion is not None:
+        print(f"wrote {spec.companion.path_beside(out)}: {spec.companion.description}")
     return 0

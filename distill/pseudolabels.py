@@ -216,6 +216,7 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": cat,
                 "bbox": [x1, y1, round(w, 2), round(h, 2)], "area": round(w * h, 2),
                 "iscrowd": 0 if kept else 1, "score": score,
+                "segmentation": [],  # boxes only; COCO importers (datumaro, CVAT) require the key
             }
             if rec.keypoints is not None and rec.keypoint_scores is not None:
                 if kept:
@@ -246,7 +247,8 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         "num_images": len(images), "num_failed": len(errors), "errors": errors,
         **(info or {}),
     }
-    return {"info": block, "images": images, "annotations": annotations,
+    # ``licenses`` is empty but present: datumaro's streaming COCO reader (CVAT's) requires it.
+    return {"info": block, "licenses": [], "images": images, "annotations": annotations,
             "categories": card.categories}
 
 

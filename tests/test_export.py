@@ -19,15 +19,11 @@ import pytest
 import yaml
 
 from distill.errors import ConfigError, DataError, DistillError
-from distill.export import (
-    EXPORT_FORMATS,
-    labelstudio_config,
-    read_yolo,
-    to_labelstudio,
-    to_yolo,
-    write_export,
-)
 from distill.export_cli import register
+from distill.exports.coco import to_cvat
+from distill.exports.formats import EXPORT_FORMATS, write_export
+from distill.exports.labelstudio import labelstudio_config, to_labelstudio
+from distill.exports.yolo import read_yolo, to_yolo
 
 KP_NAMES = ["nose", "left_eye", "right_eye", "left_wrist", "right_wrist"]
 TOL = 1e-3 * 640  # 6 decimals of a normalised coordinate, in pixels, with margin
@@ -250,9 +246,13 @@ def test_cli_writes_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[s
     ET.parse(tmp_path / "ls.labelstudio.xml")
     assert _run_cli([str(src), "--format", "coco", "--out", str(tmp_path / "c.json")]) == 0
     assert json.loads((tmp_path / "c.json").read_text(encoding="utf-8")) == _keypoints_coco()
+    assert _run_cli([str(src), "--format", "cvat", "--out", str(tmp_path / "cv.json")]) == 0
+    assert json.loads((tmp_path / "cv.json").read_text(encoding="utf-8")) == to_cvat(
+        _keypoints_coco())
     out = capsys.readouterr().out
     assert "y.zip" in out and "ls.labelstudio.xml" in out and "c.json" in out
-    assert set(EXPORT_FORMATS) == {"coco", "yolo", "labelstudio"}
+    assert "cv.json: cvat" in out
+    assert set(EXPORT_FORMATS) == {"coco", "cvat", "yolo", "labelstudio"}
 
 
 def test_cli_bad_input_is_a_distill_error(tmp_path: Path) -> None:

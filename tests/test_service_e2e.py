@@ -177,25 +177,46 @@ def test_downloads_in_every_export_format(live_service: ServiceStack,
     import io
     import zipfile
 
-    from distill.export import read_yolo
+    from distill.exports.coco import to_cvat
+    from distill.exports.formats import EXPORT_FORMATS
+    from distill.exports.yolo import read_yolo
 
     job = live_service.submit(unlabeled_images[:2], dataset="exports")
     live_service.wait_job(job["id"])
     with live_service.client() as c:
-        coco = c.get(f"/jobs/{job['id']}/annotations").json()
-        yolo = c.get(f"/jobs/{job['id']}/annotations", params={"format": "yolo"})
+        plain = c.get(f"/jobs/{job['id']}/annotations")
+        got = {fmt: c.get(f"/jobs/{job['id']}/annotations", params={"format": fmt})
+               for fmt in EXPORT_FORMATS}
         studio = c.get("/datasets/exports/annotations", params={"format": "labelstudio"})
         bad = c.get(f"/jobs/{job['id']}/annotations", params={"format": "voc"})
-    assert yolo.headers["content-type"] == "application/zip"
-    assert yolo.headers["x-distill-selection"] == "job"
+        spec = c.get("/openapi.json").json()
+    coco = plain.json()
+    assert plain.content == got["coco"].content  # coco is the default
+    for fmt, resp in got.items():  # media type and file name from the format table
+        assert resp.status_code == 200, fmt
+        assert resp.headers["content-type"].startswith(EXPORT_FORMATS[fmt].media_type), fmt
+        assert resp.headers["content-disposition"] == (
+            f'attachment; filename="{job["id"]}{EXPORT_FORMATS[fmt].suffix}"'), fmt
+        assert resp.headers["x-distill-selection"] == "job", fmt
+    assert got["cvat"].json() == to_cvat(coco)
+    yolo = got["yolo"]
     names = zipfile.ZipFile(io.BytesIO(yolo.content)).namelist()
     assert "data.yaml" in names and len([n for n in names if n.startswith("labels/")]) == 2
     back = read_yolo(yolo.content, coco)
     assert len(back) == len(coco["annotations"])
-    for got, want in zip(sorted(back, key=lambda a: a["bbox"]),
-                         sorted(coco["annotations"], key=lambda a: a["bbox"]), strict=True):
-        assert max(abs(g - w) for g, w in zip(got["bbox"], want["bbox"], strict=True)) < 0.01
+    for got_ann, want in zip(sorted(back, key=lambda a: a["bbox"]),
+                             sorted(coco["annotations"], key=lambda a: a["bbox"]), strict=True):
+        assert max(abs(g - w) for g, w in zip(got_ann["bbox"], want["bbox"], strict=True)) < 0.01
     tasks = studio.json()
     assert studio.status_code == 200 and len(tasks) == 2
     assert "<View>" in unquote(studio.headers["x-labelstudio-config"])
     assert bad.status_code == 422 and "format" in bad.json()["detail"]["message"]
+    # The API's allowed values and description come from the same table.
+    for path in ("/jobs/{job_id}/annotations", "/datasets/{name}/annotations"):
+        param = next(p for p in spec["paths"][path]["get"]["parameters"]
+                     if p["name"] == "format")
+        schema = param["schema"]
+        if "$ref" in schema:
+            schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        assert schema["enum"] == list(EXPORT_FORMATS), path
+        assert all(f"{name}:" in param["description"] for name in EXPORT_FORMATS), path

@@ -10,7 +10,12 @@ from fastapi.responses import JSONResponse, Response
 from jobs.records import JobStatus
 from service.annotations import NotAvailableError, build_coco
 from service.deps import OwnerDep, RedisDep, SettingsDep, StoreDep
-from service.downloads import FormatQuery, export_response
+from service.downloads import (
+    DEFAULT_FORMAT,
+    FormatQuery,
+    download_response_doc,
+    export_response,
+)
 from service.errors import problem, responses
 from service.params import DatasetName, SelectionQueryDep
 from service.views import job_view
@@ -21,13 +26,14 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 @router.get(
     "/{name}/annotations", summary="COCO pseudo-labels of a dataset, calibrated over all its jobs",
     response_class=JSONResponse,
-    responses={200: {"description": "COCO JSON over every finished job of the dataset"},
+    responses={200: download_response_doc("The pseudo-labels over every finished job of "
+                                          "the dataset"),
                **responses(401, 404, 409, 422, 503, c404="no job of this dataset (for this key)",
                            c409="some jobs are still queued or running, none finished, or "
                                 "they ran with different teachers")})
 def dataset_annotations(
-    name: DatasetName, owner: OwnerDep, store: StoreDep,
-    redis: RedisDep, settings: SettingsDep, query: SelectionQueryDep, format: FormatQuery = "coco",
+    name: DatasetName, owner: OwnerDep, store: StoreDep, redis: RedisDep,
+    settings: SettingsDep, query: SelectionQueryDep, format: FormatQuery = DEFAULT_FORMAT,
     partial: Annotated[bool, Query(
         description="serve the finished jobs even while others still run")] = False,
 ) -> Response:

@@ -13,7 +13,13 @@ from jobs.records import utcnow
 from jobs.settings import DATASET_PATTERN
 from service.annotations import NotAvailableError, build_coco
 from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
-from service.downloads import SELECTION_HEADER, FormatQuery, export_response
+from service.downloads import (
+    DEFAULT_FORMAT,
+    FormatQuery,
+    download_headers,
+    download_response_doc,
+    export_response,
+)
 from service.errors import problem, responses
 from service.models import Deleted, JobList, JobOut, JobStatus
 from service.params import SelectionQueryDep
@@ -55,11 +61,13 @@ def get_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: Settings
 @router.get(
     "/{job_id}/annotations", summary="COCO pseudo-labels of a finished job",
     response_class=JSONResponse,
-    responses={200: {"description": "COCO JSON (images, annotations, categories, info)"},
+    responses={200: download_response_doc("The pseudo-labels (images, annotations, "
+                                          "categories, info)"),
                **responses(401, 404, 409, 422, c409="the job has not finished (the body "
                                                     "gives its status)")})
 def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
-                    owner: OwnerDep, query: SelectionQueryDep, format: FormatQuery = "coco"
+                    owner: OwnerDep, query: SelectionQueryDep,
+                    format: FormatQuery = DEFAULT_FORMAT
                     ) -> Response:
     """The job's COCO file: with the thresholds of the query if given, else with the
     selection saved in review, else as calibrated; ``info.selection_source`` and the
@@ -72,9 +80,9 @@ def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: 
     saved = store.load_selection(owner, job_id=record.id)
     path = store.annotations_path(record.id)
     unchanged = query.empty and saved is None
-    if unchanged and format == "coco" and path.exists():
+    if unchanged and format == "coco" and path.exists():  # the stored file is the coco bytes
         return FileResponse(path, media_type="application/json",
-                            headers={SELECTION_HEADER: "job"})
+                            headers=download_headers(format, record.id, "job"))
     if unchanged and path.exists():
         return export_response(json.loads(path.read_text(encoding="utf-8")), format, record.id)
     # Other thresholds, a saved review (or a lost output file): rebuilt from the raw

@@ -1,0 +1,123 @@
+"""The ``labelstudio`` export: Label Studio tasks with pre-annotations, and their config.
+
+Following "Import pre-annotated data into Label Studio" (https://labelstud.io/guide/predictions)
+and the result formats of the RectangleLabels and KeyPointLabels tags
+(https://labelstud.io/tags/rectanglelabels, https://labelstud.io/tags/keypointlabels): one
+task per image, ``{"data": {"image": URL}, "predictions": [{"model_version", "score",
+"result"}]}``; each box a ``rectanglelabels`` result with ``x``, ``y``, ``width``,
+``height`` in percent of the image (0-100), ``original_width`` / ``original_height``,
+``image_rotation: 0``; each kept keypoint (v > 0) a ``keypointlabels`` result with its
+own score (``distill.keypoint_scores``; the instance's where the file has none) whose
+``parentID`` is its box's result ``id``, the link Label Studio's own converter reads to
+group keypoints into instances (label_studio_sdk/converter/exports/yolo.py). The labeling
+config (:func:`labelstudio_config`) names the same ``from_name`` / ``to_name`` and gives
+each keypoint label a ``model_index`` (its position in the category), which Label
+Studio's COCO / YOLO export of keypoints requires. Ignore regions are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+from distill.errors import DataError
+from distill.exports._common import (
+    as_number,
+    box_xywh,
+    category_name,
+    check_coco,
+    images_with_objects,
+    instance_score,
+    keypoint_triples,
+    relative_path,
+)
+
+LS_IMAGE, LS_BOXES, LS_KEYPOINTS = "image", "label", "keypoint"  # to_name / from_names
+LS_POINT_SIZE = 0.5  # keypoint size in percent of the image, as Label Studio's `width`
+LS_LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local storage
+
+
+def to_labelstudio(coco: dict[str, Any], *,
+                   image_url_prefix: str = LS_LOCAL_FILES) -> list[dict[str, Any]]:
+    """Label Studio tasks with predictions, one per image (see the module docstring).
+
+    ``data.image`` is ``image_url_prefix`` + the URL-quoted ``file_name``: the default
+    serves files from Label Studio's local storage, an ``http(s)://`` prefix serves them
+    from a web server. A prediction's ``score`` is the mean instance score (0 for an image
+    without pseudo-labels, so that sorting by it shows those first).
+    """
+    check_coco(coco)
+    cats = {c["id"]: c for c in coco["categories"]}
+    teacher = (coco.get("info") or {}).get("teacher") or {}
+    version = str(teacher.get("name") or teacher.get("arch") or "distill")
+    if teacher.get("sha256"):
+        version += f"@{str(teacher['sha256'])[:12]}"
+    tasks = []
+    for img, anns in images_with_objects(coco):
+        size = {"original_width": int(img["width"]), "original_height": int(img["height"]),
+                "image_rotation": 0}
+        w, h = float(img["width"]), float(img["height"])
+        result: list[dict[str, Any]] = []
+        scores = [s for s in (instance_score(a) for a in anns) if s is not None]
+        for n, ann in enumerate(anns, 1):
+            cat, box_id = cats[ann["category_id"]], f"box{n}"
+            s = instance_score(ann)
+            score = {} if s is None else {"score": s}
+            x, y, bw, bh = box_xywh(ann)
+            result.append({
+                "id": box_id, "type": "rectanglelabels", "from_name": LS_BOXES,
+                "to_name": LS_IMAGE, **size, **score,
+                "value": {"x": x / w * 100, "y": y / h * 100, "width": bw / w * 100,
+                          "height": bh / h * 100, "rotation": 0,
+                          "rectanglelabels": [category_name(cat)]}})
+            names = list(cat.get("keypoints") or [])
+            own = _keypoint_scores(ann, len(names)) if names else None
+            for j, (px, py, v) in enumerate(keypoint_triples(ann, len(names)) or []):
+                if v > 0:
+                    result.append({
+                        "id": f"{box_id}_kp{j}", "parentID": box_id, "type": "keypointlabels",
+                        "from_name": LS_KEYPOINTS, "to_name": LS_IMAGE, **size,
+                        **(score if own is None else {"score": own[j]}),
+                        "value": {"x": px / w * 100, "y": py / h * 100,
+                                  "width": LS_POINT_SIZE, "keypointlabels": [str(names[j])]}})
+        tasks.append({
+            "data": {LS_IMAGE: image_url_prefix + quote(relative_path(img).as_posix())},
+            "predictions": [{"model_version": version,
+                             "score": sum(scores) / len(scores) if scores else 0.0,
+                             "result": result}]})
+    return tasks
+
+
+def labelstudio_config(coco: dict[str, Any]) -> str:
+    """The Label Studio labeling config (XML) matching :func:`to_labelstudio`'s tasks:
+    one RectangleLabels label per category, one KeyPointLabels label per keypoint name."""
+    check_coco(coco)
+    cats = coco["categories"]
+    keypoints = list(dict.fromkeys(str(n) for c in cats for n in c.get("keypoints") or []))
+    lines = ["<View>", f'  <Image name="{LS_IMAGE}" value="${LS_IMAGE}" zoom="true"/>',
+             f'  <RectangleLabels name="{LS_BOXES}" toName="{LS_IMAGE}">',
+             *(f'    <Label value="{_xml(category_name(c))}"/>' for c in cats),
+             "  </RectangleLabels>"]
+    if keypoints:
+        lines += [f'  <KeyPointLabels name="{LS_KEYPOINTS}" toName="{LS_IMAGE}">',
+                  *(f'    <Label value="{_xml(n)}" model_index="{i}"/>'
+                    for i, n in enumerate(keypoints)), "  </KeyPointLabels>"]
+    return "\n".join([*lines, "</View>"]) + "\n"
+
+
+def _keypoint_scores(ann: dict[str, Any], k: int) -> list[float] | None:
+    """Each keypoint's own score (``distill.keypoint_scores``), or None when the file has none."""
+    extras = ann.get("distill")
+    raw = extras.get("keypoint_scores") if isinstance(extras, dict) else None
+    if raw is None:
+        return None
+    scores = [as_number(v) for v in raw] if isinstance(raw, list) and len(raw) == k else []
+    if len(scores) != k or None in scores:
+        raise DataError(f"annotation {ann.get('id')} has distill.keypoint_scores {raw!r}; "
+                        f"expected {k} numbers, one per keypoint")
+    return [s for s in scores if s is not None]
+
+
+def _xml(s: str) -> str:
+    return escape(s, {'"': "&quot;", "'": "&apos;"})
