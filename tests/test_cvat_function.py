@@ -114,3 +114,56 @@ def test_the_function_passes_cvat_sdks_validation(stack: ServiceStack,
         assert result["types"] == ["rectangle"]
     with stack.client() as c:  # each frame's job was deleted
         assert len(c.get("/jobs").json()["jobs"]) == before
+
+
+def test_nuclio_json_names_labels_and_keeps_confidences() -> None:
+    from service.integrations.cvat import nuclio_results, nuclio_spec
+
+    assert nuclio_spec(PLAN) == [
+        {"id": 0, "name": "person", "type": "skeleton", "sublabels": [
+            {"id": 0, "name": "left_eye", "type": "points"},
+            {"id": 1, "name": "right_eye", "type": "points"}]},
+        {"id": 1, "name": "kite", "type": "rectangle"}]
+    skeleton, box = nuclio_results(coco_to_shapes(COCO, PLAN), PLAN)
+    assert box == {"confidence": "0.4000", "label": "kite", "type": "rectangle",
+                   "points": [1.0, 2.0, 4.0, 6.0]}
+    assert [e["label"] for e in skeleton["elements"]] == ["left_eye", "right_eye"]
+    assert [e["outside"] for e in skeleton["elements"]] == [0, 1]
+
+
+def test_the_nuclio_handler_answers_cvats_detector_json(stack: ServiceStack,
+                                                        unlabeled_images: list[Path],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker/cvat-nuclio/main.py run as Nuclio runs it (init_context, then handler with
+    CVAT's body), against the real service; the context object stands in for Nuclio's."""
+    import base64
+    import importlib.util
+    import types
+
+    import yaml
+
+    spec_file = yaml.safe_load((REPO / "docker/cvat-nuclio/function.yaml").read_text())
+    assert spec_file["spec"]["handler"] == "main:handler"
+    json.loads(spec_file["metadata"]["annotations"]["spec"])
+    module_spec = importlib.util.spec_from_file_location(
+        "nuclio_main", REPO / "docker/cvat-nuclio/main.py")
+    assert module_spec is not None and module_spec.loader is not None
+    main = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(main)
+    monkeypatch.setenv("DISTILL_URL", stack.url)
+    monkeypatch.setenv("DISTILL_API_KEY", API_KEYS[0])
+    monkeypatch.setenv("DISTILL_TEACHER", "shapes")
+
+    def response(body: str, headers: dict[str, str], content_type: str, status_code: int
+                 ) -> dict[str, Any]:
+        return {"body": body, "content_type": content_type, "status": status_code}
+
+    context = types.SimpleNamespace(user_data=types.SimpleNamespace(), Response=response)
+    main.init_context(context)
+    body = {"image": base64.b64encode(unlabeled_images[1].read_bytes()).decode(),
+            "threshold": 0.05}
+    answer = main.handler(context, types.SimpleNamespace(body=body))
+    assert answer["status"] == 200 and answer["content_type"] == "application/json"
+    results = json.loads(answer["body"])
+    assert results and {r["type"] for r in results} == {"rectangle"}
+    assert all(float(r["confidence"]) >= 0.05 and len(r["points"]) == 4 for r in results)

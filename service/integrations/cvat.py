@@ -183,3 +183,45 @@ def create(url: str, key: str = "", teacher: str = "", tta: str = "flip",
     """What ``cvat-cli ... --function-module service.integrations.cvat -p NAME=TYPE:VALUE``
     calls: the function for ``teacher`` (default: the service's only one)."""
     return DistillFunction(ServiceClient(url, key, teacher, tta, timeout))
+
+
+# ---- the Nuclio handler's side (docker/cvat-nuclio): CVAT's serverless JSON ------------
+
+def nuclio_spec(plan: list[LabelPlan]) -> list[dict[str, Any]]:
+    """The ``metadata.annotations.spec`` label list of a Nuclio detector function."""
+    return [{"id": p.id, "name": p.name, "type": "skeleton" if p.keypoints else "rectangle",
+             **({"sublabels": [{"id": j, "name": k, "type": "points"}
+                               for j, k in enumerate(p.keypoints)]} if p.keypoints else {})}
+            for p in plan]
+
+
+def nuclio_results(shapes: list[dict[str, Any]], plan: list[LabelPlan]) -> list[dict[str, Any]]:
+    """:func:`coco_to_shapes` output as the JSON list a CVAT Nuclio detector returns
+    (labels by name, ``confidence`` as a string, skeleton elements with ``outside``)."""
+    names = {p.id: p for p in plan}
+    out = []
+    for s in shapes:
+        label = names[s["label_id"]]
+        item: dict[str, Any] = {"confidence": f"{s['score']:.4f}", "label": label.name,
+                                "type": s["type"]}
+        if s["type"] == "rectangle":
+            item["points"] = s["points"]
+        else:
+            item["elements"] = [{"label": label.keypoints[e["label_id"]], "type": "points",
+                                 "points": e["points"], "outside": int(e["outside"]),
+                                 "confidence": f"{e['score']:.4f}"} for e in s["elements"]]
+        out.append(item)
+    return out
+
+
+if __name__ == "__main__":  # print a teacher's Nuclio spec: python -m service.integrations.cvat
+    import argparse
+    import json
+    import os
+
+    cli = argparse.ArgumentParser(description="print the Nuclio label spec of a teacher")
+    cli.add_argument("--url", default=os.environ.get("DISTILL_URL", "http://127.0.0.1:8000"))
+    cli.add_argument("--key", default=os.environ.get("DISTILL_API_KEY", ""))
+    cli.add_argument("--teacher", default="")
+    a = cli.parse_args()
+    print(json.dumps(nuclio_spec(label_plan(ServiceClient(a.url, a.key, a.teacher).teacher))))
