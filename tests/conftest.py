@@ -299,3 +299,19 @@ def make_stack(redis_server: RedisServer, teacher_checkpoint: Path,
 def live_service(make_stack: Callable[..., ServiceStack]) -> ServiceStack:
     """One API and one worker (identity TTA, batches of 2), shared by read-mostly tests."""
     return make_stack(api=True, workers=1)
+
+
+@pytest.fixture(scope="session")
+def two_teacher_service(make_stack: Callable[..., ServiceStack], teacher_checkpoint: Path,
+                        synthetic: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+                        ) -> ServiceStack:
+    """An API and one worker serving two random-weight teachers: ``person`` (keypoints)
+    and ``shapes`` (the synthetic box categories)."""
+    from tests.helpers import make_teacher
+
+    boxes = tmp_path_factory.mktemp("two-teachers") / "shapes.pt"
+    make_teacher(boxes, synthetic["labeled"].boxes_json, task="boxes")
+    stack = make_stack(api=True, workers=0, one_teacher=False,
+                       teachers=f"person={teacher_checkpoint},shapes={boxes}")
+    stack.start_worker()
+    return stack

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 
 from service.integrations.cvat import LabelPlan, coco_to_shapes, label_plan
 from tests.conftest import API_KEYS, REPO, ServiceStack
-from tests.helpers import make_teacher
 from tests.toolvenv import tool_python
 
 CVAT_SDK = ["cvat-sdk==2.80.0", "httpx>=0.27"]
@@ -79,16 +77,8 @@ print(json.dumps({"spec": [l.name for l in function.spec.labels],
 
 
 @pytest.fixture(scope="module")
-def stack(make_stack: Callable[..., ServiceStack], teacher_checkpoint: Path,
-          synthetic: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[ServiceStack]:
-    root = tmp_path_factory.mktemp("cvat")
-    make_teacher(root / "boxes.pt", synthetic["labeled"].boxes_json, task="boxes")
-    s = make_stack(api=True, workers=0, one_teacher=False,
-                   teachers=f"person={teacher_checkpoint},shapes={root / 'boxes.pt'}")
-    s.start_worker()
-    yield s
-    s.close()
+def stack(two_teacher_service: ServiceStack) -> ServiceStack:
+    return two_teacher_service
 
 
 @pytest.mark.parametrize(("teacher", "threshold"), [("shapes", "none"), ("shapes", "0.05"),

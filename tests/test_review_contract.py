@@ -12,27 +12,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import ServiceStack
-from tests.helpers import make_teacher
 
 
 @pytest.fixture(scope="module")
-def stack(make_stack: Callable[..., ServiceStack], teacher_checkpoint: Path,
-          synthetic: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[ServiceStack]:
-    root = tmp_path_factory.mktemp("contract")
-    make_teacher(root / "boxes.pt", synthetic["labeled"].boxes_json, task="boxes")
-    s = make_stack(api=True, workers=0, one_teacher=False,
-                   teachers=f"person={teacher_checkpoint},shapes={root / 'boxes.pt'}")
-    s.start_worker()
-    yield s
-    s.close()
+def stack(two_teacher_service: ServiceStack) -> ServiceStack:
+    return two_teacher_service
 
 
 def _in_review(doc: dict[str, Any]) -> Counter[tuple[str, int, tuple[float, ...], int]]:
