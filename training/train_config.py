@@ -52,7 +52,7 @@ class TrainConfig:
     momentum: float = field(default=0.9, metadata=cli())
     weight_decay: float = field(default=1e-4, metadata=cli())
     warmup_iters: int | None = field(default=None, metadata=cli(  # None: default_warmup(iters)
-        "default: 10%% of --iters, at most 200"))
+        "default: 10%% of --iters, at least 50 (or half of --iters) and at most 200"))
     steps: tuple[float, ...] = field(default=(0.7, 0.9), metadata=cli(
         "fractions of --iters where the rate drops by 10x"))
     out: Path = field(metadata=cli("checkpoint to write"))
