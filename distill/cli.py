@@ -24,10 +24,12 @@ from distill.logs import configure_logging
 from distill.options import (
     COMBINES,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_SYNTH_FAMILY,
     FUSIONS,
     POOLINGS,
     PRESETS,
     SCORINGS,
+    SYNTH_FAMILIES,
     InferenceOptions,
     inference_defaults,
     inference_options_from,
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--shifted", type=int, default=0, help="unlabeled images of another look")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--family", choices=("figures", "blocks"), default="figures",
+    p.add_argument("--family", choices=SYNTH_FAMILIES, default=DEFAULT_SYNTH_FAMILY,
                    help="the look: 'figures' (settings are chosen on it) or 'blocks' (other "
                         "figures, objects, backgrounds and sizes, kept for confirming them)")
     p.set_defaults(func=_cmd_synth)

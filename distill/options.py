@@ -27,6 +27,12 @@ ARCH_TASKS: dict[str, Task | None] = {
 }
 ARCHITECTURES: tuple[str, ...] = tuple(ARCH_TASKS)
 
+# The synthetic data's looks: settings are chosen on "figures" and confirmed on "blocks". Each
+# one's drawing lives in distill.data.synth (FAMILIES), which needs numpy.
+SynthFamily = Literal["figures", "blocks"]
+SYNTH_FAMILIES: tuple[SynthFamily, ...] = get_args(SynthFamily)
+DEFAULT_SYNTH_FAMILY: SynthFamily = "figures"
+
 # How pooled box detections are merged: NMS + box voting (Detectron) or weighted boxes fusion.
 Fusion = Literal["vote", "wbf"]
 FUSIONS: tuple[Fusion, ...] = get_args(Fusion)

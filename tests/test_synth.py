@@ -21,6 +21,8 @@ from distill.data import (
     SplitFiles,
     generate,
 )
+from distill.data.synth import FAMILIES
+from distill.options import DEFAULT_SYNTH_FAMILY, SYNTH_FAMILIES
 
 K = len(KEYPOINT_NAMES)
 
@@ -50,12 +52,20 @@ def test_constants_are_consistent() -> None:
     assert [c["id"] for c in BOX_CATEGORIES] == list(range(1, len(BOX_CATEGORIES) + 1))
 
 
+def test_every_family_name_has_a_look() -> None:
+    """The command lines offer distill.options' names; synth draws each of them."""
+    assert tuple(FAMILIES) == SYNTH_FAMILIES and DEFAULT_SYNTH_FAMILY in FAMILIES
+
+
 def test_layout_and_counts(data: dict[str, SplitFiles]) -> None:
     assert set(data) == {"labeled", "unlabeled", "test", "shifted"}
     counts = {"labeled": 100, "unlabeled": 24, "test": 8, "shifted": 24}
     for split, files in data.items():
         assert files.images_dir == files.keypoints_json.parent.parent / "images" / split
         assert files.keypoints_json.name == f"{split}_keypoints.json"
+        assert files == SplitFiles.under(files.images_dir.parent.parent, split)
+        assert files.json_for("keypoints") == files.keypoints_json
+        assert files.json_for("boxes") == files.boxes_json
         kp, box = _load(files.keypoints_json), _load(files.boxes_json)
         assert kp["images"] == box["images"]
         assert len(kp["images"]) == counts[split]

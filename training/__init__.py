@@ -9,6 +9,9 @@ Modules, one job each:
 - :mod:`training.sampler`: the seeded, resumable mixed sampler (labeled vs
   pseudo-labeled images at an expected 6:4 ratio), one independent stream per rank;
 - :mod:`training.schedule`: linear warm-up, then learning rate /10 at ~70% and ~90%;
+- :mod:`training.train_config`: a run's settings (``TrainConfig``), each field its
+  ``distill train`` flag; :mod:`training.config_flags` turns such fields into flags and
+  back, and spells the recorded command line;
 - :mod:`training.trainer`: the loop: SGD, checkpoints and ``--resume``, JSON-lines
   metrics, progress bar, optional TensorBoard, DistributedDataParallel under torchrun;
 - :mod:`training.evaluate`: COCOeval (bbox, and keypoints with the card's OKS sigmas),
@@ -16,9 +19,11 @@ Modules, one job each:
 - :mod:`training.pseudo_quality`: precision / recall / AP of pseudo-labels against
   annotations the teacher never saw (the synthetic unlabeled splits keep theirs);
 - :mod:`training.pipeline`: one (task, seed) chain: teacher -> pseudo-labels -> students
-  and the equal-budget baseline -> test scores, every step resumable;
+  and the equal-budget baseline -> test scores, every step resumable; its models are the
+  table :mod:`training.variants` (one entry per student variant and report row);
 - :mod:`training.experiment`: those pipelines over tasks and seeds, in parallel
   processes, with the report (:mod:`training.report`) written to ``docs/RESULTS.md``;
+  the settings and their flags are :mod:`training.experiment_config`'s fields;
 - :mod:`training.cli`: the ``distill train``, ``distill eval`` and ``distill experiment``
   subcommands.
 """

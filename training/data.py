@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from distill.errors import DataError
 from distill.images import load_image
 from training.augment import hflip
 from training.ignore import IGNORE_LABEL
+from training.train_config import CROWD_RULES, CrowdRule
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ log = logging.getLogger(__name__)
 MIN_BOX_SIDE = 1.0
 
 Target = dict[str, Tensor]
-CrowdRule = Literal["ignore", "drop"]
-CROWD_RULES: tuple[CrowdRule, ...] = ("ignore", "drop")
 
 
 @dataclass(frozen=True)

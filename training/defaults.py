@@ -8,3 +8,4 @@ for the ResNet-50 architectures pass --lr and --batch-size for your hardware.
 DEFAULT_LR = 0.02
 DEFAULT_BATCH = 4
 DEFAULT_ITERS = 1500
+DEFAULT_LABELED_RATIO = 0.6  # students: share of labeled images in a minibatch (6:4)

@@ -90,8 +90,8 @@ class Stack:
 def _train(task: str, files: dict[str, SplitFiles], out: Path, iters: int,
            pseudo: Path | None = None) -> Path:
     split = files["labeled"]
-    train_json = split.keypoints_json if task == "keypoints" else split.boxes_json
-    cfg = TrainConfig(task=task, train_json=train_json, images=split.images_dir,  # type: ignore[arg-type]
+    cfg = TrainConfig(task=task, train_json=split.json_for(task),  # type: ignore[arg-type]
+                      images=split.images_dir,
                       out=out, iters=iters, device="cpu",
                       pseudo_json=pseudo, pseudo_images=(
                           files["unlabeled"].images_dir if pseudo else None))
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     student = _train(args.task, files, out / "student.pt", args.student_iters, pseudo)
     print("[5/5] evaluating on the test split", flush=True)
     test = files["test"]
-    test_json = test.keypoints_json if args.task == "keypoints" else test.boxes_json
+    test_json = test.json_for(args.task)
     rows: dict[str, EvalReport] = {
         "teacher": evaluate_checkpoint(teacher, test_json, test.images_dir),
         "teacher + TTA": evaluate_checkpoint(teacher, test_json, test.images_dir,

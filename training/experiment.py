@@ -14,11 +14,11 @@ For each task (keypoints, boxes) and seed:
    teacher had that budget it IS this training, and it is not repeated;
 6. the same student with pseudo-labels of the shifted split; optionally (``--rounds 2``)
    a second round where the student is the teacher;
-7. optional variants beside the student: ``--compare-pooling`` (box teachers: Detectron's
-   raw pooling, ``student-raw``), ``--ignore-factor F`` (the teacher's unsure predictions
-   as ignore regions, ``student-ignore`` and ``student-shifted-ignore``; with both,
-   ``student-raw-ignore``), ``--oracle``
-   (the same images with their true labels: what pseudo-labels could give at best);
+7. optional variants beside the student, each one entry of ``training.variants.VARIANTS``
+   turned on by its flag: ``--compare-pooling`` (box teachers: Detectron's raw pooling),
+   ``--ignore-factor F`` (the teacher's unsure predictions as ignore regions),
+   ``--oracle`` (the same images with their true labels: what pseudo-labels could give
+   at best);
 8. evaluate everything on the test split, with and without test-time augmentation.
 
 Every step is skipped when its output exists, so rerunning the same command resumes.
@@ -56,6 +56,7 @@ from distill.card import Task
 from distill.data import SplitFiles, generate
 from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
+from training.config_flags import result_fields, values_before
 from training.experiment_config import ExperimentConfig, config_from_args
 from training.pipeline import run_pipeline
 from training.report import render_markdown
@@ -95,11 +96,9 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
 # (Seeds and tasks may be added later: each (task, seed) has its own directory. So may
 # the shifted split, once: it only adds a student, and the generator renders the other
 # splits identically with or without it.)
-_RESULT_SETTINGS = ("family", "labeled", "unlabeled", "shifted", "test", "teacher_iters",
-                    "student_iters", "batch_size", "lr", "labeled_ratio", "student_init",
-                    "tta", "arch", "min_size", "max_size", "quick")
+_RESULT_SETTINGS = result_fields(ExperimentConfig)
 # Settings added later, with the value every older run folder was made with.
-_SETTINGS_BEFORE = {"family": "figures", "labeled_ratio": 0.6, "student_init": "scratch"}
+_SETTINGS_BEFORE = values_before(ExperimentConfig)
 
 
 def _claim_out_dir(cfg: ExperimentConfig) -> None:
@@ -137,11 +136,10 @@ def _data(cfg: ExperimentConfig, seed: int) -> dict[str, SplitFiles]:
     done = root / "done.json"
     want = {"labeled": cfg.labeled, "unlabeled": cfg.unlabeled, "test": cfg.test,
             "shifted": cfg.shifted, "seed": seed, "family": cfg.family}
-    if done.is_file() and {"family": "figures", **json.loads(done.read_text())} == want:
+    old = {"family": _SETTINGS_BEFORE["family"]}  # data rendered before there were families
+    if done.is_file() and {**old, **json.loads(done.read_text())} == want:
         # Already rendered with these sizes: rebuild the paths only.
-        return {name: SplitFiles(root / "images" / name,
-                                 root / "annotations" / f"{name}_keypoints.json",
-                                 root / "annotations" / f"{name}_boxes.json")
+        return {name: SplitFiles.under(root, name)
                 for name in ("labeled", "unlabeled", "test", "shifted")
                 if name != "shifted" or cfg.shifted > 0}
     splits = generate(root, labeled=cfg.labeled, unlabeled=cfg.unlabeled, test=cfg.test,

@@ -26,16 +26,14 @@ from distill.data import SplitFiles
 from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
 from distill.options import Pooling
+from training.defaults import DEFAULT_LABELED_RATIO
 from training.trainer import TrainConfig, train
+from training.variants import BY_NAME, VARIANTS, Variant
 
 if TYPE_CHECKING:  # the experiment imports this module; the config is only a type here
     from training.experiment_config import ExperimentConfig
 
 EVAL_POOLING: Pooling = "nms"  # the box pooling of the TTA evaluation rows
-
-ROWS = ("teacher", "baseline", "student", "student-raw", "student-ignore", "student-raw-ignore",
-        "student-shifted", "student-shifted-ignore", "student-round2", "student-oracle",
-        "student-shifted-oracle")
 
 
 class _Pipeline:
@@ -52,8 +50,7 @@ class _Pipeline:
         self.commands: list[str] = []
 
     def json_of(self, split: str) -> Path:
-        files = self.data[split]
-        return files.keypoints_json if self.task == "keypoints" else files.boxes_json
+        return self.data[split].json_for(self.task)
 
     def say(self, message: str) -> None:
         print(f"[{self.task} seed {self.seed}] {message}", flush=True)
@@ -88,13 +85,14 @@ class _Pipeline:
         tc = TrainConfig(task=self.task, train_json=self.json_of("labeled"),
                          images=self.data["labeled"].images_dir, out=out, arch=cfg.arch,
                          pseudo_json=pseudo, pseudo_images=pseudo_images, iters=iters,
-                         labeled_ratio=cfg.labeled_ratio if student else 0.6,
+                         labeled_ratio=(cfg.labeled_ratio if student
+                                        else DEFAULT_LABELED_RATIO),
                          init="scratch" if init is None else str(init),
                          batch_size=cfg.batch_size, lr=cfg.lr, seed=self.seed,
                          min_size=cfg.min_size, max_size=cfg.max_size, resume=True,
                          checkpoint_every=max(1, min(250, iters)), device=cfg.device,
                          progress=cfg.progress and cfg.jobs <= 1, tensorboard=False)
-        tc.command = train_command(tc)
+        tc.command = tc.to_command()
         self.commands.append(shlex.join(tc.command))
         self.timed(f"train {name}", _trained(out, iters), lambda: train(tc))
         return out
@@ -171,80 +169,48 @@ class _Pipeline:
 
 def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
                  data: dict[str, SplitFiles]) -> dict[str, Any]:
-    """Teacher, pseudo-labels, students and baseline for one task and seed; their scores."""
+    """Every model of :data:`~training.variants.VARIANTS` that the settings ask for, for one
+    task and seed, and their test scores."""
     torch.set_num_threads(cfg.threads)
     p = _Pipeline(cfg, task, seed, data)
-    models: dict[str, Path] = {}
-    models["teacher"] = p.train("teacher", cfg.teacher_iters)
-    pseudo = p.annotate("pseudo", models["teacher"], "unlabeled")
-    unlabeled = data["unlabeled"].images_dir
-    models["student"] = p.train("student", cfg.student_iters, pseudo, unlabeled)
-    if cfg.compare_pooling and task == "boxes":  # Detectron's raw pooling beside ours
-        raw = p.annotate("pseudo-raw", models["teacher"], "unlabeled", pooling="raw")
-        models["student-raw"] = p.train("student-raw", cfg.student_iters, raw, unlabeled)
-    # A box teacher's log holds every detection and is lent to the ignore variants; a
-    # keypoint teacher's was cut by the score floor, which ignore regions reach below.
-    lend = task == "boxes"
-    if cfg.ignore_factor:  # the same predictions, the unsure ones written as ignore regions
-        ignore = p.annotate("pseudo-ignore", models["teacher"], "unlabeled",
-                            ignore_factor=cfg.ignore_factor,
-                            predictions_of=pseudo if lend else None)
-        models["student-ignore"] = p.train("student-ignore", cfg.student_iters, ignore,
-                                           unlabeled)
-        if cfg.compare_pooling and task == "boxes":  # both together
-            raw_ignore = p.annotate("pseudo-raw-ignore", models["teacher"], "unlabeled",
-                                    pooling="raw", ignore_factor=cfg.ignore_factor,
-                                    predictions_of=raw)
-            models["student-raw-ignore"] = p.train("student-raw-ignore", cfg.student_iters,
-                                                   raw_ignore, unlabeled)
+    models: dict[str, Path] = {"teacher": p.train("teacher", cfg.teacher_iters)}
     # Same architecture, seed, data and schedule as the teacher when the budgets match:
     # that training is the teacher, so it is done once.
     models["baseline"] = (models["teacher"] if cfg.teacher_iters == cfg.student_iters
                           else p.train("baseline", cfg.student_iters))
-    if cfg.shifted > 0:
-        shifted = p.annotate("pseudo-shifted", models["teacher"], "shifted")
-        models["student-shifted"] = p.train("student-shifted", cfg.student_iters, shifted,
-                                            data["shifted"].images_dir)
-        if cfg.ignore_factor:
-            shifted_ignore = p.annotate("pseudo-shifted-ignore", models["teacher"], "shifted",
-                                        ignore_factor=cfg.ignore_factor,
-                                        predictions_of=shifted if lend else None)
-            models["student-shifted-ignore"] = p.train(
-                "student-shifted-ignore", cfg.student_iters, shifted_ignore,
-                data["shifted"].images_dir)
-    if cfg.rounds >= 2:
-        pseudo2 = p.annotate("pseudo-round2", models["student"], "unlabeled")
-        models["student-round2"] = p.train("student-round2", cfg.student_iters, pseudo2,
-                                           data["unlabeled"].images_dir)
-    if cfg.oracle:
-        # The same student with perfect pseudo-labels: what the unlabeled images can give
-        # at this budget, so a missing gain is traced to the labels or to the schedule.
-        models["student-oracle"] = p.train("student-oracle", cfg.student_iters,
-                                           p.json_of("unlabeled"), data["unlabeled"].images_dir)
-        if cfg.shifted > 0:  # the same for the shifted split: are its images worth it at all?
-            models["student-shifted-oracle"] = p.train(
-                "student-shifted-oracle", cfg.student_iters, p.json_of("shifted"),
-                data["shifted"].images_dir)
+    for v in VARIANTS:
+        if v.split is not None and v.applies(cfg, task):
+            models[v.name] = p.train(v.name, cfg.student_iters, _labels(p, v, models),
+                                     data[v.split].images_dir)
     scores: dict[str, dict[str, Any]] = {}
     evaluated: dict[Path, str] = {}  # a model shared by two rows is evaluated once
-    for name in ROWS:
-        if name not in models:
-            continue
+    for name in (v.name for v in VARIANTS if v.name in models):
         first = evaluated.setdefault(models[name], name)
         for suffix, tta in (("", None), ("+tta", cfg.tta)):
             scores[name + suffix] = (scores[first + suffix] if first != name
                                      else p.evaluate(name, models[name], tta))
-    sources = {"pseudo": ("unlabeled", "teacher"), "pseudo-raw": ("unlabeled", "teacher"),
-               "pseudo-ignore": ("unlabeled", "teacher"),
-               "pseudo-raw-ignore": ("unlabeled", "teacher"),
-               "pseudo-shifted": ("shifted", "teacher"),
-               "pseudo-shifted-ignore": ("shifted", "teacher"),
-               "pseudo-round2": ("unlabeled", "student")}
-    pseudo_info = {name: p.pseudo_summary(name, split, models[by])
-                   for name, (split, by) in sources.items() if (p.dir / f"{name}.json").is_file()}
+    pseudo_info = {v.pseudo: p.pseudo_summary(v.pseudo, v.split, models[v.labeler])
+                   for v in VARIANTS if v.split is not None and not v.oracle
+                   and (p.dir / f"{v.pseudo}.json").is_file()}
     return {"task": task, "seed": seed, "scores": scores, "times": p.times,
             "commands": p.commands, "pseudo": pseudo_info,
             "iters": {name: _iterations(path) for name, path in models.items()}}
+
+
+def _labels(p: _Pipeline, v: Variant, models: dict[str, Path]) -> Path:
+    """What student ``v`` learns from besides the labeled split: the true labels of its
+    split (an oracle: what the images can give at this budget, so a missing gain is traced
+    to the labels or to the schedule) or pseudo-labels by its labeler."""
+    assert v.split is not None
+    if v.oracle:
+        return p.json_of(v.split)
+    # A box teacher's log holds every detection and is lent to the ignore variants; a
+    # keypoint teacher's was cut by the score floor, which ignore regions reach below.
+    lend = v.ignore and p.task == "boxes"
+    return p.annotate(v.pseudo, models[v.labeler], v.split, pooling=v.pooling,
+                      ignore_factor=p.cfg.ignore_factor if v.ignore else 0.0,
+                      predictions_of=p.dir / f"{BY_NAME[v.plain].pseudo}.json" if lend
+                      else None)
 
 
 def _check_ignore_factor(out: Path, wanted: float) -> None:
@@ -269,21 +235,3 @@ def _trained(out: Path, iters: int) -> bool:
 def _iterations(path: Path) -> int:
     _, _, extra = load_checkpoint(path)
     return int(extra.get("iteration", -1))
-
-
-def train_command(tc: TrainConfig) -> list[str]:
-    """The ``distill train`` command line equivalent to ``tc``."""
-    cmd = ["distill", "train", "--task", tc.task, "--train-json", str(tc.train_json),
-           "--images", str(tc.images)]
-    if tc.pseudo_json is not None and tc.pseudo_images is not None:
-        cmd += ["--pseudo-json", str(tc.pseudo_json), "--pseudo-images", str(tc.pseudo_images),
-                "--labeled-ratio", str(tc.labeled_ratio)]
-    cmd += ["--arch", tc.arch, "--iters", str(tc.iters), "--batch-size", str(tc.batch_size),
-            "--lr", str(tc.lr), "--seed", str(tc.seed), "--out", str(tc.out)]
-    if tc.init != "scratch":
-        cmd += ["--init", tc.init]
-    if tc.min_size is not None:
-        cmd += ["--min-size", str(tc.min_size)]
-    if tc.max_size is not None:
-        cmd += ["--max-size", str(tc.max_size)]
-    return [*cmd, "--resume"]

@@ -5,19 +5,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-LABELS = {
-    "teacher": "teacher (labeled only)",
-    "baseline": "baseline (labeled only, student's budget)",
-    "student": "student (labeled + pseudo-labels)",
-    "student-raw": "student, box pseudo-labels pooled raw (Detectron)",
-    "student-ignore": "student, unsure pseudo-labels as ignore regions",
-    "student-raw-ignore": "student, pooled raw and unsure ones as ignore regions",
-    "student-shifted": "student (+ pseudo-labels of shifted images)",
-    "student-shifted-ignore": "student (shifted), unsure pseudo-labels as ignore regions",
-    "student-round2": "student, round 2 (student as teacher)",
-    "student-oracle": "student taught the true labels (oracle, diagnostic)",
-    "student-shifted-oracle": "student taught the shifted images' true labels (oracle)",
-}
+from training.variants import VARIANTS, oracle_of
+
+LABELS = {v.name: v.label for v in VARIANTS}
 METRIC = {"keypoints": "keypoints", "boxes": "bbox"}
 
 
@@ -77,9 +67,10 @@ def _oracle_share(runs: list[dict[str, Any]], name: str, suffix: str, metric: st
     """How much of the oracle's gain over the baseline a student gets: the mean gain of
     ``name`` over the mean gain of the oracle taught the same images' true labels, on the
     seeds that have both (shifted students against the shifted oracle)."""
-    if not name.startswith("student") or name.endswith("oracle"):
+    oracle_row = oracle_of(name)
+    if oracle_row is None:
         return "–"
-    oracle = ("student-shifted-oracle" if "shifted" in name else "student-oracle") + suffix
+    oracle = oracle_row + suffix
     row, base = name + suffix, "baseline" + suffix
     both = [r["scores"] for r in runs if {row, base, oracle} <= set(r["scores"])]
     if not both:

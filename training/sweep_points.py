@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
-from distill.options import Task
+from distill.options import DEFAULT_SYNTH_FAMILY, Task
 
 Role = Literal["baseline", "student", "oracle"]
 ROLES: tuple[Role, ...] = ("baseline", "student", "oracle")
@@ -58,7 +58,7 @@ class Point:
 class Axes:
     """What a sweep covers. Budgets are multiples of the settings' ``base_iters``."""
 
-    families: tuple[str, ...] = ("figures",)
+    families: tuple[str, ...] = (DEFAULT_SYNTH_FAMILY,)
     labeled_sizes: tuple[int, ...] = (150, 40)
     tasks: tuple[Task, ...] = ("boxes", "keypoints")
     seeds: tuple[int, ...] = (0, 1)

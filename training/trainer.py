@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from tqdm import tqdm
 
-from distill.card import ModelCard, Task
+from distill.card import ModelCard
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.coco import load_coco, training_categories
 from distill.errors import ConfigError, DistillError
@@ -35,71 +35,18 @@ from training import checkpoint as ckpt
 from training import distributed as dd
 from training.augment import jitter_sizes
 from training.data import (
-    CrowdRule,
     DetectionDataset,
     MixedDataset,
     check_compatible,
     collate,
     prepare_records,
 )
-from training.defaults import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LR
 from training.ignore import enable_ignore_regions
 from training.sampler import MixedBatchSampler
 from training.schedule import WarmupStepSchedule, default_warmup
+from training.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; the CLI maps its flags onto this one-to-one."""
-
-    task: Task
-    train_json: Path
-    images: Path
-    out: Path
-    arch: str = "tiny"
-    pseudo_json: Path | None = None
-    pseudo_images: Path | None = None
-    labeled_ratio: float = 0.6
-    iters: int = DEFAULT_ITERS
-    batch_size: int = DEFAULT_BATCH  # global: split over the ranks
-    lr: float = DEFAULT_LR
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int | None = None  # None: default_warmup(iters)
-    steps: tuple[float, ...] = (0.7, 0.9)
-    init: str = "scratch"  # or a checkpoint path to start from
-    crowd: CrowdRule = "ignore"  # iscrowd annotations: ignore regions, or "drop"
-    resume: bool = False
-    stop_at: int | None = None  # leave after this iteration (time-sliced jobs), resumable
-    seed: int = 0
-    min_size: int | None = None  # None: the architecture's default
-    max_size: int | None = None
-    scale_jitter: tuple[float, float] = (0.75, 1.25)
-    flip_prob: float = 0.5
-    checkpoint_every: int = 500
-    log_every: int = 20
-    num_workers: int = 0
-    device: str = "auto"
-    arch_options: dict[str, Any] = field(default_factory=dict)
-    backbone_weights: Path | None = None
-    max_grad_norm: float | None = None
-    sync_bn: bool = False  # SyncBatchNorm across GPUs (distributed CUDA runs only)
-    tensorboard: bool | None = None  # None: when installed
-    progress: bool = True
-    command: list[str] | None = None
-
-    def settings(self) -> dict[str, Any]:
-        """JSON-compatible form for the card's provenance."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, Path):
-                out[key] = str(value)
-            elif isinstance(value, tuple):
-                out[key] = list(value)
-        out.pop("command")
-        return out
-
 
 @dataclass
 class TrainResult:

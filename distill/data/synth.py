@@ -26,6 +26,7 @@ from tqdm import tqdm
 from distill.data import blocks
 from distill.data import figures as fg
 from distill.fileio import write_json_atomic
+from distill.options import DEFAULT_SYNTH_FAMILY, SynthFamily, Task
 
 KEYPOINT_NAMES: tuple[str, ...] = (
     "nose",
@@ -72,7 +73,7 @@ MakeObject = Callable[[np.random.Generator, fg.Style, int, int], list[fg.Prim]]
 class Family:
     """One look of the data set: styles, backgrounds, figures, objects, sizes."""
 
-    name: str
+    name: SynthFamily
     box_categories: list[dict[str, Any]]
     normal: fg.Style
     shifted: fg.Style
@@ -94,6 +95,17 @@ class SplitFiles:
     images_dir: Path
     keypoints_json: Path
     boxes_json: Path
+
+    @classmethod
+    def under(cls, out_dir: Path, split: str) -> SplitFiles:
+        """Where :func:`generate` writes ``split`` under ``out_dir``."""
+        annotations = out_dir / "annotations"
+        return cls(out_dir / "images" / split, annotations / f"{split}_keypoints.json",
+                   annotations / f"{split}_boxes.json")
+
+    def json_for(self, task: Task) -> Path:
+        """The annotation file a ``task`` model trains on or is scored against."""
+        return self.keypoints_json if task == "keypoints" else self.boxes_json
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,7 @@ BLOCKS = Family("blocks", blocks.BLOCKS_BOX_CATEGORIES, blocks.BLOCKS_STYLE,
                 blocks.BLOCKS_SHIFTED_STYLE, blocks.background, blocks.figure,
                 ((2, blocks.ring, 1.2, 5), (3, blocks.star, 0.5, 3),
                  (4, blocks.crate, 0.15, 2)), blocks.SIZES)
+# Every name of distill.options.SYNTH_FAMILIES, in its order (tests/test_synth.py checks).
 FAMILIES: dict[str, Family] = {f.name: f for f in (FIGURES, BLOCKS)}
 _FAMILY_CODE = {"blocks": 1}  # a family's own random stream; never renumber
 
@@ -230,7 +243,7 @@ def _keypoints(fig: fg.Figure, w: int, h: int) -> list[float]:
 
 
 def render_scene(seed: int, split: str, index: int, min_side: int | None = None,
-                 max_side: int | None = None, family: str = "figures"
+                 max_side: int | None = None, family: str = DEFAULT_SYNTH_FAMILY
                  ) -> tuple[Image.Image, list[Instance]]:
     """Draws image ``index`` of ``split``; returns it with its annotated instances.
     Sizes default to the family's."""
@@ -272,7 +285,8 @@ def render_scene(seed: int, split: str, index: int, min_side: int | None = None,
 
 def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: int,
              shifted: int = 0, min_side: int | None = None, max_side: int | None = None,
-             family: str = "figures", progress: bool = False) -> dict[str, SplitFiles]:
+             family: str = DEFAULT_SYNTH_FAMILY, progress: bool = False
+             ) -> dict[str, SplitFiles]:
     """Writes ``out_dir/images/<split>/<name>.png`` and
     ``out_dir/annotations/<split>_keypoints.json``, ``<split>_boxes.json`` for splits
     "labeled", "unlabeled", "test" and (if ``shifted > 0``) "shifted".
@@ -299,7 +313,8 @@ def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: in
     result: dict[str, SplitFiles] = {}
     with tqdm(total=sum(counts.values()), desc="synth", disable=not progress) as bar:
         for split, n in counts.items():
-            images_dir = out_dir / "images" / split
+            files = SplitFiles.under(out_dir, split)
+            images_dir = files.images_dir
             images_dir.mkdir(parents=True, exist_ok=True)
             for stale in images_dir.glob(f"{split}_*.png"):  # left by an earlier, larger run
                 number = stale.stem[len(split) + 1:]
@@ -328,8 +343,6 @@ def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: in
                 bar.update(1)
             info = {"description": f"distill synthetic data, family {family}", "split": split,
                     "seed": seed, "family": family, "version": _GENERATOR_VERSION}
-            files = SplitFiles(images_dir, ann_dir / f"{split}_keypoints.json",
-                               ann_dir / f"{split}_boxes.json")
             write_json_atomic(files.keypoints_json, {"info": info, "licenses": [], "images": images,
                                                "annotations": kp_anns,
                                                "categories": [PERSON_CATEGORY]})
