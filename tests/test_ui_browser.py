@@ -108,7 +108,8 @@ def reviewed(stack: ServiceStack, unlabeled_images: list[Path]) -> dict[str, dic
     transforms; boxes with min_votes 2, issue 21's point 1)."""
     out: dict[str, dict[str, str]] = {}
     for teacher, form in (("shapes", {"min_votes": 2}), ("person", {})):
-        job = stack.submit(unlabeled_images[:MAX_FILES], teacher=teacher, tta="flip", **form)["id"]
+        job = stack.submit(unlabeled_images[:MAX_FILES], teacher=teacher, tta="flip",
+                           **form)["id"]
         batches = [stack.submit(b, teacher=teacher, tta="flip", dataset=f"ds-{teacher}", **form)
                    for b in (unlabeled_images[6:9], unlabeled_images[9:12])]
         for j in (job, *(b["id"] for b in batches)):
@@ -251,8 +252,9 @@ def test_the_page_shows_what_the_download_holds(stack: ServiceStack, page: Any,
 
 def _to_canvas(page: Any, x: float, y: float) -> tuple[float, float]:
     """Page coordinates of image point (x, y) in the zoom."""
-    data = page.eval_on_selector("#zoom-canvas", """c => ({s: +c.dataset.scale, ox: +c.dataset.ox,
-        oy: +c.dataset.oy, left: c.getBoundingClientRect().left, top: c.getBoundingClientRect().top})""")
+    data = page.eval_on_selector("#zoom-canvas", """c => ({s: +c.dataset.scale,
+        ox: +c.dataset.ox, oy: +c.dataset.oy, left: c.getBoundingClientRect().left,
+        top: c.getBoundingClientRect().top})""")
     return data["left"] + x * data["s"] + data["ox"], data["top"] + y * data["s"] + data["oy"]
 
 
@@ -263,9 +265,9 @@ def test_zoom_reject_and_the_per_class_views(stack: ServiceStack, page: Any,
     open_review(page, "job", name)
     doc = review_doc(stack, f"/jobs/{name}")
     _gallery_of(page, doc)
-    card = page.locator("#gallery .card").first
-    file = card.get_attribute("data-file")
-    im = next(i for i in doc["images"] if i["file_name"] == file)
+    im = max(doc["images"], key=lambda i: i["status"].count("kept"))
+    file = im["file_name"]
+    card = page.locator(f"#gallery .card[data-file='{file}']")
     thumb_width = card.locator("canvas").bounding_box()["width"]
     card.locator("canvas").click()
 
@@ -394,8 +396,8 @@ def test_errors_in_words_confirmations_focus_and_paging(stack: ServiceStack, pag
                            ".some(r => ids.includes(r.dataset.job))", arg=first)
     assert page.inner_text("#jobs-page") == "page 2"
     page.click("#jobs-newer")
-    page.wait_for_function("id => document.querySelector('#jobs-table tbody tr').dataset.job === id",
-                           arg=first[0])
+    page.wait_for_function("id => document.querySelector('#jobs-table tbody tr')"
+                           ".dataset.job === id", arg=first[0])
 
     # A partly refused upload says exactly what was queued, in words.
     bad = tmp_path / "zz-not-an-image.png"
@@ -427,7 +429,8 @@ def test_names_render_as_text_and_keys_stay_apart(stack: ServiceStack, page: Any
     stack.wait_job(job, timeout=120)
     # Every blob URL the page makes, to check that sign-out revokes them.
     page.add_init_script("""(() => { const make = URL.createObjectURL; window.blobs = [];
-        URL.createObjectURL = (b) => { const u = make(b); window.blobs.push(u); return u; }; })()""")
+        URL.createObjectURL = (b) => { const u = make(b); window.blobs.push(u); return u; };
+    })()""")
     sign_in(page, stack)
     page.wait_for_selector(f"#jobs-table tr[data-job='{job}'] button")
     page.click(f"#jobs-table tr[data-job='{job}'] button")
@@ -478,3 +481,41 @@ def test_names_render_as_text_and_keys_stay_apart(stack: ServiceStack, page: Any
                          headers=headers).status_code in (404, 422), bad
     wait_for(lambda: (stack.data_dir / "jobs" / job / "thumbs" / "0.jpg").exists(), 5,
              "the thumbnail to be kept")
+
+
+@pytest.mark.skipif(not os.environ.get("DISTILL_SCREENSHOT_TEACHER"),
+                    reason="the README's keypoint screenshots need a trained teacher: "
+                           "DISTILL_SCREENSHOT_TEACHER=teacher.pt (and DISTILL_SCREENSHOTS)")
+def test_keypoint_review_screenshots(make_stack: Callable[..., ServiceStack], page: Any,
+                                     unlabeled_images: list[Path], tmp_path: Path) -> None:
+    """The README's keypoint review with a trained teacher: the gallery, the zoom with a
+    keypoint named on hover, and the crops of the class."""
+    s = make_stack(api=True, workers=1, one_teacher=False,
+                   teachers=f"person={os.environ['DISTILL_SCREENSHOT_TEACHER']}")
+    images = sorted(Path(os.environ.get("DISTILL_SCREENSHOT_IMAGES") or
+                         unlabeled_images[0].parent).glob("*.png"))[:12]
+    jobs = [s.submit(images[i:i + 6], teacher="person", tta="standard", dataset="people")["id"]
+            for i in range(0, len(images), 6)]
+    for job in jobs:
+        s.wait_job(job, timeout=600)
+    shots = _screenshots(tmp_path)
+    sign_in(page, s)
+    open_review(page, "dataset", "people")
+    page.wait_for_function("document.querySelectorAll('#gallery canvas[data-ready]').length > 0")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "review.jpg"), type="jpeg", quality=80, full_page=True)
+    doc = review_doc(s, "/datasets/people")
+    im = max(doc["images"], key=lambda i: i["status"].count("kept"))
+    page.click(f"#gallery .card[data-file='{im['file_name']}'] canvas")
+    page.wait_for_function("+document.querySelector('#zoom-canvas').dataset.scale > 0")
+    i = im["status"].index("kept")
+    page.click(f"#zoom-list li[data-index='{i}']")
+    k = max(range(len(im["keypoints"][i])), key=lambda j: im["keypoint_scores"][i][j])
+    page.mouse.move(*_to_canvas(page, *im["keypoints"][i][k]))
+    page.wait_for_selector("#zoom-tip:not([hidden])")
+    page.screenshot(path=str(shots / "zoom.jpg"), type="jpeg", quality=80)
+    page.click("#zoom-close")
+    page.select_option("#view-mode", "crops")
+    page.wait_for_selector("#crops .crop")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shots / "crops.jpg"), type="jpeg", quality=80)

@@ -40,8 +40,8 @@ def open_review(page: Any, kind: str, name: str) -> None:
 
 
 def set_range(page: Any, selector: str, value: float) -> None:
-    page.eval_on_selector(selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }",
-                          str(value))
+    page.eval_on_selector(
+        selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(value))
 
 
 def shown(page: Any, doc: dict[str, Any]) -> Shown:
