@@ -16,7 +16,7 @@ import { installZoom } from "./zoom.js";
 
 function show(view) {
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== view;
-  if (view === "jobs") refreshJobs();
+  if (view === "jobs") refreshJobs(true);
   if (view === "upload") loadUploadForm().catch((e) => { $("upload-status").textContent = errorText(e); });
 }
 

@@ -6,7 +6,7 @@
 import { api, apiJson, errorText } from "./api.js";
 import { $, button, confirmAction, el, setText } from "./dom.js";
 
-const J = { cursors: [null], page: 0, next: null, timer: null, onReview: null };
+const J = { cursors: [null], page: 0, next: null, timer: null, onReview: null, seen: "", ticks: 0 };
 
 function perPage() { return Number($("jobs-per-page").value) || 20; }
 
@@ -17,14 +17,12 @@ function stateText(job) {
   return job.status;
 }
 
-function actionsKey(job) { return job.status; }
-
 function makeActions(job) {
   const cell = el("td", null, { class: "actions" });
   if (job.status === "finished") cell.append(button("Review", () => J.onReview("job", job.id)));
   const live = job.status === "queued" || job.status === "running";
   cell.append(button(live ? "Cancel" : "Delete", () => removeJob(job, live)));
-  cell.dataset.key = actionsKey(job);
+  cell.dataset.key = job.status;  // the buttons change only with the status
   return cell;
 }
 
@@ -52,7 +50,7 @@ function updateRow(row, job) {
   texts.forEach((text, i) => setText(row.children[i], text));
   row.children[4].classList.toggle("error", job.status === "failed");
   const old = row.children[texts.length];
-  if (old.dataset.key !== actionsKey(job)) old.replaceWith(makeActions(job));
+  if (old.dataset.key !== job.status) old.replaceWith(makeActions(job));
 }
 
 function newRow(job) {
@@ -62,8 +60,9 @@ function newRow(job) {
   return row;
 }
 
-/** Shows the current page; rows are updated in place, added or removed, never rebuilt. */
-export async function refreshJobs() {
+/** Shows the current page; rows are updated in place, added or removed, never rebuilt;
+`withDatasets` refreshes the datasets too (else they follow changes of the listed jobs). */
+export async function refreshJobs(withDatasets = false) {
   let page;
   try {
     const cursor = J.cursors[J.page];
@@ -89,7 +88,11 @@ export async function refreshJobs() {
   $("jobs-newer").disabled = J.page === 0;
   setText($("jobs-page"), `page ${J.page + 1}`);
   $("jobs-empty").hidden = page.jobs.length > 0 || J.page > 0;
-  refreshDatasets();
+  // The datasets (every job of each is read): when a listed job changes, else every 10 s.
+  const seen = page.jobs.map((j) => `${j.id}:${j.status}`).join();
+  J.ticks = (J.ticks + 1) % 5;
+  if (withDatasets || seen !== J.seen || J.ticks === 0) refreshDatasets();
+  J.seen = seen;
 }
 
 async function refreshDatasets() {
@@ -141,7 +144,7 @@ export function stopPolling() { clearInterval(J.timer); J.timer = null; }
 /** Forgets everything listed (sign-out). */
 export function clearJobs() {
   stopPolling();
-  J.cursors = [null]; J.page = 0; J.next = null;
+  J.cursors = [null]; J.page = 0; J.next = null; J.seen = ""; J.ticks = 0;
   $("jobs-table").querySelector("tbody").replaceChildren();
   $("datasets").replaceChildren();
   setText($("jobs-status"), "");

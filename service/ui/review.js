@@ -53,10 +53,9 @@ export const host = {
     if (excluded) R.rule.excluded.add(im.file_name); else R.rule.excluded.delete(im.file_name);
     changed();
   },
-  setThreshold(catId, value) { R.rule.score[String(catId)] = value; changed(false); },
-  setKeypoint(value) { R.rule.keypoint = value; changed(false); },
+  setThreshold(catId, value) { R.rule.score[String(catId)] = value; changed(); },
+  setKeypoint(value) { R.rule.keypoint = value; changed(); },
   setMinVotes(value) { R.rule.min_votes = value; changed(); },
-  rerender: (reorder = true) => render(reorder),
 };
 
 function recompute() {
@@ -76,7 +75,9 @@ function render(reorder) {
   $("download").textContent = dirty ? "Save and download COCO" : "Download COCO";
 }
 
-function changed(reorder = true) { render(reorder); }
+/** A change of the rule: everything follows, but nothing moves under the reviewer's hand
+(the gallery's order changes only on sort, filter, a page or a save). */
+function changed() { render(false); }
 
 /** Opens (or re-opens, keeping the page, filter and view) a job's or dataset's review. */
 export async function openReview(kind, name, { keep = false } = {}) {
