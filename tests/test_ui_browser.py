@@ -35,6 +35,7 @@ from tests.ui_page import (
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EVIL = "<script>alert('x')</script>"
 MAX_FILES = 5  # small, so that the page's batches and a partly refused upload show
+SERVED = ("evil", "nostats", "person", "shapes")  # by the worker; "archive" by none
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
     reason="Debian's chromium is not installed (apt-get install chromium); CI installs it")
@@ -45,7 +46,8 @@ def stack(make_stack: Callable[..., ServiceStack], teacher_checkpoint: Path,
           synthetic: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[ServiceStack]:
     """A keypoint teacher, a box teacher, a box teacher whose category is named like a
-    script, and one without labeled statistics (its calibrated jobs fail)."""
+    script, one without labeled statistics (its calibrated jobs fail), and one that no
+    worker serves (named to sort first: the form must not default to it)."""
     root = tmp_path_factory.mktemp("ui")
     labeled = json.loads(synthetic["labeled"].boxes_json.read_text())
     make_teacher(root / "shapes.pt", synthetic["labeled"].boxes_json, task="boxes")
@@ -55,8 +57,9 @@ def stack(make_stack: Callable[..., ServiceStack], teacher_checkpoint: Path,
     _without_stats(root / "shapes.pt", root / "nostats.pt")
     s = make_stack(api=True, workers=0, one_teacher=False, max_files=MAX_FILES,
                    teachers=f"person={teacher_checkpoint},evil={root / 'evil.pt'},"
-                            f"shapes={root / 'shapes.pt'},nostats={root / 'nostats.pt'}")
-    s.start_worker()  # serves all of them
+                            f"shapes={root / 'shapes.pt'},nostats={root / 'nostats.pt'},"
+                            f"archive={root / 'shapes.pt'}")
+    s.start_worker(args=tuple(a for t in SERVED for a in ("--teacher", t)))
     yield s
     s.close()
 
@@ -128,7 +131,9 @@ def test_upload_and_review_a_dataset_in_the_browser(stack: ServiceStack, page: A
     page.click("nav button[data-view=upload]")
     page.wait_for_selector("#teacher option[value=person]", state="attached")
     offered = page.eval_on_selector_all("#teacher option", "os => os.map(o => o.value)")
-    assert sorted(offered) == ["evil", "nostats", "person", "shapes"]
+    assert offered == ["archive", *SERVED]  # as GET /teachers lists them
+    assert page.input_value("#teacher") == "evil"  # the first one a live worker serves
+    assert "no worker running" in page.inner_text("#teacher option[value=archive]")
     page.select_option("#teacher", "person")
     presets = page.eval_on_selector_all("#preset option", "os => os.map(o => o.value)")
     assert "identity" in presets and "standard" in presets and "paper" not in presets
@@ -265,8 +270,16 @@ def test_zoom_reject_and_the_per_class_views(stack: ServiceStack, page: Any,
     open_review(page, "job", name)
     doc = review_doc(stack, f"/jobs/{name}")
     _gallery_of(page, doc)
-    im = max(doc["images"], key=lambda i: i["status"].count("kept"))
-    file = im["file_name"]
+    # A threshold at the median score leaves some predictions out; then the image with the
+    # most kept instances among those with some left out.
+    scores = sorted(s for i in doc["images"] for s in i["scores"])
+    set_range(page, ".category[data-category='1'] input[type=range]",
+              round(scores[len(scores) // 2], 3))
+    by = {i["file_name"]: i for i in doc["images"]}
+    file, _ = max(((f, k) for f, k in page.eval_on_selector_all(
+        "#gallery .card", "cs => cs.map(c => [c.dataset.file, Number(c.dataset.kept)])")
+        if k < len(by[f]["scores"])), key=lambda fk: fk[1])
+    im = by[file]
     card = page.locator(f"#gallery .card[data-file='{file}']")
     thumb_width = card.locator("canvas").bounding_box()["width"]
     card.locator("canvas").click()
@@ -297,7 +310,9 @@ def test_zoom_reject_and_the_per_class_views(stack: ServiceStack, page: Any,
     # Every prediction listed with its score and votes; a click on an instance selects its row.
     rows = page.locator("#zoom-list li")
     assert rows.count() == len(im["scores"])
-    kept = [i for i, s in enumerate(im["status"]) if s == "kept"]
+    status = dict(page.eval_on_selector_all(
+        "#zoom-list li", "rs => rs.map(r => [Number(r.dataset.index), r.dataset.status])"))
+    kept = [i for i, s in status.items() if s == "kept"]
     assert kept, "the teacher kept nothing on the first image"
     i = min(kept, key=lambda k: (im["boxes"][k][2] - im["boxes"][k][0])
             * (im["boxes"][k][3] - im["boxes"][k][1]))
@@ -321,9 +336,16 @@ def test_zoom_reject_and_the_per_class_views(stack: ServiceStack, page: Any,
     assert page.get_attribute(f"#zoom-list li[data-index='{i}']", "data-status") == "rejected"
     assert card.get_attribute("data-kept") == str(len(kept) - 1)
     assert page.is_visible("#dirty")
+    # Accept a prediction the thresholds leave out: it is kept whatever its score.
+    out = next(j for j, st in status.items() if st == "candidate")
+    page.click(f"#zoom-list li[data-index='{out}'] button.decide")
+    assert page.get_attribute(f"#zoom-list li[data-index='{out}']", "data-status") == "kept"
+    assert "(accepted)" in page.inner_text(f"#zoom-list li[data-index='{out}']")
+    assert card.get_attribute("data-kept") == str(len(kept))
     page.click("#zoom-close")
     coco = download(page)
     assert coco["info"]["selection"]["rejected"] == {file: [i]}
+    assert coco["info"]["selection"]["accepted"] == {file: [out]}
     assert shown(page, review_doc(stack, f"/jobs/{name}")) == in_file(coco)
 
     # The per-class filter and the crops of one class, lowest score first, with reject.
