@@ -442,6 +442,26 @@ def test_errors_in_words_confirmations_focus_and_paging(stack: ServiceStack, pag
     assert [j["progress"]["total"] for j in jobs] == [MAX_FILES]
 
 
+def test_the_page_runs_under_its_csp(stack: ServiceStack, browser: Any,
+                                    reviewed: dict[str, dict[str, str]]) -> None:
+    """Without Playwright's CSP bypass: the modules load, a review and the zoom draw, and
+    the browser reports no violation (styles are set through the CSSOM, never inline)."""
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: console.append(str(e)))
+    page.on("response", lambda r: console.append(f"{r.status} {r.url}") if r.status >= 400
+            else None)
+    sign_in(page, stack)
+    job = reviewed["person"]["job"]
+    page.click(f"#jobs-table tr[data-job='{job}'] td.actions button:text('Review')")
+    page.wait_for_selector("#gallery canvas[data-ready=true]")
+    page.click("#gallery .card canvas")
+    page.wait_for_selector("#zoom-list li")
+    page.close()
+    assert console == []
+
+
 def test_names_render_as_text_and_keys_stay_apart(stack: ServiceStack, page: Any,
                                                   unlabeled_images: list[Path]) -> None:
     headers = {"Authorization": f"Bearer {API_KEYS[0]}"}
