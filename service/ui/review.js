@@ -41,7 +41,6 @@ export const host = {
       keepsKeypoint: (s) => keepsKeypoint(R.rule, s) };
   },
   inFile: (im) => inFile(R.rule, im),
-  candidate: (im, i) => isCandidate(R.rule, im, i),
   /** "reject" / "accept" / "undo" one prediction; the rule changes, the views follow. */
   decide(im, i, action) {
     const sets = { accept: R.rule.accepted, reject: R.rule.rejected };
@@ -57,6 +56,12 @@ export const host = {
   setKeypoint(value) { R.rule.keypoint = value; changed(); },
   setMinVotes(value) { R.rule.min_votes = value; changed(); },
 };
+
+/** The page's rule from now on; a category it does not name keeps nothing (null). */
+function useRule(rule) {
+  for (const cat of R.doc.categories) rule.score[String(cat.id)] ??= null;
+  R.rule = rule;
+}
 
 function recompute() {
   R.statuses = new Map(R.doc.images.map((im) => [im.file_name,
@@ -85,8 +90,7 @@ export async function openReview(kind, name, { keep = false } = {}) {
   if (!keep) resetGallery();
   R.doc = doc;
   R.byName = new Map(doc.images.map((im) => [im.file_name, im]));
-  R.rule = ruleFrom(doc.rule);
-  for (const cat of doc.categories) R.rule.score[String(cat.id)] ??= null;
+  useRule(ruleFrom(doc.rule));
   R.loaded = JSON.stringify(selectionBody(R.rule));
   if (!keep) { R.page = 0; R.filter = ""; R.view = "gallery"; }
   $("review-title").textContent = `Review of ${kind} ${name} (teacher ${doc.teacher ?? "?"}, ${
@@ -130,22 +134,20 @@ export async function download() {
 
 /** Back to the selection downloads apply now (the saved one, else the job's). */
 export function resetToSaved() {
-  R.rule = ruleFrom(R.doc.rule);
-  for (const cat of R.doc.categories) R.rule.score[String(cat.id)] ??= null;
+  useRule(ruleFrom(R.doc.rule));
   buildPanel(host);
   render(true);
 }
 
 /** Thresholds and min_votes back to the job's own (calibrated); decisions stay. */
 export function resetToCalibrated() {
-  R.rule = ruleFrom(R.doc.calibrated, R.rule);
-  for (const cat of R.doc.categories) R.rule.score[String(cat.id)] ??= null;
+  useRule(ruleFrom(R.doc.calibrated, R.rule));
   buildPanel(host);
   render(true);
 }
 
 /** Counts under the page's rule: per category kept / ignored / candidates, keypoints. */
-export function counts() {
+function counts() {
   const cats = new Map(R.doc.categories.map((c) => [String(c.id), { kept: 0, ignored: 0, candidates: 0, scores: [] }]));
   let instances = 0;
   let keypoints = 0;
@@ -168,7 +170,7 @@ export function counts() {
 }
 
 /** Kept and ignore-region counts of one image as the file holds them (0 when left out). */
-export function imageCounts(im) {
+function imageCounts(im) {
   if (!inFile(R.rule, im)) return { kept: 0, ignored: 0 };
   const st = R.statuses.get(im.file_name);
   return { kept: st.filter((s) => s === "kept").length, ignored: st.filter((s) => s === "ignored").length };
@@ -195,5 +197,7 @@ export function clearReview() {
   $("categories").replaceChildren();
   $("review-title").textContent = "Review";
   $("review-status").textContent = "";
+  $("dirty").hidden = true;
+  delete $("review").dataset.name;
   resetGallery();
 }
