@@ -52,11 +52,43 @@ SCORINGS: tuple[Scoring, ...] = get_args(Scoring)
 Combine = Literal["avg", "max"]
 COMBINES: tuple[Combine, ...] = get_args(Combine)
 
-# Named transform sets (see distill.tta.transforms.parse_preset).
-Preset = Literal["identity", "flip", "standard", "paper", "paper-relative"]
-PRESETS: tuple[Preset, ...] = get_args(Preset)
 
-DEFAULT_TTA: Preset = "standard"
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """A named transform set: shorter-side ``values`` (factors of the teacher's base scale
+    when ``relative``, else pixels), each also mirrored when ``flip``."""
+
+    values: tuple[float, ...]
+    relative: bool
+    flip: bool
+    description: str
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per image."""
+        return len(self.values) * (2 if self.flip else 1)
+
+
+# Detectron's keypoint test-time augmentation scales; the paper picked them on validation AP.
+PAPER_SCALES = tuple(float(s) for s in range(400, 1201, 100))
+# The named transform sets, ONE table: distill.tta.transforms.parse_preset builds them,
+# the CLI and the upload form list them, GET /options serves them to the page. A new
+# preset is one entry here.
+TTA_PRESETS: dict[str, PresetSpec] = {
+    "identity": PresetSpec((1.0,), True, False, "the teacher's own test size"),
+    "flip": PresetSpec((1.0,), True, True, "identity, mirrored"),
+    "standard": PresetSpec((0.75, 1.0, 1.25), True, True,
+                           "x0.75, x1, x1.25 of the base scale, each with and without flip"),
+    "paper": PresetSpec(PAPER_SCALES, False, True,
+                        "400..1200 px step 100, each with and without flip (the paper's set)"),
+    "paper-relative": PresetSpec(tuple(s / 800 for s in PAPER_SCALES), True, True,
+                                 "the paper's set as factors (0.5..1.5) of the base scale, "
+                                 "for small models"),
+}
+PRESETS: tuple[str, ...] = tuple(TTA_PRESETS)
+
+DEFAULT_TTA = "standard"
 DEFAULT_MAX_PIXELS = 50_000_000  # decompression-bomb guard for any decoded image
 DEFAULT_BATCH_SIZE = 4  # images per forward pass
 # The automatic keypoint cap: calibration keeps about the labeled mean instances per image,

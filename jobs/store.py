@@ -188,6 +188,13 @@ class JobStore:
             if record is not None and record.owner == owner:
                 yield entry, record
 
+    def list_owner_datasets(self, owner: str) -> list[str]:
+        """The names of a key's datasets that hold at least one job, sorted."""
+        folder = self._index_folder(owner, None).parent / "datasets"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and any(p.iterdir()))
+
     def reindex(self) -> int:
         """Adds the index entries of jobs that lack them (jobs written before the index
         existed); returns how many. Cheap when nothing is missing."""

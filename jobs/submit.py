@@ -21,6 +21,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from distill.errors import ConfigError, DistillError
+from distill.options import PRESETS
 from distill.tta.transforms import Transform, parse_preset
 from jobs import queueing
 from jobs.records import (
@@ -78,6 +79,22 @@ def plan_passes(registry: TeacherRegistry, teacher: str, tta: str, settings: Set
                           f"{limit:.0f} px ({settings.max_scale_factor:g}x teacher "
                           f"{teacher!r}'s max size {card.max_size}; DISTILL_MAX_SCALE_FACTOR)")
     return transforms
+
+
+def preset_choices(registry: TeacherRegistry, teacher: str, settings: Settings
+                   ) -> tuple[list[str], dict[str, str]]:
+    """The named presets a teacher accepts under the service's limits, and why each of the
+    others is refused (what :func:`plan_passes` would answer), for the upload form."""
+    accepted: list[str] = []
+    refused: dict[str, str] = {}
+    for name in PRESETS:
+        try:
+            plan_passes(registry, teacher, name, settings)
+        except ConfigError as exc:
+            refused[name] = str(exc)
+        else:
+            accepted.append(name)
+    return accepted, refused
 
 
 def megapixel_passes(uploads: list[Upload], transforms: list[Transform]) -> float:

@@ -128,6 +128,42 @@ class TeacherOut(BaseModel):
     error: str | None = Field(default=None, description="why the checkpoint is unusable")
     card: dict[str, Any] | None = None
     workers: list[WorkerOut]
+    presets: list[str] = Field(
+        default_factory=list, description="the named TTA presets this teacher accepts under "
+                                          "the service's limits (GET /options describes them)")
+    refused_presets: dict[str, str] = Field(
+        default_factory=dict, description="the other presets, each with why it is refused")
+
+
+class PresetOut(BaseModel):
+    """A named TTA preset (``distill.options.TTA_PRESETS``)."""
+
+    name: str
+    passes: int = Field(description="forward passes per image")
+    description: str
+
+
+class Options(BaseModel):
+    """GET /options: what the upload form offers, as the service is configured."""
+
+    presets: list[PresetOut]
+    default_preset: str = Field(description="the preset a job without `tta` runs")
+    max_files: int = Field(description="images per POST /annotate; send more in batches")
+    dataset_pattern: str = Field(description="the regular expression a dataset name matches")
+
+
+class DatasetOut(BaseModel):
+    """One of the key's datasets: its jobs, counted by status."""
+
+    name: str
+    jobs: int
+    statuses: dict[str, int]
+
+
+class DatasetList(BaseModel):
+    """GET /datasets."""
+
+    datasets: list[DatasetOut]
 
 
 class TeacherList(BaseModel):

@@ -33,7 +33,8 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
     with the thresholds it resolved to; every prediction carries its ``status`` under
     that rule (:meth:`distill.calibrate.Selection.status`), so the page draws and
     counts what the file holds, and applies the same rule when its sliders move.
-    ``calibrated`` holds the job's own thresholds (what "reset" returns to).
+    ``calibrated`` holds the job's own thresholds and ``min_votes`` (what the page's
+    "reset to calibrated" returns to).
     """
     preds = collect(store, records)
     config, source = resolve(records, None, saved)
@@ -65,7 +66,8 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
     return {
         "kind": kind, "name": name, "teacher": records[0].teacher,
         "task": preds.card.task, "categories": coco["categories"],
-        "calibrated": _thresholds_json(own), "report": info["categories_report"],
+        "calibrated": {**_thresholds_json(own), "min_votes": own.min_votes},
+        "report": info["categories_report"],
         "rule": {**_thresholds_json(selection), "source": source,
                  "min_votes": selection.min_votes, "excluded": sorted(config.excluded),
                  "accepted": {k: sorted(v) for k, v in config.accepted.items()},

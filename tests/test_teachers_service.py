@@ -14,7 +14,10 @@ import httpx
 import pytest
 
 from distill.cardfile import file_sha256, read_card
-from tests.conftest import ServiceStack, wait_for
+from distill.options import TTA_PRESETS
+from distill.tta.transforms import parse_preset
+from jobs.settings import DATASET_PATTERN
+from tests.conftest import API_KEYS, ServiceStack, wait_for
 from tests.helpers import make_teacher
 
 
@@ -54,6 +57,18 @@ def test_each_job_runs_on_its_teachers_worker(
     assert len(listed["person"]["workers"]) == 1 and listed["vehicles"]["workers"] == []
     assert listed["vehicles"]["sha256"] == file_sha256(box_teacher)
 
+    # What the upload form offers, from the one preset table: each teacher's presets under
+    # the service's limits (the paper's 1200 px is refused for a 416 px teacher, saying why).
+    assert "standard" in listed["person"]["presets"] and "paper" not in listed["person"]["presets"]
+    assert "1200 px" in listed["person"]["refused_presets"]["paper"]
+    with stack.client() as c:
+        options = c.get("/options").json()
+    assert [p["name"] for p in options["presets"]] == list(TTA_PRESETS)
+    assert {p["name"]: p["passes"] for p in options["presets"]} == {
+        name: len(parse_preset(name, 800, 1333)) for name in TTA_PRESETS}
+    assert options["default_preset"] == "identity" and options["max_files"] == 64
+    assert options["dataset_pattern"] == DATASET_PATTERN
+
     # Several teachers: a job must name one, and only a registered one.
     refused = _post(stack, unlabeled_images[:1])
     assert refused.status_code == 422 and "person, vehicles" in refused.text
@@ -85,6 +100,11 @@ def test_each_job_runs_on_its_teachers_worker(
     # A dataset whose batches ran with different teachers cannot be calibrated as one.
     mixed = _annotations(stack, "/datasets/mixed/annotations")
     assert mixed.status_code == 409 and "different teachers" in mixed.text
+    with stack.client() as c:
+        datasets = c.get("/datasets").json()["datasets"]
+        other = c.get("/datasets", headers={"Authorization": f"Bearer {API_KEYS[1]}"}).json()
+    assert datasets == [{"name": "mixed", "jobs": 2, "statuses": {"finished": 2}}]
+    assert other == {"datasets": []}
 
 
 def test_a_replaced_checkpoint_serves_new_jobs_and_old_jobs_keep_their_card(

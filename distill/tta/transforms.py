@@ -17,18 +17,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from distill.errors import ConfigError
-from distill.options import PRESETS
+from distill.options import PRESETS, TTA_PRESETS
 
 if TYPE_CHECKING:
     from torch import Tensor
     from torchvision.models.detection.image_list import ImageList
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
-
-# Detectron's keypoint test-time augmentation scales; the paper picked them on validation AP.
-PAPER_SCALES = tuple(range(400, 1201, 100))
-# The same set relative to the paper's base scale of 800, for small models trained on small images.
-PAPER_FACTORS = tuple(s / 800 for s in PAPER_SCALES)
-STANDARD_FACTORS = (0.75, 1.0, 1.25)
 
 
 @dataclass(frozen=True)
@@ -103,12 +97,10 @@ def _with_flips(scales: list[int], max_for: dict[int, int], flip: bool) -> list[
 def parse_preset(spec: str, base_scale: int, base_max: int) -> list[Transform]:
     """Turns a preset name or a custom list into transforms.
 
-    Names: ``identity``; ``flip`` (identity + mirror); ``standard`` (x0.75,
-    x1, x1.25 of the base scale, each with and without flip); ``paper``
-    (400..1200 step 100, each with and without flip: 18 passes);
-    ``paper-relative`` (the paper's set as factors of the base scale).
-    Custom: comma-separated scales in pixels (``224,256,320``) or factors
-    (``x0.75,x1,x1.5``), with ``+flip`` appended to add mirrored passes.
+    Names: the entries of :data:`distill.options.TTA_PRESETS` (``identity``,
+    ``flip``, ``standard``, ``paper``, ``paper-relative``). Custom: comma-separated
+    scales in pixels (``224,256,320``) or factors (``x0.75,x1,x1.5``), with ``+flip``
+    appended to add mirrored passes.
     The longer-side cap keeps the teacher's own max/min ratio at every scale.
     The identity pass (base scale, no flip) is always first when present.
     """
@@ -116,16 +108,9 @@ def parse_preset(spec: str, base_scale: int, base_max: int) -> list[Transform]:
         raise ConfigError(f"bad base sizes min={base_scale} max={base_max}")
     ratio = base_max / base_scale
     spec = spec.strip()
-    named: dict[str, tuple[list[float], bool, bool]] = {
-        # name -> (values, values are factors, with flips)
-        "identity": ([1.0], True, False),
-        "flip": ([1.0], True, True),
-        "standard": (list(STANDARD_FACTORS), True, True),
-        "paper": ([float(s) for s in PAPER_SCALES], False, True),
-        "paper-relative": (list(PAPER_FACTORS), True, True),
-    }
-    if spec in named:
-        values, relative, flip = named[spec]
+    if spec in TTA_PRESETS:
+        preset = TTA_PRESETS[spec]
+        values, relative, flip = list(preset.values), preset.relative, preset.flip
     else:
         body, flip = (spec[: -len("+flip")], True) if spec.endswith("+flip") else (spec, False)
         items = [v.strip() for v in body.split(",") if v.strip()]

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
 from distill.errors import ConfigError
-from distill.options import Fusion
+from distill.options import PRESETS, Fusion
 from jobs.records import JobRecord, JobRequest
 from jobs.settings import DATASET_PATTERN, TEACHER_NAME_PATTERN
 from jobs.submit import QueueUnavailableError, QuotaExceededError, Upload, submit_job
@@ -43,9 +43,9 @@ def annotate(
         pattern=TEACHER_NAME_PATTERN,
         description="registered teacher to run (GET /teachers); default: the only one")] = None,
     tta: Annotated[str | None, Form(
-        max_length=200, description="transform preset (identity, flip, standard, paper, "
-                                    "paper-relative, or '224,256+flip' / 'x0.75,x1+flip'); "
-                                    "default: the service's")] = None,
+        max_length=200, description=f"transform preset ({', '.join(PRESETS)}; GET /options "
+                                    "describes them), or a list such as '224,256+flip' / "
+                                    "'x0.75,x1+flip'; default: the service's")] = None,
     fusion: Annotated[Fusion | None, Form(description="box fusion for box teachers")] = None,
     dataset: Annotated[str | None, Form(
         pattern=DATASET_PATTERN,

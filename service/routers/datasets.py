@@ -1,7 +1,9 @@
-"""GET /datasets/{name}/annotations: one COCO file over all finished batches of a dataset."""
+"""GET /datasets: the key's datasets; GET /datasets/{name}/annotations: one COCO file over all
+finished batches of a dataset."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -17,10 +19,25 @@ from service.downloads import (
     export_response,
 )
 from service.errors import problem, responses
+from service.models import DatasetList, DatasetOut
 from service.params import DatasetName, SelectionQueryDep
 from service.views import job_view
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.get("", response_model=DatasetList, summary="List your datasets",
+            responses=responses(401))
+def list_datasets(owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep
+                  ) -> DatasetList:
+    """Every dataset of the caller (however many jobs it has; ``GET /jobs`` pages the
+    jobs), with its jobs counted by status."""
+    out = []
+    for name in store.list_owner_datasets(owner):
+        statuses = Counter(str(job_view(store, redis, r, settings.queue).status)
+                           for _, r in store.list_owner_jobs(owner, dataset=name))
+        out.append(DatasetOut(name=name, jobs=sum(statuses.values()), statuses=dict(statuses)))
+    return DatasetList(datasets=out)
 
 
 @router.get(

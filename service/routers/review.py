@@ -22,7 +22,10 @@ from service.review import image_path, review_data, thumbnail
 from service.views import job_view
 
 router = APIRouter(tags=["review"])
-_CACHE = "private, max-age=31536000, immutable"  # content-addressed: never changes
+# The bytes never change, but the browser must ask again each time (with the ETag: a 304
+# costs no bytes), so that the server checks the key: a cached image is never shown to
+# another key signed in later in the same browser; Vary keeps the cache entries apart.
+_CACHE = "private, no-cache"
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "BMP": "image/bmp",
          "TIFF": "image/tiff", "WEBP": "image/webp", "GIF": "image/gif"}
 
@@ -65,13 +68,14 @@ def job_image(record: JobDep, store: StoreDep, request: Request,
               n: Annotated[int, Path(ge=0, le=100_000)],
               thumb: Annotated[bool, Query(description="a JPEG of at most 320 px")] = False
               ) -> Response:
-    """Only the job's own images, by index; cacheable forever (they never change)."""
+    """Only the job's own images, by index; revalidated on every use (ETag), so that the
+    key is checked each time."""
     try:
         path = thumbnail(store, record, n) if thumb else image_path(store, record, n)
     except NotAvailableError as exc:
         raise problem(404, str(exc)) from exc
     etag = f'"{record.files[n].sha256 or record.id}-{n}{"-t" if thumb else ""}"'
-    headers = {"Cache-Control": _CACHE, "ETag": etag}
+    headers = {"Cache-Control": _CACHE, "ETag": etag, "Vary": "Authorization"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     with Image.open(path) as img:
