@@ -26,6 +26,9 @@ ARCH_TASKS: dict[str, Task | None] = {
     "fasterrcnn_mobilenet_v3_large_fpn": "boxes",
 }
 ARCHITECTURES: tuple[str, ...] = tuple(ARCH_TASKS)
+# Teachers run from ONNX exports (distill.teachers.onnx_family): imported, never trained here.
+ONNX_ARCH_TASKS: dict[str, Task | None] = {"yolo-onnx": None, "rtdetr-onnx": "boxes"}
+ONNX_ARCHITECTURES: tuple[str, ...] = tuple(ONNX_ARCH_TASKS)
 
 # How pooled box detections are merged: NMS + box voting (Detectron) or weighted boxes fusion.
 Fusion = Literal["vote", "wbf"]
