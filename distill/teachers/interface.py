@@ -20,7 +20,9 @@ is a specialisation for detectors that have heatmaps (:mod:`distill.teachers.rcn
 
 Detections are dicts of tensors:
 
-- ``boxes`` (N, 4) float, xyxy pixels; ``scores`` (N,) float; ``labels`` (N,) int64,
+- ``boxes`` (N, 4) float, xyxy pixels (they may reach past the image's edges, as the
+  model's NMS saw them; the ensemble clips what it fuses); ``scores`` (N,) float;
+  ``labels`` (N,) int64,
   the model's labels: 1..N for the card's categories in order, or through the card's
   ``label_ids`` (0 is the background and never appears);
 - keypoint teachers also ``keypoints`` (N, K, 3) as (x, y, 1) and

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from distill.teachers.interface import Detector
 
 ENTRY_POINT_GROUP = "distill.teachers"
-_BUILTIN = ("distill.teachers.rcnn:FAMILY",)
+_BUILTIN = ("distill.teachers.rcnn:FAMILY", "distill.teachers.onnx_family:FAMILY")
 
 
 def _as_family(obj: Any, origin: str) -> TeacherFamily:

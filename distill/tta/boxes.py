@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.ops import clip_boxes_to_image
 
 from distill.errors import ConfigError
 from distill.fusion import vote_merge, wbf_merge
@@ -95,8 +96,10 @@ class BoxTTA:
         finals = [self.detector.final(d) for d in dets] if f.pooled == "raw" else dets
         votes, spread = transform_agreement(boxes, labels, [(d["boxes"], d["labels"])
                                                             for d in finals])
-        out = {"boxes": boxes, "scores": scores, "labels": labels, "votes": votes,
-               "spread": spread}
+        # A detector may return boxes past the image's edges (YOLO's NMS sees them so);
+        # the pseudo-labels end at the edges. torchvision's R-CNNs clip their own already.
+        out = {"boxes": clip_boxes_to_image(boxes, size), "scores": scores, "labels": labels,
+               "votes": votes, "spread": spread}
         if "keypoints" in dets[0]:
             kps, kp_scores, kp_spread = fuse_keypoints(boxes, labels, finals)
             out.update(keypoints=kps, keypoints_scores=kp_scores, keypoints_spread=kp_spread)
