@@ -15,6 +15,7 @@ ensemble's NMS.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from distill.teachers.onnx_layouts import Layout
 from distill.teachers.onnx_session import Signature, input_dtype, open_session
 from distill.teachers.placement import Placement, letterbox, stretch, target_size
 
+log = logging.getLogger(__name__)
 MAX_NMS = 30000  # Ultralytics' max_nms: candidates that go into NMS at most
 MAX_WH = 7680  # Ultralytics' max_wh: the per-class box offset of its NMS
 
@@ -97,6 +99,9 @@ class OnnxDetector:
         self.session = open_session(self.model, cuda=self.cuda, threads=torch.get_num_threads())
         self.signature = Signature.of(self.session)
         self.dtype = input_dtype(self.signature)
+        if self.cuda and "CUDAExecutionProvider" not in self.session.get_providers():
+            log.warning("the ONNX teacher runs on the CPU: this onnxruntime has no usable CUDA "
+                        "provider (install onnxruntime-gpu: the CUDA image's `cuda` extra)")
 
     def to(self, device: torch.device) -> OnnxDetector:
         """The CUDA provider on a GPU device (when onnxruntime-gpu is installed), else the
