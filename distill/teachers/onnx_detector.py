@@ -165,18 +165,26 @@ class OnnxDetector:
                     batch = torch.cat([batch, batch.new_zeros((fixed - len(chunk),
                                                                *batch.shape[1:]))])
                 array: np.ndarray = np.ascontiguousarray(batch.cpu().numpy().astype(self.dtype))
-                out = self.session.run(None, {self.signature.input_name: array})[0]
-                self._check(out.shape)
+                out = self._infer(array)
                 for row, i in enumerate(chunk):
                     outputs[i] = torch.from_numpy(np.asarray(out[row], dtype=np.float32))
         return [o for o in outputs if o is not None]
 
 
-    def _check(self, shape: tuple[int, ...]) -> None:
+    def _infer(self, array: np.ndarray) -> np.ndarray:
+        """One session run, its output checked against the layout. onnxruntime's own
+        errors become RuntimeErrors, which a run turns into that image's error."""
+        try:
+            out = np.asarray(self.session.run(None, {self.signature.input_name: array})[0])
+        except Exception as exc:  # onnxruntime's exceptions derive from Exception only
+            text = str(exc).strip()
+            raise RuntimeError(f"onnxruntime: {text.splitlines()[0] if text else exc!r}") \
+                from exc
         axis = 2 if self.config.layout == "rtdetr" else 1
-        if len(shape) != 3 or shape[axis] != self.layout.channels:
-            raise CardError(f"the model returned {list(shape)}; its card's layout needs "
+        if out.ndim != 3 or out.shape[axis] != self.layout.channels:
+            raise CardError(f"the model returned {list(out.shape)}; its card's layout needs "
                             f"{self.layout.expected()}")
+        return out
 
 
 def _to_image(det: Detections, place: Placement) -> Detections:
