@@ -185,3 +185,15 @@ def test_scaled_and_flipped_passes_agree_on_the_oracle(teachers: dict[str, Path]
     # The oracle's confidences belong to its channels (left 0.8, right 0.7): a mirrored
     # pass's left channel is the right hand, so each hand averages 0.8 and 0.7.
     torch.testing.assert_close(out["keypoints_scores"][0], torch.tensor([0.9, 0.75, 0.75]))
+
+
+def test_weighted_boxes_fusion_fuses_regressed_keypoints_too(teachers: dict[str, Path]) -> None:
+    card, detector = _detector(teachers["blob"])
+    passes = [Transform(160, 160), Transform(160, 160, hflip=True), Transform(120, 160)]
+    out = BoxTTA(detector, passes, FusionParams("wbf"),
+                 flip_perm=card.flip_permutation())([_blob_image()])[0]
+    assert len(out["boxes"]) == 1 and int(out["votes"][0]) == 3
+    torch.testing.assert_close(out["boxes"][0], torch.tensor([30.0, 40.0, 90.0, 100.0]),
+                               atol=2.0, rtol=0)
+    left, right = out["keypoints"][0, 1:, 0]
+    assert abs(left - 90) < 2 and abs(right - 30) < 2
