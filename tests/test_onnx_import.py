@@ -84,6 +84,36 @@ def test_mismatches_are_refused_in_one_line(tmp_path: Path,
     assert "does not pair keypoints" in _refused(capsys, tmp_path, pose, bad)
 
 
+def test_a_model_cannot_read_files_of_the_machine(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ONNX file may point a weight at an external data file, which onnxruntime would
+    read relative to the working directory; distill's sessions find no such file."""
+    import numpy as np
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    from distill.teachers.onnx_session import open_session
+
+    (tmp_path / "secret.txt").write_bytes(b"abc")
+    weight = TensorProto(name="w", data_type=TensorProto.UINT8, dims=[3],
+                         data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "secret.txt"), ("offset", "0"), ("length", "3")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    io = [helper.make_tensor_value_info(n, TensorProto.UINT8, [3]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", io[:1],
+                              io[1:], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    data = model.SerializeToString()
+    monkeypatch.chdir(tmp_path)
+    # What onnxruntime alone does: the weight is the file's bytes.
+    plain = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    assert plain.run(None, {"x": np.zeros(3, np.uint8)})[0].tobytes() == b"abc"
+    with pytest.raises(CardError, match="external data"):
+        open_session(data)
+
+
 def test_the_checkpoint_holds_the_model_and_reads_safely(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     onnx = export(TinyYolo(1, k=3), tmp_path / "p.onnx", (160, 160),

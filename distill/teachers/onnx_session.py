@@ -1,7 +1,8 @@
 """onnxruntime sessions for ONNX teachers, and what a model file says about itself.
 
 A session is always made from the model's bytes (the checkpoint holds them; see
-:mod:`distill.teachers.onnx_family`), never from a path, on the CPU or, when the worker
+:mod:`distill.teachers.onnx_family`), never from a path, and can read no external data
+file; it runs on the CPU or, when the worker
 has a GPU and onnxruntime-gpu is installed, the CUDA provider. It runs with as many
 threads as torch is given (``DISTILL_TORCH_THREADS`` in the worker), so one knob bounds
 a worker's CPU use whatever its teacher.
@@ -15,6 +16,7 @@ dynamic dimension, element types) and the metadata Ultralytics' exporter writes
 from __future__ import annotations
 
 import ast
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +48,21 @@ def open_session(model: bytes, *, cuda: bool = False, threads: int = 1) -> Any:
     providers = ["CPUExecutionProvider"]
     if cuda and "CUDAExecutionProvider" in available:
         providers.insert(0, "CUDAExecutionProvider")
-    try:
-        return ort.InferenceSession(model, sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CardError(f"onnxruntime cannot load the model: {first}") from exc
+    # A model loaded from bytes may name external data files, which onnxruntime reads
+    # relative to the working directory: point it at an empty one, so that a model can
+    # never read a file of the machine into its weights (ONNX teachers are one file).
+    with tempfile.TemporaryDirectory(prefix="distill-onnx-") as empty:
+        options.add_session_config_entry(
+            "session.model_external_initializers_file_folder_path", empty)
+        try:
+            return ort.InferenceSession(model, sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            text = str(exc).strip()
+            if "external data" in text.lower():
+                raise CardError("the model refers to external data files; import a "
+                                "self-contained ONNX file") from exc
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise CardError(f"onnxruntime cannot load the model: {first}") from exc
 
 
 @dataclass(frozen=True)
