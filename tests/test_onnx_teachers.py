@@ -197,3 +197,18 @@ def test_weighted_boxes_fusion_fuses_regressed_keypoints_too(teachers: dict[str,
                                atol=2.0, rtol=0)
     left, right = out["keypoints"][0, 1:, 0]
     assert abs(left - 90) < 2 and abs(right - 30) < 2
+
+
+def test_the_single_pass_baseline_is_the_identity_preset(teachers: dict[str, Path]) -> None:
+    """`distill eval` without TTA (``plain_predictor``) gives the identity pass's output."""
+    from distill.tta.predictor import plain_predictor
+
+    card, detector = _detector(teachers["detect"])
+    images = _images(3)
+    plain = plain_predictor(detector, card)(images)
+    fused = BoxTTA(detector, parse_preset("identity", 160, 160), OWN)(images)
+    for p, f in zip(plain, fused, strict=True):
+        p, f = _canonical(p), _canonical(f)
+        assert len(p["boxes"]) > 3 and p["boxes"].min() >= 0
+        torch.testing.assert_close(p["boxes"], f["boxes"])
+        torch.testing.assert_close(p["scores"], f["scores"])

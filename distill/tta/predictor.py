@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torchvision.models.detection import KeypointRCNN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.ops import clip_boxes_to_image
 
 from distill.card import ModelCard
 from distill.errors import ConfigError
@@ -138,7 +139,10 @@ def plain_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
     detector = model.to(dev)
 
     def single(images: list[Tensor]) -> list[dict[str, Tensor]]:
-        return detector.detect(images, card.min_size, card.max_size, raw_cap=None)
+        outputs = detector.detect(images, card.min_size, card.max_size, raw_cap=None)
+        for out, image in zip(outputs, images, strict=True):  # as the ensemble clips
+            out["boxes"] = clip_boxes_to_image(out["boxes"], tuple(image.shape[-2:]))
+        return outputs
 
     return Predictor(single, transforms, dev)
 
