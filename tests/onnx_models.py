@@ -110,7 +110,7 @@ class TinyDetr(nn.Module):
 
 
 def export(model: nn.Module, path: Path, size: tuple[int, int], *, dynamic: bool = False,
-           metadata: dict[str, Any] | None = None) -> Path:
+           metadata: dict[str, Any] | None = None, batch: int = 1) -> Path:
     """``torch.onnx.export`` as Ultralytics' exporter calls it: input ``images``, output
     ``output0``, batch/height/width dynamic on request, metadata as ``str()`` values."""
     import onnx
@@ -120,7 +120,7 @@ def export(model: nn.Module, path: Path, size: tuple[int, int], *, dynamic: bool
     buf = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated, and fast
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, *size),), buf, dynamo=False,
+        torch.onnx.export(model.eval(), (torch.zeros(batch, 3, *size),), buf, dynamo=False,
                           input_names=["images"], output_names=["output0"], dynamic_axes=axes,
                           opset_version=17)
     proto = onnx.load_from_string(buf.getvalue())

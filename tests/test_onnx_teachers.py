@@ -212,3 +212,19 @@ def test_the_single_pass_baseline_is_the_identity_preset(teachers: dict[str, Pat
         assert len(p["boxes"]) > 3 and p["boxes"].min() >= 0
         torch.testing.assert_close(p["boxes"], f["boxes"])
         torch.testing.assert_close(p["scores"], f["scores"])
+
+
+def test_a_fixed_batch_runs_any_number_of_images(tmp_path: Path) -> None:
+    """An export with a fixed batch of 2 takes 3 images: the last chunk is padded."""
+    onnx = export(TinyYolo(2), tmp_path / "b2.onnx", (160, 160), batch=2)
+    card, tensors = import_onnx(ImportRequest("yolo-onnx", onnx,
+                                              _yaml(tmp_path / "n.yaml", ["a", "b"])))
+    assert card.arch_options["batch"] == 2
+    detector = load_detector(card, tensors)
+    images = [*_images(), _images(1)[0]]
+    together = detector.detect(images, 160, 160, raw_cap=None)
+    for image, t in zip(images, together, strict=True):
+        alone = detector.detect([image], 160, 160, raw_cap=None)[0]
+        assert len(alone["boxes"]) > 0
+        torch.testing.assert_close(t["boxes"], alone["boxes"])
+        torch.testing.assert_close(t["scores"], alone["scores"])
