@@ -77,6 +77,8 @@ def test_mismatches_are_refused_in_one_line(tmp_path: Path,
     assert "fixed input of [160, 160]" in err
     err = _refused(capsys, tmp_path, detect, two, "--arch-option", "iou=0.5")
     assert "no option 'iou'" in err and "nms_thresh" in err
+    assert "--labels is for torchvision" in _refused(capsys, tmp_path, detect, two, "--labels",
+                                                      "category-id")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     assert "onnxruntime cannot load" in _refused(capsys, tmp_path, tmp_path / "junk.onnx", two)
     bad = tmp_path / "bad.yaml"

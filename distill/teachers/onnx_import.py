@@ -40,6 +40,9 @@ def import_onnx(request: ImportRequest) -> tuple[ModelCard, dict[str, torch.Tens
     r = request
     if r.stats is not None and r.labeled_json is not None:
         raise ConfigError("give labeled statistics once: a stats file or a labeled JSON")
+    if r.labels != "contiguous":
+        raise ConfigError("--labels is for torchvision weights; an export's classes are "
+                          "its categories in order")
     extra = sorted(set(r.arch_options or {}) - set(SETTABLE))
     if extra:
         raise ConfigError(f"{r.arch} has no option {extra[0]!r}; options are "
