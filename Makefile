@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: setup test lint types unit demo bench bench-tta bench-service bench-load bench-distill schemathesis clean
+.PHONY: setup test lint types unit demo bench bench-tta bench-onnx bench-service bench-load bench-distill schemathesis clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ demo: $(STAMP)
 ## bench-tta: shared-box keypoint TTA vs naive vs floor, and pseudo-label quality
 bench-tta: $(STAMP)
 	$(BIN)/python benchmarks/tta_bench.py --out $(OUT)/bench-tta
+
+## bench-onnx: an ONNX teacher (YOLO layout), standard preset vs its single pass, images/s
+bench-onnx: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/onnx_teacher.py --out $(OUT)/bench-onnx
 
 bench-service: $(STAMP)
 	$(BIN)/python benchmarks/service_bench.py

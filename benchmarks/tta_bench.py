@@ -28,16 +28,14 @@ import torch
 from distill.annotate import annotate_folder
 from distill.card import ModelCard
 from distill.checkpoint import load_checkpoint
-from distill.coco import load_coco, objects
+from distill.coco import objects
 from distill.data import generate
 from distill.images import load_image
 from distill.models.zoo import build_from_card
 from distill.options import InferenceOptions
-from distill.predictions import PredictionLog
-from distill.pseudolabels import SelectionConfig, finalize
 from distill.tta.keypoints import KeypointTTA
 from distill.tta.transforms import parse_preset
-from training.pseudo_quality import pseudo_label_quality
+from training.pseudo_quality import raw_and_kept_ap
 from training.trainer import TrainConfig, train
 
 
@@ -85,18 +83,6 @@ def _time_paths(model: Any, card: ModelCard, images: list[torch.Tensor], preset:
     return timings
 
 
-def _quality(pseudo: Path, gt_json: Path, card: ModelCard) -> tuple[dict[str, float],
-                                                                   dict[str, float]]:
-    """(raw, kept) AP: every ensembled prediction in the log, and the selected file."""
-    truth = load_coco(gt_json)
-    kept = pseudo_label_quality(json.loads(pseudo.read_text()), truth, card)
-    records = PredictionLog(Path(str(pseudo) + ".predictions.jsonl")).read()
-    everything = finalize(records.values(), card, SelectionConfig(
-        score_threshold=-1.0, keypoint_threshold=-1e9))
-    raw = pseudo_label_quality(everything, truth, card)
-    return ({k: v["AP"] for k, v in raw.items()}, {k: v["AP"] for k, v in kept.items()})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/bench-tta"))
@@ -137,7 +123,7 @@ def main() -> None:
             annotate_folder(ckpt, unlabeled.images_dir, pseudo,
                             options=InferenceOptions(tta=preset), progress=False)
             seconds = time.perf_counter() - t0
-            raw, selected = _quality(pseudo, gt_json, card)
+            raw, selected = raw_and_kept_ap(pseudo, gt_json, card)
             metric = "keypoints" if task == "keypoints" else "bbox"
             rows.append((task, preset, raw[metric], selected[metric],
                          len(objects(json.loads(pseudo.read_text()))), seconds))

@@ -28,10 +28,12 @@ from distill.coco import objects
 from distill.errors import DataError, ImageDecodeError
 from distill.fileio import write_json_atomic
 from distill.images import list_images, load_image
-from distill.models.zoo import build_from_card
 from distill.options import DEFAULT_BATCH_SIZE, InferenceOptions
 from distill.predictions import ImageRecord, PredictionLog
 from distill.pseudolabels import SelectionConfig, finalize
+from distill.teachers.interface import Detector
+from distill.teachers.rcnn import as_detector
+from distill.teachers.registry import load_detector
 from distill.tta.floor import ScoreFloor, running_floor
 from distill.tta.predictor import Predictor, build_predictor
 
@@ -45,17 +47,18 @@ BatchHook = Callable[[list[ImageRecord]], None]
 class Teacher:
     """A teacher model wrapped for multi-transform inference.
 
-    :meth:`load` reads a checkpoint once; :meth:`with_options` rewraps the same
-    loaded model for another transform set or fusion without reloading it.
+    :meth:`load` reads a checkpoint once, through its family
+    (:mod:`distill.teachers.registry`); :meth:`with_options` rewraps the same loaded
+    detector for another transform set or fusion without reloading it.
     """
 
-    def __init__(self, card: ModelCard, model: GeneralizedRCNN, options: InferenceOptions,
-                 checkpoint: Path | None = None) -> None:
+    def __init__(self, card: ModelCard, model: GeneralizedRCNN | Detector,
+                 options: InferenceOptions, checkpoint: Path | None = None) -> None:
         self.card = card
-        self.model = model
+        self.detector = as_detector(model)
         self.options = options
         self.checkpoint = checkpoint
-        self.predictor: Predictor = build_predictor(model, card, options)
+        self.predictor: Predictor = build_predictor(self.detector, card, options)
         # Images per forward pass; halved (for good) when the device runs out of memory.
         self.batch_size = options.batch_size or (
             DEFAULT_BATCH_SIZE if self.predictor.device.type == "cuda" else 1)
@@ -65,12 +68,19 @@ class Teacher:
     def load(cls, checkpoint: Path, options: InferenceOptions) -> Teacher:
         """Loads a checkpoint (weights_only) and records its checksum in the card."""
         card, state, _ = load_checkpoint(Path(checkpoint))
-        model = build_from_card(card, state)
-        return cls(card_with_checksum(card, Path(checkpoint)), model, options, Path(checkpoint))
+        detector = load_detector(card, state)
+        return cls(card_with_checksum(card, Path(checkpoint)), detector, options,
+                   Path(checkpoint))
 
     def with_options(self, options: InferenceOptions) -> Teacher:
         """The same loaded model under other inference options (no weights copied)."""
-        return Teacher(self.card, self.model, options, self.checkpoint)
+        return Teacher(self.card, self.detector, options, self.checkpoint)
+
+    @property
+    def model(self) -> Any:
+        """The network itself: the torchvision module of an R-CNN teacher (benchmarks hook
+        its parts), else the detector."""
+        return getattr(self.detector, "model", self.detector)
 
     @property
     def sha256(self) -> str:
@@ -80,8 +90,13 @@ class Teacher:
     def info(self) -> dict[str, Any]:
         """What the output's info block says about how it was produced."""
         described = self.options.describe()
-        if self.card.task == "keypoints":
-            described.pop("fusion")  # no box fusion runs on the keypoint path
+        if self.predictor.keypoint_fusion is not None:  # regressed keypoints: box path
+            for key in ("heatmap_combine", "size_dependent", "size_dependent_area",
+                        "keypoint_cap", "keypoint_floor"):
+                described.pop(key)
+            described["keypoint_fusion"] = self.predictor.keypoint_fusion
+        elif self.card.task == "keypoints":
+            described.pop("fusion")  # no box fusion runs on the heatmap keypoint path
         return {**described, "transforms": [str(t) for t in self.predictor.transforms]}
 
 

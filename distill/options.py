@@ -26,6 +26,9 @@ ARCH_TASKS: dict[str, Task | None] = {
     "fasterrcnn_mobilenet_v3_large_fpn": "boxes",
 }
 ARCHITECTURES: tuple[str, ...] = tuple(ARCH_TASKS)
+# Teachers run from ONNX exports (distill.teachers.onnx_family): imported, never trained here.
+ONNX_ARCH_TASKS: dict[str, Task | None] = {"yolo-onnx": None, "rtdetr-onnx": "boxes"}
+ONNX_ARCHITECTURES: tuple[str, ...] = tuple(ONNX_ARCH_TASKS)
 
 # The synthetic data's looks: settings are chosen on "figures" and confirmed on "blocks". Each
 # one's drawing lives in distill.data.synth (FAMILIES), which needs numpy.

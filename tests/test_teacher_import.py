@@ -25,9 +25,9 @@ from distill.checkpoint import load_checkpoint
 from distill.coco import labeled_statistics, load_coco
 from distill.errors import CardError, ConfigError, DistillError
 from distill.predictions import ImageRecord
-from distill.teacher_cli import register
-from distill.teacher_import import import_teacher
-from distill.teacher_labels import COCO_PERSON_SKELETON, load_categories
+from distill.teachers.cli import register
+from distill.teachers.labels import COCO_PERSON_SKELETON, load_categories
+from distill.teachers.rcnn_import import import_teacher
 
 SIZE: dict[str, Any] = {"min_size": 128, "max_size": 160}
 # A low threshold keeps random heads' detections; fewer proposals keep the box heads cheap.
@@ -47,7 +47,7 @@ def cli(argv: list[str]) -> int:
     """`distill ...` as the console script runs it (exit 2 and one line for DistillError)."""
     from distill import cli as main_cli
 
-    if "distill.teacher_cli" in getattr(main_cli, "_PLUGINS", ()):
+    if "distill.teachers.cli" in getattr(main_cli, "_PLUGINS", ()):
         return main_cli.main(argv)
     parser = argparse.ArgumentParser(prog="distill")
     sub = parser.add_subparsers(dest="command", required=True)

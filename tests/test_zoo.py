@@ -63,7 +63,7 @@ def test_batchnorm_eps_option_reaches_every_norm_layer(tmp_path: Path) -> None:
     reproduces that, and the import sets it for those files (recognised by name)."""
     from torch import nn
 
-    from distill.teacher_import import _published_defaults
+    from distill.teachers.rcnn_import import _published_defaults
 
     model = build_model("fasterrcnn_mobilenet_v3_large_fpn", "boxes", num_classes=3,
                         min_size=128, max_size=160, options={"batchnorm_eps": 0.0})

@@ -30,8 +30,9 @@ from distill.checkpoint import load_checkpoint
 from distill.coco import CocoDict, load_coco
 from distill.errors import DataError
 from distill.images import load_image
-from distill.models.zoo import build_from_card
 from distill.options import DEFAULT_BATCH_SIZE, InferenceOptions
+from distill.teachers.interface import Detector
+from distill.teachers.registry import load_detector
 
 Predict = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 
@@ -62,8 +63,8 @@ class EvalReport:
         return self.scores.get("keypoints", self.scores["bbox"])["AP"]
 
 
-def predictor_for(model: nn.Module, card: ModelCard, options: InferenceOptions | None,
-                  device: str = "cpu") -> Predict:
+def predictor_for(model: nn.Module | Detector, card: ModelCard,
+                  options: InferenceOptions | None, device: str = "cpu") -> Predict:
     """``options=None``: the model alone; else ``build_predictor`` with those options."""
     from distill.tta.predictor import build_predictor, plain_predictor
 
@@ -198,7 +199,7 @@ def evaluate_checkpoint(checkpoint: Path, json_path: Path, images_dir: Path, *,
     inference with ``options`` (fusion, heatmap combine, ...) for the rest.
     """
     card, state, _ = load_checkpoint(checkpoint)
-    model = build_from_card(card, state)
+    model = load_detector(card, state)
     run = None if tta is None else replace(options or InferenceOptions(), tta=tta)
     predict = predictor_for(model, card, run, device=device)
     # Evaluation keeps batches of 4 unless told otherwise, so that its numbers stay

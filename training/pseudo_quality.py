@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from distill.card import ModelCard
-from distill.coco import CocoDict, objects
+from distill.coco import CocoDict, load_coco, objects
 from distill.errors import DataError
+from distill.predictions import PredictionLog
+from distill.pseudolabels import SelectionConfig, finalize
 from training.evaluate import ground_truth_index, run_cocoeval
 
 
@@ -55,6 +59,19 @@ def pseudo_label_quality(pseudo: CocoDict, truth: CocoDict, card: ModelCard
         out[iou_type] = {"AP": round(100.0 * max(float(ev.stats[0]), 0.0), 2),
                          "precision50": round(precision, 4), "recall50": round(recall, 4)}
     return out
+
+
+def raw_and_kept_ap(pseudo: Path, truth_json: Path, card: ModelCard
+                    ) -> tuple[dict[str, float], dict[str, float]]:
+    """AP per COCOeval type of every ensembled prediction (the run's prediction log, as
+    ``distill annotate`` writes it beside ``pseudo``) and of the selected file itself."""
+    truth = load_coco(truth_json)
+    kept = pseudo_label_quality(json.loads(Path(pseudo).read_text()), truth, card)
+    records = PredictionLog(Path(str(pseudo) + ".predictions.jsonl")).read()
+    everything = finalize(records.values(), card, SelectionConfig(
+        score_threshold=-1.0, keypoint_threshold=-1e9))
+    raw = pseudo_label_quality(everything, truth, card)
+    return ({k: v["AP"] for k, v in raw.items()}, {k: v["AP"] for k, v in kept.items()})
 
 
 def _precision_recall_at_05(ev: Any) -> tuple[float, float]:

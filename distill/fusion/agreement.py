@@ -32,9 +32,7 @@ def transform_agreement(fused_boxes: Tensor, fused_labels: Tensor,
     for t, (boxes, labels) in enumerate(per_transform):
         if not n or not len(boxes):
             continue
-        iou = box_iou(fused_boxes.float(), boxes.float())
-        iou[fused_labels[:, None] != labels[None, :]] = 0.0
-        best, index = iou.max(dim=1)
+        best, index = best_matches(fused_boxes, fused_labels, boxes, labels)
         agrees[t] = best >= iou_threshold
         matched[t] = boxes[index].float()
     votes = agrees.sum(dim=0)
@@ -46,6 +44,16 @@ def transform_agreement(fused_boxes: Tensor, fused_labels: Tensor,
     spread = (deviation / size.repeat(1, 2)).mean(dim=1)
     spread[votes < 2] = 0.0
     return votes.to(torch.int64), spread
+
+
+def best_matches(fused_boxes: Tensor, fused_labels: Tensor, boxes: Tensor, labels: Tensor
+                 ) -> tuple[Tensor, Tensor]:
+    """For each fused box, the IoU (N,) and index (N,) of its best-overlapping box of the
+    same label among ``boxes`` (M, 4), M >= 1 (IoU 0 where no box has its label)."""
+    iou = box_iou(fused_boxes.float(), boxes.float())
+    iou[fused_labels[:, None] != labels[None, :]] = 0.0
+    best, index = iou.max(dim=1)
+    return best, index
 
 
 def heatmap_peaks(logits: Tensor) -> Tensor:

@@ -1,13 +1,16 @@
 """``build_predictor``: the one entry point to multi-transform inference.
 
-It picks the keypoint path (shared boxes, heatmap averaging) or the box path
-(whole detector per transform, union, fusion) from the card's task, and
-handles the device; a plain model is the ``identity`` preset (for a box teacher with
-``nms`` pooling: raw pooling votes even one pass's boxes, as Detectron's BBOX_VOTE).
+It takes any teacher family's detector (:mod:`distill.teachers.interface`; a torchvision
+R-CNN module is wrapped), picks the shared-box heatmap path for a Keypoint R-CNN and
+the whole-detector-per-transform path (pooling, fusion, and keypoint fusion for
+regressed keypoints) for everything else, and handles the device; a plain model is the
+``identity`` preset (for a box teacher with ``nms`` pooling: raw pooling votes even one
+pass's boxes, as Detectron's BBOX_VOTE).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +20,19 @@ import torch
 from torch import Tensor
 from torchvision.models.detection import KeypointRCNN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.ops import clip_boxes_to_image
 
 from distill.card import ModelCard
 from distill.errors import ConfigError
+from distill.fusion.keypoints import KEYPOINT_FUSION
 from distill.options import KEYPOINT_CAP_FACTOR, KEYPOINT_CAP_MIN, InferenceOptions
+from distill.teachers.interface import Detector
+from distill.teachers.rcnn import RCNNDetector, as_detector
 from distill.tta.boxes import BoxTTA
 from distill.tta.keypoints import KeypointTTA
 from distill.tta.transforms import Transform, parse_preset
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,6 +62,8 @@ class Predictor:
     transforms: list[Transform]
     device: torch.device
     half: bool = False
+    # Keypoint teachers without heatmaps: how their keypoints are fused (the info block).
+    keypoint_fusion: str | None = None
 
     def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         if self.device.type == "cuda":
@@ -67,39 +78,73 @@ class Predictor:
                  for k, v in out.items()} for out in outputs]
 
 
-def build_predictor(model: GeneralizedRCNN, card: ModelCard,
+def build_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
                     options: InferenceOptions | None = None) -> Predictor:
     """Wraps ``model`` (built from ``card``) for multi-transform inference.
 
     ``options.tta`` is a preset name or custom list (see :func:`parse_preset`),
     relative to the card's min/max sizes; ``options.fusion`` applies to box
-    tasks, ``combine`` and ``size_dependent`` to keypoint tasks. The default
+    tasks, ``combine`` and ``size_dependent`` to Keypoint R-CNN. The default
     options run the ``standard`` preset; pass ``InferenceOptions(tta="identity")``
     (with ``FusionParams(pooling="nms")`` for a box teacher) for the plain model.
+    A detector with a largest input size runs only the transforms that fit it.
     """
     options = options or InferenceOptions()
     dev = resolve_device(options.device)
-    model = model.to(dev).eval()
-    transforms = parse_preset(options.tta, card.min_size, card.max_size)
+    detector = as_detector(model).to(dev)
+    transforms = _runnable(parse_preset(options.tta, card.min_size, card.max_size), detector,
+                           options.tta)
     wrapped: Callable[[list[Tensor]], list[dict[str, Tensor]]]
-    if card.task == "keypoints":
-        if not isinstance(model, KeypointRCNN):
-            raise ConfigError(f"card says keypoints but the model is {type(model).__name__}")
-        wrapped = KeypointTTA(model, transforms, card.flip_permutation(),
+    keypoint_fusion = None
+    if card.task == "keypoints" and isinstance(detector, RCNNDetector):
+        if not isinstance(detector.model, KeypointRCNN):
+            raise ConfigError(f"card says keypoints but the model is "
+                              f"{type(detector.model).__name__}")
+        wrapped = KeypointTTA(detector.model, transforms, card.flip_permutation(),
                               combine=options.combine, size_dependent=options.size_dependent,
                               max_instances=keypoint_cap(card, options.keypoint_cap),
                               area_threshold=options.size_dependent_area)
     else:
-        wrapped = BoxTTA(model, transforms, options.fusion)
-    return Predictor(wrapped, transforms, dev, options.half)
+        flip_perm = card.flip_permutation() if card.task == "keypoints" else None
+        wrapped = BoxTTA(detector, transforms, options.fusion, flip_perm=flip_perm)
+        keypoint_fusion = KEYPOINT_FUSION if card.task == "keypoints" else None
+    return Predictor(wrapped, transforms, dev, options.half, keypoint_fusion)
 
 
-def plain_predictor(model: GeneralizedRCNN, card: ModelCard, device: str = "cpu") -> Predictor:
+def _runnable(transforms: list[Transform], detector: Detector, spec: str) -> list[Transform]:
+    """The transforms the detector can take: a fixed-size input has no room for up-scaled
+    passes (it letterboxes down-scaled ones into its canvas), so those are left out."""
+    if detector.max_scale is None:
+        return transforms
+    fit = [t for t in transforms if t.scale <= detector.max_scale]
+    if not fit:
+        raise ConfigError(f"TTA {spec!r}: every scale exceeds the model's fixed input size "
+                          f"{detector.max_scale}; export it with a dynamic input size")
+    if len(fit) < len(transforms):
+        log.warning("TTA %r: %d up-scaled pass(es) left out, the model's input is fixed at %d",
+                    spec, len(transforms) - len(fit), detector.max_scale)
+    return fit
+
+
+def plain_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
+                    device: str = "cpu") -> Predictor:
     """The model alone, one pass at its own test size, behind the same interface
     (evaluation's single-pass baseline)."""
     dev = resolve_device(device)
-    return Predictor(model.to(dev).eval(), parse_preset("identity", card.min_size,
-                                                        card.max_size), dev)
+    transforms = parse_preset("identity", card.min_size, card.max_size)
+    if isinstance(model, RCNNDetector):
+        model = model.model  # the module's own call: its test size, NMS and keypoints
+    if isinstance(model, GeneralizedRCNN):
+        return Predictor(model.to(dev).eval(), transforms, dev)
+    detector = model.to(dev)
+
+    def single(images: list[Tensor]) -> list[dict[str, Tensor]]:
+        outputs = detector.detect(images, card.min_size, card.max_size, raw_cap=None)
+        for out, image in zip(outputs, images, strict=True):  # as the ensemble clips
+            out["boxes"] = clip_boxes_to_image(out["boxes"], tuple(image.shape[-2:]))
+        return outputs
+
+    return Predictor(single, transforms, dev)
 
 
 def keypoint_cap(card: ModelCard, setting: int | Literal["auto"]) -> int | None:

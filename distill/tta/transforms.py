@@ -67,6 +67,18 @@ class Transform:
         """Inverse of the flip for boxes already rescaled to the original size."""
         return hflip_boxes(boxes, original[1]) if self.hflip else boxes
 
+    def keypoints_to_original(self, keypoints: Tensor, scores: Tensor,
+                              original: tuple[int, int], flip_perm: Tensor
+                              ) -> tuple[Tensor, Tensor]:
+        """Inverse of the flip for keypoints (N, K, 3) and their scores (N, K) already
+        rescaled to the original size: x' = W - x, and each left/right pair swapped (a
+        mirrored person's left side looks like a right side to the model)."""
+        if not self.hflip:
+            return keypoints, scores
+        out = keypoints[:, flip_perm].clone()
+        out[..., 0] = original[1] - out[..., 0]
+        return out, scores[:, flip_perm]
+
     def heatmaps_to_original(self, logits: Tensor, flip_perm: Tensor) -> Tensor:
         """Keypoint logits (N, K, H, W) in a mirrored RoI frame back to the unmirrored one.
 

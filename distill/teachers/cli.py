@@ -12,26 +12,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from distill.options import ARCHITECTURES, TASKS  # pure Python: registering imports no torch
+# Pure Python: registering the commands imports no torch.
+from distill.options import ARCHITECTURES, ONNX_ARCHITECTURES, TASKS
 
 
 def register(sub: Any) -> None:
     """Adds the ``teacher`` command group to the ``distill`` command line."""
     p = sub.add_parser("teacher", help="import a teacher trained elsewhere; labeled-set stats",
-                       description="Turn torchvision weights into a distill teacher checkpoint.")
+                       description="Turn torchvision weights, an ONNX export (YOLO, RT-DETR) "
+                                   "or a plug-in's model into a distill teacher checkpoint.")
     tsub = p.add_subparsers(dest="teacher_command", required=True, metavar="{import,stats}")
 
     i = tsub.add_parser(
-        "import", help="torchvision / reference-script weights -> teacher checkpoint",
+        "import", help="torchvision / reference-script weights or an ONNX export -> teacher "
+                       "checkpoint",
         description="Reads weights (a torchvision state dict, a torchvision reference-script "
-                    "checkpoint, or a distill checkpoint to re-card), checks them against the "
-                    "architecture and categories, and writes a teacher checkpoint with a card.")
-    i.add_argument("--arch", required=True, choices=ARCHITECTURES)
-    i.add_argument("--weights", required=True, type=Path, help="weights file (.pth / .pt)")
-    i.add_argument("--categories", required=True, metavar="COCO_JSON|coco",
+                    "checkpoint, a distill checkpoint to re-card, or an ONNX export of an "
+                    "Ultralytics YOLO / RT-DETR model), checks them against the architecture "
+                    "and categories, and writes a teacher checkpoint with a card.")
+    i.add_argument("--arch", required=True, metavar="ARCH",
+                   help=f"one of {', '.join(ARCHITECTURES + ONNX_ARCHITECTURES)}, or an "
+                        "architecture of an installed plug-in (entry points `distill.teachers`)")
+    i.add_argument("--weights", required=True, type=Path,
+                   help="weights file (.pth / .pt; .onnx for the -onnx architectures)")
+    i.add_argument("--categories", required=True, metavar="COCO_JSON|DATA_YAML|coco",
                    help="a COCO JSON naming the categories (labels 1..N in its order, as "
-                        "`distill train`), or `coco` for torchvision's COCO models (label = "
-                        "COCO category id)")
+                        "`distill train`), `coco` for models trained on COCO (torchvision's: "
+                        "label = COCO category id; YOLO's: its 80 classes), or, for yolo-onnx "
+                        "and rtdetr-onnx, the Ultralytics data.yaml the model was trained with "
+                        "(names, kpt_shape, flip_idx)")
     i.add_argument("--labels", choices=("contiguous", "category-id"), default="contiguous",
                    help="how COCO_JSON's categories map to model labels: 1..N in file order "
                         "(`distill train`; default) or the category ids themselves "
@@ -60,23 +69,26 @@ def register(sub: Any) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    from distill.checkpoint import save_checkpoint
     from distill.cli import parse_arch_options
-    from distill.teacher_import import import_teacher, write_teacher
-    from distill.teacher_labels import load_stats_file
+    from distill.teachers.interface import ImportRequest
+    from distill.teachers.labels import load_stats_file
+    from distill.teachers.registry import family_for
 
+    family = family_for(args.arch)  # an unknown architecture fails before any file is read
     stats = None if args.stats is None else load_stats_file(args.stats)
-    card, state = import_teacher(
+    card, state = family.import_teacher(ImportRequest(
         args.arch, args.weights, args.categories, stats=stats, min_size=args.min_size,
         max_size=args.max_size, name=args.name or args.out.stem,
         arch_options=parse_arch_options(args.arch_option), labeled_json=args.labeled_json,
-        stats_source=None if args.stats is None else args.stats.name, labels=args.labels)
-    write_teacher(args.out, card, state)
+        stats_source=None if args.stats is None else args.stats.name, labels=args.labels))
+    save_checkpoint(args.out, card, state)
     kps = f", {len(card.keypoint_names)} keypoints" if card.task == "keypoints" else ""
     print(f"wrote {args.out}: teacher {card.provenance['name']!r}, {card.arch} ({card.task}), "
           f"{len(card.categories)} categories{kps}, {card.num_classes} outputs, "
           f"input {card.min_size}-{card.max_size} px")
-    print(f"weights: {args.weights.name} ({card.provenance['source_format']}, sha256 "
-          f"{card.provenance['source_sha256'][:12]})")
+    print(f"weights: {args.weights.name} ({card.provenance.get('source_format', family.name)}"
+          f", sha256 {str(card.provenance.get('source_sha256', ''))[:12]})")
     if card.labeled_stats is None:
         print("warning: no labeled statistics, so calibrated selection (the default of "
               "`distill annotate` and of the service) will refuse this teacher; re-import "
@@ -84,7 +96,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
               "(--score-threshold, --keypoint-threshold)", file=sys.stderr)
         return 0
     st = card.labeled_stats
-    print(f"labeled statistics ({card.provenance['labeled_stats_from']}): {st.images} images, "
+    print(f"labeled statistics ({card.provenance.get('labeled_stats_from')}): {st.images} images, "
           f"{sum(st.instances_per_image.values()):.2f} instances per image")
     uncovered = len(card.categories) - len(st.instances_per_image)
     if uncovered > 0:
@@ -97,7 +109,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from distill.fileio import write_json_atomic
-    from distill.teacher_labels import labeled_stats_from_json, stats_to_json
+    from distill.teachers.labels import labeled_stats_from_json, stats_to_json
 
     stats = labeled_stats_from_json(args.labeled_json, args.task)
     write_json_atomic(args.out, stats_to_json(stats), indent=2)

@@ -104,6 +104,17 @@ def _torchvision_coco(task: Task) -> Categories:
     return Categories("boxes", cats, label_ids, source=_COCO_SOURCE)
 
 
+def yolo_coco(task: Task) -> Categories:
+    """Models trained on COCO by Ultralytics: detection classes 0..79 are COCO's 80
+    categories in id order (labels 1..80 here, mapped to the COCO ids); pose models have
+    the one person category with COCO's 17 keypoints."""
+    if task == "keypoints":
+        return _torchvision_coco("keypoints")
+    ids = [i for i, name in enumerate(_COCO_CATEGORIES) if i and name != "N/A"]
+    cats = [{"id": i, "name": _COCO_CATEGORIES[i]} for i in ids]
+    return Categories("boxes", cats, [None, *ids], source="coco (Ultralytics' 80 COCO classes)")
+
+
 def check_stats(stats: LabeledStats | None, card: ModelCard) -> None:
     """Raises :class:`CardError` when statistics name categories the card does not have."""
     if stats is None:

@@ -27,11 +27,11 @@ from torchvision.models import detection as tvd
 
 from distill.card import CHECKPOINT_FORMAT, LabeledStats, ModelCard, Task
 from distill.cardfile import file_sha256
-from distill.checkpoint import load_weights_file, save_checkpoint
+from distill.checkpoint import load_weights_file
 from distill.errors import CardError, ConfigError
 from distill.models.zoo import BATCHNORM_EPS, build_model, default_sizes
 from distill.options import ARCH_TASKS, ARCHITECTURES, TASKS
-from distill.teacher_labels import (
+from distill.teachers.labels import (
     Categories,
     check_stats,
     labeled_stats_from_json,
@@ -265,7 +265,3 @@ def _guess_arch(keys: set[str], tried: str) -> str | None:
                 return arch
     return None
 
-
-def write_teacher(out: Path, card: ModelCard, state: dict[str, Tensor]) -> None:
-    """Writes the imported teacher as a distill checkpoint, atomically."""
-    save_checkpoint(Path(out), card, state)
