@@ -1,0 +1,153 @@
+"""``/predict`` for Label Studio: one service job for the request's images, one
+prediction per task, in order.
+
+The API runs no model. It fetches the tasks' images (:mod:`.media`), submits them as one
+job on the teacher's queue ahead of the bulk jobs waiting there, with the interactive
+preset (``DISTILL_LS_TTA``, ``flip`` by default), and waits for it at most
+``DISTILL_LS_PREDICT_TIMEOUT_S`` (under Label Studio's own ``ML_TIMEOUT_PREDICT``). The
+job is calibrated over the request's images unless the config gives an explicit
+``model_score_threshold``; its COCO file becomes the regions through the file export's
+converter (:func:`distill.exports.labelstudio.image_regions`), and the job is deleted.
+
+A task whose image cannot be fetched or read, or that the job did not finish in time,
+gets an entry without ``result`` whose ``error`` says why (:func:`error_prediction`), and
+the request still succeeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from distill.errors import DistillError
+from distill.exports._common import images_with_objects
+from distill.exports.labelstudio import image_regions, prediction
+from jobs import queueing
+from jobs.records import JobRecord, JobRequest, utcnow
+from jobs.settings import Settings
+from jobs.store import JobStore
+from jobs.submit import Upload, submit_job
+from jobs.teachers import TeacherRegistry
+from service.integrations.labelstudio.config import LabelingConfig
+from service.integrations.labelstudio.media import LabelStudio
+from service.integrations.labelstudio.safety import UnsafeURLError
+from service.uploads import RejectedError, probe_image
+from service.views import job_view
+
+log = logging.getLogger(__name__)
+FETCH_THREADS = 8
+POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a prediction needs from the app."""
+
+    store: JobStore
+    redis: Redis
+    settings: Settings
+    registry: TeacherRegistry
+    studio: LabelStudio
+
+
+def model_version(registry: TeacherRegistry, teacher: str) -> str:
+    """``<teacher>@<first 12 hex digits of its checkpoint's SHA-256>``."""
+    sha = registry.get(teacher).sha256
+    return f"{teacher}@{sha[:12]}" if sha else teacher
+
+
+def error_prediction(version: str, message: str) -> dict[str, Any]:
+    """A task's entry when it has no prediction: why, and no ``result``, which Label
+    Studio logs and skips (``ml/models.py``), so the task stays without a prediction of
+    this version and the next retrieval tries it again."""
+    return {"model_version": version, "error": message}
+
+
+def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
+            tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One prediction per task, in order (see the module docstring)."""
+    version = model_version(backend.registry, teacher)
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        fetched = list(pool.map(lambda it: _fetch(backend, config, *it), enumerate(tasks)))
+    uploads = [f for f in fetched if isinstance(f, Upload)]
+    errors = {i: f for i, f in enumerate(fetched) if isinstance(f, str)}
+    out: dict[str, dict[str, Any]] = {}
+    if uploads:
+        try:
+            out = _run(backend, owner, teacher, config, uploads, version)
+        except DistillError as exc:
+            errors.update({int(u.name[4:]): str(exc) for u in uploads})
+    return [out.get(_name(i)) or error_prediction(version, errors.get(i, "no result"))
+            for i in range(len(tasks))]
+
+
+def _name(i: int) -> str:
+    return f"task{i:05d}"
+
+
+def _discard(backend: Backend, record: JobRecord, over: bool) -> None:
+    """Deletes the job; one still queued or running is cancelled (as DELETE /jobs does)."""
+    if over:
+        backend.store.delete_job(record.id)
+        return
+    record.cancelled_at = utcnow()
+    backend.store.save_job(record)
+    queueing.cancel(backend.redis, record.id)
+    backend.store.delete_artifacts(record.id)
+
+
+def _fetch(backend: Backend, config: LabelingConfig, i: int, task: Any) -> Upload | str:
+    """The task's image as an upload, or why it cannot be had."""
+    if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        return "the task has no data"
+    try:
+        urls = backend.studio.image_urls(task["data"].get(config.data_key), task.get("id"))
+        data = backend.studio.fetch(urls, backend.settings.max_file_bytes)
+        probe = probe_image(io.BytesIO(data), max_pixels=backend.settings.max_pixels)
+    except (UnsafeURLError, RejectedError) as exc:
+        log.info("task %s: no image: %s", task.get("id"), exc)
+        return f"image {config.data_key!r}: {exc}"
+    return Upload(name=_name(i), data=io.BytesIO(data), size=len(data), width=probe.width,
+                  height=probe.height, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _run(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
+         uploads: list[Upload], version: str) -> dict[str, dict[str, Any]]:
+    """Predictions by upload name from one interactive job; the job is deleted after."""
+    s = backend.settings
+    request = JobRequest(tta=s.ls_tta, fusion=s.fusion, score_threshold=config.score_threshold)
+    record = submit_job(store=backend.store, redis=backend.redis, settings=s,
+                        registry=backend.registry, owner=owner, uploads=uploads,
+                        request=request, teacher=teacher, dataset=None, interactive=True)
+    deadline = time.monotonic() + s.ls_predict_timeout_s
+    try:
+        while not (view := job_view(backend.store, backend.redis, record, s.queue)
+                   ).status.is_terminal:
+            if time.monotonic() > deadline:
+                raise DistillError(
+                    f"not predicted within {s.ls_predict_timeout_s:g} s "
+                    f"(DISTILL_LS_PREDICT_TIMEOUT_S; job {view.status}"
+                    f"{', ' + view.waiting_for if view.waiting_for else ''}): "
+                    "retrieve fewer tasks at a time")
+            time.sleep(POLL_S)
+        if view.status != "finished":
+            raise DistillError(f"the job {view.status}: {view.error or 'no reason given'}")
+        coco = json.loads(backend.store.annotations_path(record.id).read_text("utf-8"))
+    finally:
+        _discard(backend, record, view.status.is_terminal)
+    cats = {c["id"]: c for c in coco["categories"]}
+    failed = {e.file_name: e.error for e in view.errors}
+    out = {name: error_prediction(version, f"the teacher failed on it: {error}")
+           for name, error in failed.items()}
+    for img, anns in images_with_objects(coco):
+        regions, scores = image_regions(img, anns, cats, config.plan(int(img["width"])))
+        out[str(img["file_name"])] = prediction(regions, scores, version)
+    return out
