@@ -87,8 +87,10 @@ def _teacher(registry: Any, name: str | None) -> str:
 @router.get("/{teacher}/", include_in_schema=False)
 @router.get("/{teacher}/health", summary="Label Studio: is the backend up (one teacher)")
 def health(registry: RegistryDep, teacher: TeacherPath | None = None) -> dict[str, Any]:
-    """``{"status": "UP", "model_class": ...}``, without a key (Label Studio waits 1 s)."""
-    return {"status": "UP", "model_class": "distill", "teacher": _teacher(registry, teacher)}
+    """``{"status": "UP", "model_class": ...}``, without a key (Label Studio waits 1 s);
+    404 for an unknown teacher. ``teacher`` is null at ``/ls`` with several teachers."""
+    name = _teacher(registry, teacher) if teacher or len(registry.names()) == 1 else None
+    return {"status": "UP", "model_class": "distill", "teacher": name}
 
 
 @router.post("/setup", summary="Label Studio: connect a project")
