@@ -21,6 +21,7 @@ import base64
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -87,6 +88,17 @@ class LabelStudio:
                 if n == len(urls):
                     raise
         raise UnsafeURLError("no URL to fetch the image from")
+
+    def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """``GET`` of Label Studio's API (``path`` from ``/api/``) with its key."""
+        if not self.url:
+            raise UnsafeURLError("no Label Studio URL: set LABEL_STUDIO_URL or pass --url")
+        try:
+            r = self.http.get(self.url + path, params=params,
+                              headers=self._auth() if self.key else {})
+            return r.raise_for_status().json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise UnsafeURLError(f"Label Studio: GET {path}: {exc}") from exc
 
     def _auth(self) -> dict[str, str]:
         key = str(self.key)
