@@ -12,9 +12,11 @@ predictions are read back through Label Studio's API.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,15 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import API_KEYS, RedisServer, ServiceStack, free_port, stop_process, wait_for
+from tests.conftest import (
+    API_KEYS,
+    REPO,
+    RedisServer,
+    ServiceStack,
+    free_port,
+    stop_process,
+    wait_for,
+)
 from tests.helpers import make_teacher
 from tests.toolvenv import tool_python
 
@@ -203,14 +213,16 @@ def test_box_project(label_studio: LabelStudioServer, stack: ServiceStack,
 
 
 def test_keypoint_project(label_studio: LabelStudioServer, stack: ServiceStack,
-                          images: list[Path]) -> None:
+                          images: list[Path], synthetic: dict[str, Any],
+                          tmp_path: Path) -> None:
     with label_studio.client() as c:
         project = _project(c, "distill keypoints", KEYPOINT_CONFIG)
     ids = _tasks(label_studio, project, images[:KP_UPLOADS], images[-2:], "img", [])
     _connect(label_studio, project, f"{stack.url}/ls/person")
     _retrieve(label_studio, project, ids)
     points = 0
-    for predictions in _predictions(label_studio, ids).values():
+    got = _predictions(label_studio, ids)
+    for predictions in got.values():
         (prediction,) = predictions
         assert prediction["model_version"].startswith("person@")
         regions = _check_scores(prediction)
@@ -224,6 +236,42 @@ def test_keypoint_project(label_studio: LabelStudioServer, stack: ServiceStack,
                 assert r["value"]["keypointlabels"][0] in {f"P{j}" for j in
                                                            range(len(KEYPOINTS))}
     assert points > 0
+    _corrections_come_back(label_studio, project, got, ids, synthetic, tmp_path)
+
+
+def _corrections_come_back(ls: LabelStudioServer, project: int,
+                           got: dict[int, list[dict[str, Any]]], ids: list[int],
+                           synthetic: dict[str, Any], tmp_path: Path) -> None:
+    """Annotators accept the predictions of three tasks (and skip a fourth);
+    ``distill labelstudio-fetch`` merges them into the labeled set."""
+    accepted = ids[:3]
+    with ls.client() as c:
+        for i in accepted:
+            result = [{k: v for k, v in r.items() if k != "score"}
+                      for r in got[i][0]["result"]]
+            assert c.post(f"/api/tasks/{i}/annotations",
+                          json={"result": result}).status_code == 201
+        assert c.post(f"/api/tasks/{ids[3]}/annotations",
+                      json={"result": [], "was_cancelled": True}).status_code == 201
+    labeled = synthetic["labeled"].keypoints_json
+    out = tmp_path / "merged.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "labelstudio-fetch", "--url", ls.url,
+         "--key", TOKEN, "--project", str(project), "--labeled", str(labeled),
+         "--out", str(out), "--images", str(tmp_path / "images")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    merged, before = json.loads(out.read_text()), json.loads(labeled.read_text())
+    added = merged["images"][len(before["images"]):]
+    assert len(added) == len(accepted)
+    for img in added:  # downloaded under its file_name, with its size
+        with Image.open(tmp_path / "images" / img["file_name"]) as im:
+            assert im.size == (img["width"], img["height"])
+    new = [a for a in merged["annotations"] if a["image_id"] in {i["id"] for i in added}]
+    boxes = sum(r["type"] == "rectanglelabels" for i in accepted for r in got[i][0]["result"])
+    placed = sum(r["type"] == "keypointlabels" for i in accepted for r in got[i][0]["result"])
+    assert len(new) == boxes and sum(a["num_keypoints"] for a in new) == placed
 
 
 def test_protocol_answers(stack: ServiceStack) -> None:

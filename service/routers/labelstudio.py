@@ -25,10 +25,11 @@ from jobs.settings import TEACHER_NAME_PATTERN
 from jobs.submit import QueueUnavailableError, QuotaExceededError
 from service.auth import authenticate
 from service.deps import RedisDep, RegistryDep, SettingsDep, StoreDep
-from service.errors import problem
+from service.errors import problem, responses
 from service.integrations.labelstudio.config import parse_config
 from service.integrations.labelstudio.media import LabelStudio
 from service.integrations.labelstudio.predict import Backend, model_version, predict
+from service.routers.annotate import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/ls", tags=["label studio"])
@@ -83,9 +84,10 @@ def _teacher(registry: Any, name: str | None) -> str:
 
 
 @router.get("/", include_in_schema=False)
-@router.get("/health", summary="Label Studio: is the backend up")
+@router.get("/health", summary="Label Studio: is the backend up", responses=responses(404))
 @router.get("/{teacher}/", include_in_schema=False)
-@router.get("/{teacher}/health", summary="Label Studio: is the backend up (one teacher)")
+@router.get("/{teacher}/health", summary="Label Studio: is the backend up (one teacher)",
+            responses=responses(404, 422))
 def health(registry: RegistryDep, teacher: TeacherPath | None = None) -> dict[str, Any]:
     """``{"status": "UP", "model_class": ...}``, without a key (Label Studio waits 1 s);
     404 for an unknown teacher. ``teacher`` is null at ``/ls`` with several teachers."""
@@ -93,8 +95,10 @@ def health(registry: RegistryDep, teacher: TeacherPath | None = None) -> dict[st
     return {"status": "UP", "model_class": "distill", "teacher": name}
 
 
-@router.post("/setup", summary="Label Studio: connect a project")
-@router.post("/{teacher}/setup", summary="Label Studio: connect a project (one teacher)")
+@router.post("/setup", summary="Label Studio: connect a project",
+             responses=responses(401, 422))
+@router.post("/{teacher}/setup", summary="Label Studio: connect a project (one teacher)",
+             responses=responses(401, 404, 422))
 def setup(owner: LSOwnerDep, registry: RegistryDep, body: JSONBody,
           teacher: TeacherPath | None = None) -> dict[str, str]:
     """The ``model_version`` (teacher and checkpoint hash); the config is checked."""
@@ -108,8 +112,10 @@ def setup(owner: LSOwnerDep, registry: RegistryDep, body: JSONBody,
     return {"model_version": model_version(registry, name)}
 
 
-@router.post("/predict", summary="Label Studio: predictions for tasks")
-@router.post("/{teacher}/predict", summary="Label Studio: predictions for tasks (one teacher)")
+@router.post("/predict", summary="Label Studio: predictions for tasks",
+             responses=responses(401, 422, 429, 503))
+@router.post("/{teacher}/predict", summary="Label Studio: predictions for tasks (one teacher)",
+             responses=responses(401, 404, 422, 429, 503))
 def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, redis: RedisDep,
                   settings: SettingsDep, ls: Annotated[LabelStudio, Depends(studio)],
                   body: JSONBody, teacher: TeacherPath | None = None) -> dict[str, Any]:
@@ -125,7 +131,7 @@ def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, red
         results = predict(Backend(store, redis, settings, registry, ls), owner, name, config,
                           tasks)
     except QuotaExceededError as exc:
-        raise problem(429, str(exc)) from exc
+        raise problem(429, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
     except QueueUnavailableError as exc:
         raise problem(503, str(exc)) from exc
     except ConfigError as exc:
@@ -149,8 +155,10 @@ async def webhook(request: Request, teacher: TeacherPath | None = None) -> JSONR
     return JSONResponse({"status": "Unknown event"}, status_code=200)
 
 
-@router.get("/versions", summary="Label Studio: model versions")
-@router.get("/{teacher}/versions", summary="Label Studio: model versions (one teacher)")
+@router.get("/versions", summary="Label Studio: model versions",
+            responses=responses(401, 422))
+@router.get("/{teacher}/versions", summary="Label Studio: model versions (one teacher)",
+            responses=responses(401, 404, 422))
 def versions(owner: LSOwnerDep, registry: RegistryDep, teacher: TeacherPath | None = None
              ) -> dict[str, list[str]]:
     """The one version served: the teacher's current checkpoint."""
