@@ -296,3 +296,32 @@ def test_protocol_answers(stack: ServiceStack) -> None:
         bad = c.post("/ls/shapes/predict", auth=("a", API_KEYS[0]),
                      json={"tasks": [{"id": 1, "data": {}}], "label_config": "<View/>"})
         assert bad.status_code == 422 and "RectangleLabels" in bad.text
+
+
+def test_a_request_longer_than_label_studio_waits_is_delivered_later(
+        label_studio: LabelStudioServer, stack: ServiceStack, images: list[Path]) -> None:
+    """An API that waits 0.3 s: /predict answers at once without predictions, the job
+    goes on, and its predictions reach Label Studio through its API."""
+    late = ServiceStack(root=stack.root, redis_url=stack.redis_url, teacher=None,
+                        settings={**stack.settings, "ls_predict_timeout_s": "0.3"},
+                        queue=stack.queue)  # the same queue, data and worker
+    late.start_api()
+    try:
+        with label_studio.client() as c:
+            project = _project(c, "distill late", BOX_CONFIG)
+        ids = _tasks(label_studio, project, images[:5], [], "image", [])
+        _connect(label_studio, project, f"{late.url}/ls/shapes")
+        _retrieve(label_studio, project, ids)
+        got = wait_for(lambda: (p := _predictions(label_studio, ids)) and all(
+            p.values()) and p, 120, "the late predictions to reach Label Studio", 1)
+        for predictions in got.values():
+            (prediction,) = predictions
+            assert prediction["model_version"].startswith("shapes@")
+            _check_scores(prediction)
+        with late.client() as c:  # delivered, then deleted
+            wait_for(lambda: c.get("/jobs").json()["jobs"] == [], 30, "the job's deletion")
+        # through Label Studio's API, not in the answer to /predict
+        assert f"{len(ids)} predictions delivered to Label Studio" in (
+            stack.root / "api.log").read_text()
+    finally:
+        late.stop_api()

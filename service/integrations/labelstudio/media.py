@@ -89,16 +89,28 @@ class LabelStudio:
                     raise
         raise UnsafeURLError("no URL to fetch the image from")
 
+    @property
+    def writable(self) -> bool:
+        """Whether predictions can be written to Label Studio (its URL and a key known)."""
+        return bool(self.url and self.key)
+
     def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
         """``GET`` of Label Studio's API (``path`` from ``/api/``) with its key."""
+        return self._call("GET", path, params=params)
+
+    def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """``POST`` of a JSON body to Label Studio's API with its key."""
+        return self._call("POST", path, json=body)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         if not self.url:
             raise UnsafeURLError("no Label Studio URL: set LABEL_STUDIO_URL or pass --url")
         try:
-            r = self.http.get(self.url + path, params=params,
-                              headers=self._auth() if self.key else {})
+            r = self.http.request(method, self.url + path, **kwargs,
+                                  headers=self._auth() if self.key else {})
             return r.raise_for_status().json()
         except (httpx.HTTPError, ValueError) as exc:
-            raise UnsafeURLError(f"Label Studio: GET {path}: {exc}") from exc
+            raise UnsafeURLError(f"Label Studio: {method} {path}: {exc}") from exc
 
     def _auth(self) -> dict[str, str]:
         key = str(self.key)

@@ -11,7 +11,11 @@ converter (:func:`distill.exports.labelstudio.image_regions`), and the job is de
 
 A task whose image cannot be fetched or read, or that the job did not finish in time,
 gets an entry without ``result`` whose ``error`` says why (:func:`error_prediction`), and
-the request still succeeds.
+the request still succeeds. A job that has not finished when the wait is over keeps
+running, visible in ``GET /jobs``, and a thread of the API writes its predictions to Label
+Studio's API (``POST /api/predictions``, with ``LABEL_STUDIO_URL`` and its key) when it
+finishes; without a key to write with, the job is cancelled. (A delivery in flight is
+lost if the API restarts; its tasks are predicted again by the next retrieval.)
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ from jobs.teachers import TeacherRegistry
 from service.integrations.labelstudio.config import LabelingConfig
 from service.integrations.labelstudio.media import LabelStudio
 from service.integrations.labelstudio.safety import UnsafeURLError
+from service.models import JobOut
 from service.uploads import RejectedError, probe_image
 from service.views import job_view
 
@@ -78,30 +84,28 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         fetched = list(pool.map(lambda it: _fetch(backend, config, *it), enumerate(tasks)))
     uploads = [f for f in fetched if isinstance(f, Upload)]
-    errors = {i: f for i, f in enumerate(fetched) if isinstance(f, str)}
+    errors = {_name(i): f for i, f in enumerate(fetched) if isinstance(f, str)}
     out: dict[str, dict[str, Any]] = {}
     if uploads:
-        try:
-            out = _run(backend, owner, teacher, config, uploads, version)
-        except DistillError as exc:
-            errors.update({int(u.name[4:]): str(exc) for u in uploads})
-    return [out.get(_name(i)) or error_prediction(version, errors.get(i, "no result"))
+        s = backend.settings
+        request = JobRequest(tta=s.ls_tta, fusion=s.fusion,
+                             score_threshold=config.score_threshold)
+        record = submit_job(store=backend.store, redis=backend.redis, settings=s,
+                            registry=backend.registry, owner=owner, uploads=uploads,
+                            request=request, teacher=teacher, dataset=None, interactive=True)
+        view = _wait(backend, record, s.ls_predict_timeout_s)
+        if view is not None:
+            out = _collect(backend, record, view, config, version)
+        else:
+            late = _late(backend, record, config, version, {
+                u.name: tasks[int(u.name[4:])].get("id") for u in uploads})
+            errors.update({u.name: late for u in uploads})
+    return [out.get(_name(i)) or error_prediction(version, errors.get(_name(i), "no result"))
             for i in range(len(tasks))]
 
 
 def _name(i: int) -> str:
     return f"task{i:05d}"
-
-
-def _discard(backend: Backend, record: JobRecord, over: bool) -> None:
-    """Deletes the job; one still queued or running is cancelled (as DELETE /jobs does)."""
-    if over:
-        backend.store.delete_job(record.id)
-        return
-    record.cancelled_at = utcnow()
-    backend.store.save_job(record)
-    queueing.cancel(backend.redis, record.id)
-    backend.store.delete_artifacts(record.id)
 
 
 def _fetch(backend: Backend, config: LabelingConfig, i: int, task: Any) -> Upload | str:
@@ -119,35 +123,69 @@ def _fetch(backend: Backend, config: LabelingConfig, i: int, task: Any) -> Uploa
                   height=probe.height, sha256=hashlib.sha256(data).hexdigest())
 
 
-def _run(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
-         uploads: list[Upload], version: str) -> dict[str, dict[str, Any]]:
-    """Predictions by upload name from one interactive job; the job is deleted after."""
-    s = backend.settings
-    request = JobRequest(tta=s.ls_tta, fusion=s.fusion, score_threshold=config.score_threshold)
-    record = submit_job(store=backend.store, redis=backend.redis, settings=s,
-                        registry=backend.registry, owner=owner, uploads=uploads,
-                        request=request, teacher=teacher, dataset=None, interactive=True)
-    deadline = time.monotonic() + s.ls_predict_timeout_s
+def _wait(backend: Backend, record: JobRecord, timeout_s: float) -> JobOut | None:
+    """The job's final view, or None when it has not ended within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (view := job_view(backend.store, backend.redis, record,
+                                backend.settings.queue)).status.is_terminal:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(POLL_S)
+    return view
+
+
+def _collect(backend: Backend, record: JobRecord, view: JobOut, config: LabelingConfig,
+             version: str) -> dict[str, dict[str, Any]]:
+    """Predictions by upload name from an ended job, which is then deleted."""
     try:
-        while not (view := job_view(backend.store, backend.redis, record, s.queue)
-                   ).status.is_terminal:
-            if time.monotonic() > deadline:
-                raise DistillError(
-                    f"not predicted within {s.ls_predict_timeout_s:g} s "
-                    f"(DISTILL_LS_PREDICT_TIMEOUT_S; job {view.status}"
-                    f"{', ' + view.waiting_for if view.waiting_for else ''}): "
-                    "retrieve fewer tasks at a time")
-            time.sleep(POLL_S)
         if view.status != "finished":
             raise DistillError(f"the job {view.status}: {view.error or 'no reason given'}")
         coco = json.loads(backend.store.annotations_path(record.id).read_text("utf-8"))
+    except (DistillError, OSError, ValueError) as exc:
+        return {f.name: error_prediction(version, str(exc)) for f in record.files}
     finally:
-        _discard(backend, record, view.status.is_terminal)
+        backend.store.delete_job(record.id)
     cats = {c["id"]: c for c in coco["categories"]}
-    failed = {e.file_name: e.error for e in view.errors}
-    out = {name: error_prediction(version, f"the teacher failed on it: {error}")
-           for name, error in failed.items()}
+    out = {e.file_name: error_prediction(version, f"the teacher failed on it: {e.error}")
+           for e in view.errors}
     for img, anns in images_with_objects(coco):
         regions, scores = image_regions(img, anns, cats, config.plan(int(img["width"])))
         out[str(img["file_name"])] = prediction(regions, scores, version)
     return out
+
+
+def _late(backend: Backend, record: JobRecord, config: LabelingConfig, version: str,
+          task_ids: dict[str, Any]) -> str:
+    """A job not done within Label Studio's wait: its predictions go to Label Studio's
+    API when it finishes, or it is cancelled when they cannot. Says which."""
+    waited = f"not predicted within {backend.settings.ls_predict_timeout_s:g} s " \
+             "(DISTILL_LS_PREDICT_TIMEOUT_S)"
+    if not backend.studio.writable:
+        record.cancelled_at = utcnow()  # as DELETE /jobs does
+        backend.store.save_job(record)
+        queueing.cancel(backend.redis, record.id)
+        backend.store.delete_artifacts(record.id)
+        return f"{waited}; retrieve fewer tasks at a time"
+    threading.Thread(target=_deliver, args=(backend, record, config, version, task_ids),
+                     name=f"ls-deliver-{record.id}", daemon=True).start()
+    return f"{waited}: job {record.id} delivers them to Label Studio when it finishes"
+
+
+def _deliver(backend: Backend, record: JobRecord, config: LabelingConfig, version: str,
+             task_ids: dict[str, Any]) -> None:
+    """Waits for the job, then writes each task's prediction with ``POST /api/predictions``
+    (the job stays in ``GET /jobs`` until then)."""
+    view = _wait(backend, record, float(record.timeout_s) * (1 + backend.settings.job_retries))
+    if view is None:
+        log.warning("job %s: not done in time, its predictions are not delivered", record.id)
+        return
+    delivered = 0
+    for name, pred in _collect(backend, record, view, config, version).items():
+        if "result" not in pred:
+            continue
+        try:
+            backend.studio.post_json("/api/predictions", {"task": task_ids[name], **pred})
+            delivered += 1
+        except UnsafeURLError as exc:
+            log.warning("job %s: task %s: %s", record.id, task_ids[name], exc)
+    log.info("job %s: %d predictions delivered to Label Studio", record.id, delivered)
