@@ -83,11 +83,12 @@ def _teacher(registry: Any, name: str | None) -> str:
     return resolved
 
 
+# Health and webhook take no key: they stay out of the OpenAPI document (like /metrics),
+# whose every route needs one; they are Label Studio's, not for clients.
 @router.get("/", include_in_schema=False)
-@router.get("/health", summary="Label Studio: is the backend up", responses=responses(404))
+@router.get("/health", include_in_schema=False)
 @router.get("/{teacher}/", include_in_schema=False)
-@router.get("/{teacher}/health", summary="Label Studio: is the backend up (one teacher)",
-            responses=responses(404, 422))
+@router.get("/{teacher}/health", include_in_schema=False)
 def health(registry: RegistryDep, teacher: TeacherPath | None = None) -> dict[str, Any]:
     """``{"status": "UP", "model_class": ...}``, without a key (Label Studio waits 1 s);
     404 for an unknown teacher. ``teacher`` is null at ``/ls`` with several teachers."""
@@ -139,8 +140,8 @@ def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, red
     return {"results": results}
 
 
-@router.post("/webhook", summary="Label Studio: project events")
-@router.post("/{teacher}/webhook", summary="Label Studio: project events (one teacher)")
+@router.post("/webhook", include_in_schema=False)
+@router.post("/{teacher}/webhook", include_in_schema=False)
 async def webhook(request: Request, teacher: TeacherPath | None = None) -> JSONResponse:
     """Every event of a connected project arrives here; none needs work now (annotations
     are read from Label Studio when asked for), so each is answered at once: 201 for
