@@ -296,6 +296,9 @@ def test_protocol_answers(stack: ServiceStack) -> None:
         bad = c.post("/ls/shapes/predict", auth=("a", API_KEYS[0]),
                      json={"tasks": [{"id": 1, "data": {}}], "label_config": "<View/>"})
         assert bad.status_code == 422 and "RectangleLabels" in bad.text
+        many = c.post("/ls/shapes/predict", auth=("a", API_KEYS[0]), json={
+            "tasks": [{"id": i, "data": {}} for i in range(2001)], "label_config": BOX_CONFIG})
+        assert many.status_code == 422 and "DISTILL_MAX_PENDING_IMAGES" in many.text
 
 
 def test_a_request_longer_than_label_studio_waits_is_delivered_later(

@@ -127,6 +127,10 @@ def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, red
         raise problem(422, "'tasks' must be a non-empty list of Label Studio tasks")
     if not isinstance(xml, str):
         raise problem(422, "'label_config' (the project's labeling config) is missing")
+    if len(tasks) > settings.max_pending_images:
+        raise problem(422, f"{len(tasks)} tasks in one request, more than this key may have "
+                           f"queued ({settings.max_pending_images}, "
+                           "DISTILL_MAX_PENDING_IMAGES): select fewer tasks")
     try:
         config = parse_config(xml)
         results = predict(Backend(store, redis, settings, registry, ls), owner, name, config,

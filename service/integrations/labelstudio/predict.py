@@ -24,11 +24,12 @@ import hashlib
 import io
 import json
 import logging
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from redis import Redis
 
@@ -51,6 +52,7 @@ from service.views import job_view
 log = logging.getLogger(__name__)
 FETCH_THREADS = 8
 POLL_S = 0.1
+SPOOL_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,14 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
         s = backend.settings
         request = JobRequest(tta=s.ls_tta, fusion=s.fusion,
                              score_threshold=config.score_threshold)
-        record = submit_job(store=backend.store, redis=backend.redis, settings=s,
-                            registry=backend.registry, owner=owner, uploads=uploads,
-                            request=request, teacher=teacher, dataset=None, interactive=True)
+        try:
+            record = submit_job(store=backend.store, redis=backend.redis, settings=s,
+                                registry=backend.registry, owner=owner, uploads=uploads,
+                                request=request, teacher=teacher, dataset=None,
+                                interactive=True)
+        finally:
+            for u in uploads:
+                u.data.close()
         view = _wait(backend, record, s.ls_predict_timeout_s)
         if view is not None:
             out = _collect(backend, record, view, config, version)
@@ -119,7 +126,11 @@ def _fetch(backend: Backend, config: LabelingConfig, i: int, task: Any) -> Uploa
     except (UnsafeURLError, RejectedError) as exc:
         log.info("task %s: no image: %s", task.get("id"), exc)
         return f"image {config.data_key!r}: {exc}"
-    return Upload(name=_name(i), data=io.BytesIO(data), size=len(data), width=probe.width,
+    # On disk beyond a megabyte: a request of a thousand tasks must not hold them in memory.
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed after submit
+    spool.write(data)
+    spool.seek(0)
+    return Upload(name=_name(i), data=cast(BinaryIO, spool), size=len(data), width=probe.width,
                   height=probe.height, sha256=hashlib.sha256(data).hexdigest())
 
 
