@@ -41,8 +41,10 @@ def presence_prefix(queue: str) -> str:
     return redis_key(queue, "workers", "")
 
 
-def enqueue(redis: Redis, queue: str, job_id: str, *, timeout_s: int, retries: int) -> Job:
-    """Queues the annotation of a stored job.
+def enqueue(redis: Redis, queue: str, job_id: str, *, timeout_s: int, retries: int,
+            at_front: bool = False) -> Job:
+    """Queues the annotation of a stored job; ``at_front`` puts it before the waiting
+    bulk jobs (an interactive request, such as Label Studio's, that someone waits for).
 
     ``Retry`` covers both a raised exception and an abandoned job (its worker
     died): RQ's StartedJobRegistry cleanup requeues abandoned jobs that have
@@ -53,7 +55,7 @@ def enqueue(redis: Redis, queue: str, job_id: str, *, timeout_s: int, retries: i
         TASK, args=(job_id,), job_id=job_id, timeout=timeout_s, result_ttl=RESULT_TTL_S,
         retry=Retry(max=retries) if retries > 0 else None,
         on_failure=Callback(FAILURE_CALLBACK, timeout=30),
-        description=f"annotate job {job_id}")
+        description=f"annotate job {job_id}", at_front=at_front)
 
 
 def rq_status(redis: Redis, job_id: str) -> str | None:

@@ -116,6 +116,19 @@ class Settings(BaseSettings):
     # command line reads DISTILL_LOG_FORMAT itself, this field validates it).
     log_format: LogFormat = "text"
 
+    # Label Studio ML backend (/ls): where Label Studio is, for task images in its uploads,
+    # local files and cloud storages (its own URL may be internal: it is the one internal
+    # address images are fetched from), the key to read them with, the preset interactive
+    # predictions run with, and how long /predict waits (under Label Studio's
+    # ML_TIMEOUT_PREDICT, 100 s by default).
+    label_studio_url: str | None = Field(default=None, pattern=r"^https?://", validation_alias=
+                                         AliasChoices("DISTILL_LABEL_STUDIO_URL",
+                                                      "LABEL_STUDIO_URL"))
+    label_studio_api_key: str | None = Field(default=None, validation_alias=AliasChoices(
+        "DISTILL_LABEL_STUDIO_API_KEY", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"))
+    ls_tta: str = "flip"
+    ls_predict_timeout_s: float = Field(default=90.0, gt=0)
+
     # `distill serve`.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

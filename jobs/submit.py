@@ -149,8 +149,9 @@ def name_uploads(uploads: list[Upload], store: JobStore, owner: str, dataset: st
 
 def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: TeacherRegistry,
                owner: str, uploads: list[Upload], request: JobRequest, teacher: str | None,
-               dataset: str | None) -> JobRecord:
-    """Stores the images and the record, then queues the job on its teacher's queue.
+               dataset: str | None, interactive: bool = False) -> JobRecord:
+    """Stores the images and the record, then queues the job on its teacher's queue
+    (``interactive``: ahead of the jobs waiting there).
 
     Raises ConfigError (unknown teacher, bad or too costly preset),
     QuotaExceededError, QueueUnavailableError.
@@ -190,7 +191,8 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
         raise
     try:
         queueing.enqueue(redis, queueing.queue_name(settings.queue, name), job_id,
-                         timeout_s=record.timeout_s, retries=settings.job_retries)
+                         timeout_s=record.timeout_s, retries=settings.job_retries,
+                         at_front=interactive)
     except RedisError as exc:
         store.delete_job(job_id)  # never leave a stored job that no worker will see
         raise QueueUnavailableError(

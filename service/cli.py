@@ -1,4 +1,5 @@
-"""``distill serve`` (the API, optionally with a worker) and ``distill client annotate``."""
+"""``distill serve`` (the API, optionally with a worker), ``distill client annotate`` and
+``distill labelstudio-fetch``."""
 
 from __future__ import annotations
 
@@ -54,6 +55,28 @@ def register(sub: Any) -> None:
     a.add_argument("--poll", type=float, default=1.0, help="seconds between status polls")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_cmd_client_annotate)
+
+    f = sub.add_parser(
+        "labelstudio-fetch", help="a Label Studio project's finished annotations, merged "
+                                  "into a labeled set (COCO)",
+        description="Reads the annotated tasks of a Label Studio project (the corrected "
+                    "pseudo-labels), maps their labels to the labeled set's categories and "
+                    "keypoints through the project's labeling config, and writes the "
+                    "labeled set with them added (an image it has already takes the "
+                    "corrected annotations).")
+    f.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"),
+                   help="Label Studio (default: $LABEL_STUDIO_URL)")
+    f.add_argument("--key", default=os.environ.get("LABEL_STUDIO_API_KEY"),
+                   help="a Label Studio token (default: $LABEL_STUDIO_API_KEY)")
+    f.add_argument("--project", type=int, required=True, help="the project's id")
+    f.add_argument("--labeled", type=Path, required=True,
+                   help="the labeled set (COCO): its categories, and what is merged into")
+    f.add_argument("--out", type=Path, required=True, help="COCO file to write")
+    f.add_argument("--images", type=Path, default=None, metavar="DIR",
+                   help="download the annotated tasks' images into DIR, named by file_name")
+    f.add_argument("--corrections-only", action="store_true",
+                   help="write only the project's annotations, not merged")
+    f.set_defaults(func=_cmd_labelstudio_fetch)
 
 
 def _overrides(args: argparse.Namespace) -> Settings:
@@ -139,4 +162,25 @@ def _cmd_client_annotate(args: argparse.Namespace) -> int:
                                   Path(args.out), options)
     print(f"wrote {args.out}: {len(objects(coco))} pseudo-labels on "
           f"{len(coco['images'])} images ({len(coco['info'].get('errors', []))} failed)")
+    return 0
+
+
+def _cmd_labelstudio_fetch(args: argparse.Namespace) -> int:
+    from distill.coco import load_coco, validate_coco
+    from distill.fileio import write_json_atomic
+    from distill.imports.labelstudio import merge_labeled
+    from service.integrations.labelstudio.annotations import fetch_corrections
+    from service.integrations.labelstudio.media import LabelStudio
+
+    labeled = load_coco(args.labeled)
+    found = fetch_corrections(LabelStudio(args.url, args.key), args.project,
+                              labeled["categories"], args.images)
+    out = found.coco if args.corrections_only else merge_labeled(labeled, found.coco)
+    validate_coco(out, source="the merged file")
+    write_json_atomic(args.out, out)
+    skipped = "; ".join(f"{n} {why}" for why, n in sorted(found.skipped.items()))
+    total = "" if args.corrections_only else f", {len(out['images'])} images in all"
+    print(f"wrote {args.out}: {len(found.coco['images'])} annotated images with "
+          f"{len(found.coco['annotations'])} objects from project {args.project}{total}"
+          f"{'; left out: ' + skipped if skipped else ''}")
     return 0

@@ -5,6 +5,7 @@ Pure Python: no torch, no HTTP.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -82,3 +83,10 @@ def keypoint_triples(ann: dict[str, Any], k: int) -> list[tuple[float, float, in
 def category_name(cat: dict[str, Any]) -> str:
     """The category's name (checked to be a one-line string by :func:`check_coco`)."""
     return str(cat["name"])
+
+
+def keypoint_probability(logit: float) -> float:
+    """A keypoint score in [0, 1], as labeling tools expect scores: the sigmoid of its
+    heatmap logit (Keypoint R-CNN's, as ``distill.keypoint_scores`` records it),
+    monotonic in the logit."""
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, float(logit)))))

@@ -17,6 +17,9 @@ Studio's COCO / YOLO export of keypoints requires. Ignore regions are left out.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 from xml.sax.saxutils import escape
@@ -38,55 +41,112 @@ LS_POINT_SIZE = 0.5  # keypoint size in percent of the image, as Label Studio's 
 LS_LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local storage
 
 
+@dataclass(frozen=True)
+class RegionPlan:
+    """How a COCO image's objects become Label Studio regions (result items): the tag
+    names, the label value of each category and keypoint (None: not in the config, left
+    out), the lowest scores kept and the scale of keypoint scores. The defaults are the
+    file export's: the config of :func:`labelstudio_config`, everything kept, keypoint
+    scores as the file has them."""
+
+    image: str = LS_IMAGE  # the Image tag's name (to_name)
+    boxes: str | None = LS_BOXES  # the RectangleLabels tag's name (from_name); None: none
+    keypoints: str | None = LS_KEYPOINTS  # the KeyPointLabels tag's name; None: none
+    box_label: Callable[[dict[str, Any]], str | None] = category_name
+    point_label: Callable[[dict[str, Any], int, str], str | None] = lambda _c, _j, name: name
+    min_score: float = -math.inf  # boxes (and their keypoints) under it are left out
+    min_point_score: float = -math.inf  # on the scale point_score gives
+    point_score: Callable[[float], float] = float
+    point_size: float = LS_POINT_SIZE
+
+
+def image_regions(img: dict[str, Any], anns: list[dict[str, Any]],
+                  cats: dict[Any, dict[str, Any]], plan: RegionPlan = RegionPlan()
+                  ) -> tuple[list[dict[str, Any]], list[float]]:
+    """The regions of one image (see the module docstring) and the scores of its kept
+    instances: each box a ``rectanglelabels`` region with its score, each kept keypoint
+    (v > 0) a ``keypointlabels`` region with its own score whose ``parentID`` is its box
+    (no ``parentID`` when the plan has no box tag)."""
+    size = {"original_width": int(img["width"]), "original_height": int(img["height"]),
+            "image_rotation": 0}
+    w, h = float(img["width"]), float(img["height"])
+    result: list[dict[str, Any]] = []
+    scores: list[float] = []
+    for n, ann in enumerate(anns, 1):
+        cat, box_id = cats[ann["category_id"]], f"box{n}"
+        s = instance_score(ann)
+        if s is not None and s < plan.min_score:
+            continue
+        score = {} if s is None else {"score": s}
+        label = plan.box_label(cat) if plan.boxes else None
+        names = list(cat.get("keypoints") or [])
+        points = _points(ann, cat, names, plan) if plan.keypoints else []
+        if label is None and not points:
+            continue
+        if s is not None:
+            scores.append(s)
+        x, y, bw, bh = box_xywh(ann)
+        if label is not None:
+            result.append({
+                "id": box_id, "type": "rectanglelabels", "from_name": plan.boxes,
+                "to_name": plan.image, **size, **score,
+                "value": {"x": x / w * 100, "y": y / h * 100, "width": bw / w * 100,
+                          "height": bh / h * 100, "rotation": 0, "rectanglelabels": [label]}})
+        for j, px, py, point, own in points:
+            link = {"parentID": box_id} if label is not None else {}
+            result.append({
+                "id": f"{box_id}_kp{j}", **link, "type": "keypointlabels",
+                "from_name": plan.keypoints, "to_name": plan.image, **size,
+                **(score if own is None else {"score": own}),
+                "value": {"x": px / w * 100, "y": py / h * 100, "width": plan.point_size,
+                          "keypointlabels": [point]}})
+    return result, scores
+
+
+def _points(ann: dict[str, Any], cat: dict[str, Any], names: list[str], plan: RegionPlan
+            ) -> list[tuple[int, float, float, str, float | None]]:
+    """The kept keypoints of an instance: (index, x, y, label value, own score or None)."""
+    own = _keypoint_scores(ann, len(names)) if names else None
+    kept = []
+    for j, (px, py, v) in enumerate(keypoint_triples(ann, len(names)) or []):
+        label = plan.point_label(cat, j, str(names[j]))
+        score = None if own is None else plan.point_score(own[j])
+        if v > 0 and label is not None and (score is None or score >= plan.min_point_score):
+            kept.append((j, px, py, label, score))
+    return kept
+
+
+def prediction(result: list[dict[str, Any]], scores: list[float], version: str
+               ) -> dict[str, Any]:
+    """One Label Studio prediction: its ``score`` is the mean instance score (0 without
+    pseudo-labels, so that sorting by it shows those first)."""
+    return {"model_version": version, "score": sum(scores) / len(scores) if scores else 0.0,
+            "result": result}
+
+
+def model_version(coco: dict[str, Any]) -> str:
+    """The file's teacher as a Label Studio ``model_version``: its name and checksum."""
+    teacher = (coco.get("info") or {}).get("teacher") or {}
+    version = str(teacher.get("name") or teacher.get("arch") or "distill")
+    if teacher.get("sha256"):
+        version += f"@{str(teacher['sha256'])[:12]}"
+    return version
+
+
 def to_labelstudio(coco: dict[str, Any], *,
                    image_url_prefix: str = LS_LOCAL_FILES) -> list[dict[str, Any]]:
     """Label Studio tasks with predictions, one per image (see the module docstring).
 
     ``data.image`` is ``image_url_prefix`` + the URL-quoted ``file_name``: the default
     serves files from Label Studio's local storage, an ``http(s)://`` prefix serves them
-    from a web server. A prediction's ``score`` is the mean instance score (0 for an image
-    without pseudo-labels, so that sorting by it shows those first).
+    from a web server.
     """
     check_coco(coco)
     cats = {c["id"]: c for c in coco["categories"]}
-    teacher = (coco.get("info") or {}).get("teacher") or {}
-    version = str(teacher.get("name") or teacher.get("arch") or "distill")
-    if teacher.get("sha256"):
-        version += f"@{str(teacher['sha256'])[:12]}"
-    tasks = []
-    for img, anns in images_with_objects(coco):
-        size = {"original_width": int(img["width"]), "original_height": int(img["height"]),
-                "image_rotation": 0}
-        w, h = float(img["width"]), float(img["height"])
-        result: list[dict[str, Any]] = []
-        scores = [s for s in (instance_score(a) for a in anns) if s is not None]
-        for n, ann in enumerate(anns, 1):
-            cat, box_id = cats[ann["category_id"]], f"box{n}"
-            s = instance_score(ann)
-            score = {} if s is None else {"score": s}
-            x, y, bw, bh = box_xywh(ann)
-            result.append({
-                "id": box_id, "type": "rectanglelabels", "from_name": LS_BOXES,
-                "to_name": LS_IMAGE, **size, **score,
-                "value": {"x": x / w * 100, "y": y / h * 100, "width": bw / w * 100,
-                          "height": bh / h * 100, "rotation": 0,
-                          "rectanglelabels": [category_name(cat)]}})
-            names = list(cat.get("keypoints") or [])
-            own = _keypoint_scores(ann, len(names)) if names else None
-            for j, (px, py, v) in enumerate(keypoint_triples(ann, len(names)) or []):
-                if v > 0:
-                    result.append({
-                        "id": f"{box_id}_kp{j}", "parentID": box_id, "type": "keypointlabels",
-                        "from_name": LS_KEYPOINTS, "to_name": LS_IMAGE, **size,
-                        **(score if own is None else {"score": own[j]}),
-                        "value": {"x": px / w * 100, "y": py / h * 100,
-                                  "width": LS_POINT_SIZE, "keypointlabels": [str(names[j])]}})
-        tasks.append({
-            "data": {LS_IMAGE: image_url_prefix + quote(relative_path(img).as_posix())},
-            "predictions": [{"model_version": version,
-                             "score": sum(scores) / len(scores) if scores else 0.0,
-                             "result": result}]})
-    return tasks
+    version = model_version(coco)
+    return [{"data": {LS_IMAGE: image_url_prefix + quote(relative_path(img).as_posix())},
+             "predictions": [prediction(*image_regions(img, anns, cats), version)]}
+            for img, anns in images_with_objects(coco)]
 
 
 def labelstudio_config(coco: dict[str, Any]) -> str:

@@ -25,7 +25,6 @@ is needed only by :func:`create` (``pip install cvat-sdk``).
 from __future__ import annotations
 
 import io
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ import httpx
 from PIL import Image
 
 from distill.errors import DistillError
+from distill.exports._common import keypoint_probability
 
 TERMINAL = ("finished", "failed", "cancelled")
 
@@ -81,17 +81,11 @@ def coco_to_shapes(coco: dict[str, Any], plan: list[LabelPlan],
         scores = (ann.get("distill") or {}).get("keypoint_scores") or [score] * len(
             label.keypoints)
         elements = [{"label_id": j, "points": [float(flat[3 * j]), float(flat[3 * j + 1])],
-                     "outside": flat[3 * j + 2] == 0, "score": _unit(scores[j])}
+                     "outside": flat[3 * j + 2] == 0, "score": keypoint_probability(scores[j])}
                     for j in range(len(label.keypoints))]
         shapes.append({"type": "skeleton", "label_id": label.id, "score": score,
                        "elements": elements})
     return shapes
-
-
-def _unit(logit: float) -> float:
-    """CVAT scores lie in [0, 1]; a keypoint score is a heatmap logit (Keypoint R-CNN,
-    as ``distill.keypoint_scores`` records it): its sigmoid, monotonic in the logit."""
-    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, float(logit)))))
 
 
 class ServiceClient:

@@ -1,0 +1,1 @@
+"""Labels made elsewhere, read into COCO (Label Studio annotations: :mod:`.labelstudio`)."""
