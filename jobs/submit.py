@@ -2,7 +2,7 @@
 
 The API route does the HTTP part (reading and probing the uploads); this is
 the rest, callable without HTTP. A job is either stored *and* queued, or
-neither: a staged directory is published atomically, and a job that cannot
+neither: a staged job is published atomically, and a job that cannot
 be queued is deleted again.
 
 Image identity: a file's name is the client's relative path; within a
@@ -33,7 +33,7 @@ from jobs.records import (
     utcnow,
 )
 from jobs.settings import Settings, job_timeout
-from jobs.store import JobStore, atomic_write
+from jobs.store import JobStore
 from jobs.teachers import TeacherRegistry
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,12 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
     staging = store.staging(job_id)
     try:
         stored: list[StoredFile] = []
+        written: set[str] = set()
         for upload in named:
             target = f"{upload.sha256}.img"  # identical content is stored once per job
-            if not (staging / "images" / target).exists():
-                atomic_write(staging / "images" / target, upload.data)
+            if target not in written:
+                store.put_staged(staging, f"images/{target}", upload.data)
+                written.add(target)
             stored.append(StoredFile(name=upload.name, stored=target, bytes=upload.size,
                                      width=upload.width, height=upload.height,
                                      sha256=upload.sha256))

@@ -14,7 +14,7 @@ from typing import Any
 
 from distill.card import ModelCard
 from distill.errors import DistillError
-from distill.predictions import ImageRecord, PredictionLog
+from distill.predictions import ImageRecord
 from distill.pseudolabels import SelectionConfig, finalize
 from jobs.records import JobRecord, SavedSelection
 from jobs.selection import SelectionQuery, SelectionSource, selection_for
@@ -60,7 +60,7 @@ def collect(store: JobStore, records: list[JobRecord]) -> Predictions:
                 "different teachers cannot be calibrated together; review and download "
                 "them per job")
         names = {f.name for f in record.files}
-        for name, rec in PredictionLog(store.log_path(record.id)).read().items():
+        for name, rec in store.read_predictions(record.id).items():
             if name in names and name not in by_name:
                 by_name[name], jobs[name] = rec, record.id
     return Predictions(ModelCard.from_dict(first["card"]), first["info"], by_name, jobs)

@@ -16,8 +16,7 @@ from redis.exceptions import RedisError
 import distill
 from jobs.connection import connect
 from jobs.maintenance import run_maintenance
-from jobs.settings import Settings, get_settings, teacher_paths
-from jobs.store import JobStore
+from jobs.settings import Settings, get_settings, open_store, teacher_paths
 from jobs.teachers import TeacherRegistry
 from service import metrics
 from service.auth import check_auth_settings
@@ -32,6 +31,7 @@ log = logging.getLogger(__name__)
 # Starlette's own cap on files per multipart request; ours (max_files) is checked
 # afterwards so that the client gets a message naming the limit.
 _PARSER_MAX_FILES = 1000
+API_STORAGE_RETRY_S = 2.0
 
 DESCRIPTION = """Pseudo-labels for unlabeled images by data distillation (Radosavovic et al.,
 CVPR 2018). Upload batches with `POST /annotate`, poll `GET /jobs/{id}`, download COCO JSON
@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.store = JobStore(settings.data_dir)
+        # A request waits briefly for a bucket that does not answer, then gets a 503.
+        app.state.store = open_store(settings, retry_s=min(settings.storage_retry_s,
+                                                           API_STORAGE_RETRY_S))
         if added := app.state.store.reindex():
             log.info("indexed %d jobs written before the listing index existed", added)
         app.state.redis = connect(settings)

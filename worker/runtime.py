@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from redis import Redis
 
 from distill.annotate import Teacher
 from distill.options import Fusion, InferenceOptions
+from jobs.records import StoredFile
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,10 @@ class Runtime:
     # Where jobs push their metrics (jobs.metrics); None: not recorded (tests, tools).
     redis: Redis | None = None
     queue_prefix: str = "distill"
+    # The worker's own folder for a job's fetched images and appended log (removed after
+    # each job), and how it reads an image referenced in place (None: it cannot).
+    cache: Path = Path("data/cache")
+    fetch_reference: Callable[[StoredFile, Path], None] | None = None
 
 
 _runtime: Runtime | None = None

@@ -1,15 +1,19 @@
 """The RQ job: annotate one stored batch with the worker's teacher.
 
 Resumable by construction: every finished inference batch is appended (and
-fsynced) to the job's prediction log before progress is reported, and
-``infer_to_log`` skips images already in the log, so a job retried after its
-worker died continues where it stopped and no image is annotated twice.
+fsynced, or stored as a part on a bucket: :mod:`jobs.predlog`) to the job's
+prediction log before progress is reported, and ``infer_to_log`` skips images
+already in the log, so a job retried after its worker died continues where it
+stopped and no image is annotated twice. What the worker fetches or appends
+locally lives in its own cache folder, removed when the job ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -20,16 +24,18 @@ from rq.job import Job
 from distill.annotate import infer_to_log, score_floor
 from distill.coco import objects
 from distill.errors import DistillError
-from distill.fileio import write_json_atomic
 from distill.interrupt import interruptible
-from distill.predictions import ImageRecord, PredictionLog
+from distill.predictions import ImageRecord
 from distill.pseudolabels import finalize
 from jobs.logs import job_context
 from jobs.metrics import record_job
+from jobs.predlog import open_log, seal_log
 from jobs.records import ImageError, JobRecord, JobState, JobStatus
 from jobs.selection import selection_for
+from jobs.storage import StorageUnavailableError
 from jobs.store import JobStore
 from worker import runtime
+from worker.inputs import cached, image_sources
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +56,20 @@ def annotate_job(job_id: str) -> dict[str, Any]:
 
 
 def _annotate_job(job_id: str) -> dict[str, Any]:
-    started = time.monotonic()  # this attempt's time, for the seconds-per-image metric
     rt = runtime.current()
+    with cached(rt.cache / job_id) as cache:
+        return _run(rt, job_id, cache)
+
+
+def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
+    started = time.monotonic()  # this attempt's time, for the seconds-per-image metric
     store = rt.store
     record = store.load_job(job_id)
     if record is None or record.cancelled_at is not None:
         log.info("job %s was deleted or cancelled before it started", job_id)
         return {"status": JobStatus.CANCELLED}
     state = store.load_state(job_id) or JobState()
-    if state.status == JobStatus.FINISHED and store.annotations_path(job_id).exists():
+    if state.status == JobStatus.FINISHED and store.storage.exists(store.annotations_key(job_id)):
         return {"status": JobStatus.FINISHED}  # a duplicate delivery of a finished job
     state.start(rt.worker_name, len(record.files))
     pool = _pool_for(rt, record)
@@ -76,12 +87,12 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
         teacher = pool.get(record.request.tta, record.request.fusion)
     except DistillError as exc:
         return _fail(store, job_id, state, str(exc))
-    write_json_atomic(store.card_path(job_id),
-                      {"card": teacher.card.to_dict(), "info": teacher.info()})
+    store.save_json(store.job_key(job_id, "card.json"),
+                    {"card": teacher.card.to_dict(), "info": teacher.info()})
 
     # The log is read once; afterwards each batch's outcomes arrive through the hook.
     names = {f.name for f in record.files}
-    log_file = PredictionLog(store.log_path(job_id))
+    log_file = open_log(store, job_id, cache)
     outcomes = {n: r.error for n, r in log_file.read().items() if n in names}
     _count(state, outcomes)
     store.save_state(job_id, state)
@@ -92,13 +103,19 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
         store.save_state(job_id, state)
         _check_not_cancelled(store, job_id)
 
-    sources = [(f.name, store.images_dir(job_id) / f.stored) for f in record.files]
+    def on_failed(name: str, error: str) -> None:  # an image that could not be fetched
+        failed = [ImageRecord.failed(name, error)]
+        log_file.append(failed)
+        on_batch(failed)
+
     try:
         selection, source = selection_for(record.request)
         # Cancellation is checked after every batch and, within one, between passes.
         with interruptible(lambda: _check_not_cancelled(store, job_id)):
             # A dataset is calibrated over all its jobs: no per-job floor (annotate.py).
             floor = None if record.dataset else score_floor(teacher, selection)
+            sources = image_sources(store, record, set(outcomes), cache, on_failed,
+                                    rt.fetch_reference)
             inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch,
                                     floor=floor)
         _check_not_cancelled(store, job_id)
@@ -109,13 +126,17 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
         _discard(store, job_id)
         return {"status": JobStatus.CANCELLED}
     except DistillError as exc:
+        if isinstance(exc, StorageUnavailableError):
+            raise  # the bucket is away: RQ retries the attempt, which resumes from the log
         return _fail(store, job_id, state, str(exc))
     except Exception as exc:
         # Recorded so that the API can show why an attempt failed; RQ decides on a retry.
         state.error = f"attempt {state.attempts} failed: {type(exc).__name__}: {exc}"
-        store.save_state(job_id, state)
+        with contextlib.suppress(StorageUnavailableError):
+            store.save_state(job_id, state)
         raise
-    write_json_atomic(store.annotations_path(job_id), coco)
+    seal_log(log_file)
+    store.save_json(store.annotations_key(job_id), coco)
     state.finish(len(objects(coco)), coco["info"].get("categories_report"))
     store.save_state(job_id, state)
     log.info("job %s finished: %d images, %d failed, %d annotations", job_id, state.done,

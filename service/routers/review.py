@@ -10,21 +10,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
-from PIL import Image
+from fastapi.responses import JSONResponse, Response
 
 from jobs.records import JobRecord, JobStatus, SavedSelection
 from service.annotations import NotAvailableError
 from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.errors import problem, responses
 from service.params import DatasetName
-from service.review import image_path, review_data, thumbnail
+from service.review import image_key, review_data, thumbnail
+from service.stored import send_object
 from service.views import job_view
 
 router = APIRouter(tags=["review"])
 _CACHE = "private, max-age=31536000, immutable"  # content-addressed: never changes
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "BMP": "image/bmp",
-         "TIFF": "image/tiff", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
 class SelectionIn(SavedSelection):
@@ -67,16 +65,15 @@ def job_image(record: JobDep, store: StoreDep, request: Request,
               ) -> Response:
     """Only the job's own images, by index; cacheable forever (they never change)."""
     try:
-        path = thumbnail(store, record, n) if thumb else image_path(store, record, n)
+        key = thumbnail(store, record, n) if thumb else image_key(store, record, n)
     except NotAvailableError as exc:
         raise problem(404, str(exc)) from exc
     etag = f'"{record.files[n].sha256 or record.id}-{n}{"-t" if thumb else ""}"'
     headers = {"Cache-Control": _CACHE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    with Image.open(path) as img:
-        media = _MIME.get(str(img.format), "application/octet-stream")
-    return FileResponse(path, media_type=media, headers=headers)
+    return send_object(store.storage, key, media_type="image/jpeg" if thumb else None,
+                       headers=headers)
 
 
 @router.put("/jobs/{job_id}/selection", response_model=SavedSelection,
