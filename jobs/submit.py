@@ -14,8 +14,9 @@ keeps it once), and the same name with other content is renamed
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -45,6 +46,16 @@ class QueueUnavailableError(DistillError):
 
 class QuotaExceededError(DistillError):
     """The key has too many images queued and not finished; retry later."""
+
+
+class Named(Protocol):
+    """What the naming rule needs of an image (a frozen dataclass): name and identity."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -105,28 +116,44 @@ def name_uploads(uploads: list[Upload], store: JobStore, owner: str, dataset: st
                  ) -> tuple[list[Upload], list[Renamed]]:
     """Final names: a name taken by other content (in this batch or the dataset) gets
     ``~<sha8>`` before its extension; an exact repeat within the batch is dropped."""
-    taken: dict[str, tuple[str, str | None]] = {}  # name -> (sha256, job id or None)
+    return assign_names(uploads, taken_names(store, owner, dataset))
+
+
+Taken = dict[str, tuple[str, str | None]]  # name -> (identity, job id or None: this batch)
+_Named = TypeVar("_Named", bound=Named)
+
+
+def taken_names(store: JobStore, owner: str, dataset: str | None) -> Taken:
+    """The names a dataset's jobs already hold, with their identity and job."""
+    taken: Taken = {}
     if dataset is not None:
         for _, record in store.list_owner_jobs(owner, dataset=dataset):
             for f in record.files:
                 taken.setdefault(f.name, (f.sha256, record.id))
-    named: list[Upload] = []
+    return taken
+
+
+def assign_names(items: Iterable[_Named], taken: Taken) -> tuple[list[_Named], list[Renamed]]:
+    """The naming rule for uploads and references alike (``taken`` grows with the batch's
+    names): a name the dataset holds with the same identity is kept (the merge keeps one),
+    one held with another identity is renamed, an exact repeat in the batch is dropped."""
+    named: list[_Named] = []
     renamed: list[Renamed] = []
-    for upload in uploads:
-        holder = taken.get(upload.name)
-        if holder is not None and holder[0] in (upload.sha256, ""):
+    for item in items:
+        holder = taken.get(item.name)
+        if holder is not None and holder[0] in (item.sha256, ""):
             if holder[1] is None:
                 continue  # the same image twice in one batch: keep one
-            named.append(upload)  # the dataset already has it: the merge keeps one
+            named.append(item)  # the dataset already has it: the merge keeps one
             continue
-        name = upload.name
+        name = item.name
         if holder is not None:
             stem, dot, ext = name.rpartition(".")
-            name = f"{stem}~{upload.sha256[:8]}.{ext}" if dot and stem \
-                else f"{name}~{upload.sha256[:8]}"
-            renamed.append(Renamed(original=upload.name, name=name, clashes_with_job=holder[1]))
-        taken.setdefault(name, (upload.sha256, None))
-        named.append(replace(upload, name=name))
+            name = f"{stem}~{item.sha256[:8]}.{ext}" if dot and stem \
+                else f"{name}~{item.sha256[:8]}"
+            renamed.append(Renamed(original=item.name, name=name, clashes_with_job=holder[1]))
+        taken.setdefault(name, (item.sha256, None))
+        named.append(replace(item, name=name))  # type: ignore[type-var]
     return named, renamed
 
 

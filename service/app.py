@@ -23,7 +23,7 @@ from service.auth import check_auth_settings
 from service.errors import install_error_handlers
 from service.middleware import AllowHeader, ContentLengthLimit
 from service.openapi import multipart_without_nulls
-from service.routers import annotate, datasets, health, jobs, review, teachers
+from service.routers import annotate, datasets, health, jobs, references, review, teachers
 from service.ui import mount_ui
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(ContentLengthLimit, limit=settings.max_request_bytes)
     app.add_middleware(AllowHeader)
+    # JSON bodies (references) first: the upload route takes every other POST /annotate.
+    app.include_router(references.router)
     app.include_router(annotate.router, max_body_size=settings.max_request_bytes,
                        form_limits={"max_files": max(_PARSER_MAX_FILES, settings.max_files + 1)})
-    for router in (jobs.router, datasets.router, review.router, teachers.router, health.router):
+    for router in (jobs.router, datasets.router, review.router, teachers.router, health.router,
+                   references.plans):
         app.include_router(router)
     app.include_router(metrics.router)  # GET /metrics, no key, not in the schema
 

@@ -202,8 +202,9 @@ def test_an_unreachable_bucket_is_retried_then_reported(s3_server: S3Server) -> 
         store.get("k")
     assert 1.0 < time.monotonic() - started < 10
     # Back within the retry window: the call succeeds as if nothing happened.
-    threading.Timer(0.5, proxy.mend).start()
-    assert store.get("k") == b"v"
+    patient = S3Storage(f"s3://{bucket}", client=client, retry_s=20)
+    threading.Timer(1.0, proxy.mend).start()
+    assert patient.get("k") == b"v"
 
 
 # ---- a stack on a bucket ---------------------------------------------------------------
@@ -293,3 +294,12 @@ def test_an_outage_of_the_bucket_loses_nothing(
     with stack.client() as c:
         coco = c.get(f"/jobs/{job_id}/annotations").json()
     assert sorted(i["file_name"] for i in coco["images"]) == sorted(p.name for p in images)
+
+
+def test_references_are_refused_without_an_allow_list(
+        bucket_stack: tuple[ServiceStack, TcpProxy, str]) -> None:
+    stack, _, bucket = bucket_stack
+    with stack.client() as c:
+        resp = c.post("/annotate", json={"source": f"s3://{bucket}/svc/"})
+    assert resp.status_code == 403, resp.text
+    assert "DISTILL_REFERENCE_ALLOW is empty" in resp.json()["detail"]["message"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from distill.annotate import ImageSource
 from distill.errors import DistillError
 from jobs.records import JobRecord, StoredFile
+from jobs.references import ReferenceError, References
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,7 @@ def cached(folder: Path) -> Iterator[Path]:
 
 
 def image_sources(store: JobStore, record: JobRecord, skip: set[str], cache: Path,
-                  on_failed: FetchFailed,
-                  fetch_reference: Callable[[StoredFile, Path], None] | None = None
+                  on_failed: FetchFailed, references: References | None = None
                   ) -> Iterator[ImageSource]:
     """``(name, path)`` of every image of the job not in ``skip``, in the record's order,
     fetched ahead in threads; an image that cannot be fetched goes to ``on_failed``."""
@@ -86,11 +86,11 @@ def image_sources(store: JobStore, record: JobRecord, skip: set[str], cache: Pat
     def fetch(f: StoredFile) -> Path | str:
         try:
             if f.source is not None:
-                if fetch_reference is None:
+                if references is None:
                     raise FetchError("this worker cannot read references")
                 target = cache / "refs" / f.sha256
                 if not target.exists():
-                    fetch_reference(f, target)
+                    references.fetch(f.source, target)
                 return target
             key = store.image_key(record.id, f.stored)
             local = store.storage.local_path(key)
@@ -100,7 +100,7 @@ def image_sources(store: JobStore, record: JobRecord, skip: set[str], cache: Pat
             if not target.exists() and not store.storage.download(key, target):
                 raise FetchError(f"the image of {f.name} is no longer stored")
             return target
-        except FetchError as exc:
+        except (FetchError, ReferenceError) as exc:
             return str(exc)
 
     with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fetch") as pool:

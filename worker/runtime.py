@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from redis import Redis
 
 from distill.annotate import Teacher
 from distill.options import Fusion, InferenceOptions
-from jobs.records import StoredFile
+from jobs.references import References
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -101,9 +100,9 @@ class Runtime:
     redis: Redis | None = None
     queue_prefix: str = "distill"
     # The worker's own folder for a job's fetched images and appended log (removed after
-    # each job), and how it reads an image referenced in place (None: it cannot).
+    # each job), and how it lists and reads images referenced in place (None: it cannot).
     cache: Path = Path("data/cache")
-    fetch_reference: Callable[[StoredFile, Path], None] | None = None
+    references: References | None = None
 
 
 _runtime: Runtime | None = None

@@ -29,6 +29,7 @@ from distill.predictions import ImageRecord
 from distill.pseudolabels import finalize
 from jobs.logs import job_context
 from jobs.metrics import record_job
+from jobs.plans import run_plan
 from jobs.predlog import open_log, seal_log
 from jobs.records import ImageError, JobRecord, JobState, JobStatus
 from jobs.selection import selection_for
@@ -115,7 +116,7 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
             # A dataset is calibrated over all its jobs: no per-job floor (annotate.py).
             floor = None if record.dataset else score_floor(teacher, selection)
             sources = image_sources(store, record, set(outcomes), cache, on_failed,
-                                    rt.fetch_reference)
+                                    rt.references)
             inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch,
                                     floor=floor)
         _check_not_cancelled(store, job_id)
@@ -148,6 +149,16 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
                    images_timed=sum(inferred), job_id=job_id)
     return {"status": JobStatus.FINISHED, "done": state.done, "failed": state.failed,
             "annotations": state.annotations}
+
+
+def plan_job(plan_id: str) -> dict[str, Any]:
+    """Splits a by-reference request into batch jobs (:func:`jobs.plans.run_plan`)."""
+    rt = runtime.current()
+    if rt.references is None or rt.redis is None:
+        raise RuntimeError("plans run in `distill worker`, which reads references")
+    with job_context(plan_id):
+        state = run_plan(rt.store, rt.redis, rt.queue_prefix, plan_id, rt.references)
+    return {"status": state.status, "images": state.listed, "jobs": state.jobs}
 
 
 def _pool_for(rt: runtime.Runtime, record: JobRecord) -> runtime.TeacherPool | None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from jobs.records import JobRecord, JobStatus, SavedSelection
+from jobs.settings import references
 from service.annotations import NotAvailableError
 from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.errors import problem, responses
@@ -59,11 +60,16 @@ def dataset_review(name: DatasetName, owner: OwnerDep,
                 200: {"content": {"image/*": {}}, "description": "the image bytes"},
                 304: {"description": "not modified (If-None-Match)"},
                 **responses(401, 404, 422)})
-def job_image(record: JobDep, store: StoreDep, request: Request,
+def job_image(record: JobDep, store: StoreDep, request: Request, settings: SettingsDep,
               n: Annotated[int, Path(ge=0, le=100_000)],
               thumb: Annotated[bool, Query(description="a JPEG of at most 320 px")] = False
               ) -> Response:
-    """Only the job's own images, by index; cacheable forever (they never change)."""
+    """Only the job's own images, by index; cacheable forever (they never change). An
+    image referenced in place is a redirect to it (presigned for ``s3://``)."""
+    source = record.files[n].source if n < len(record.files) else None
+    if source is not None:
+        url = references(settings).presign(source, settings.presign_expiry_s)
+        return RedirectResponse(url, status_code=307)
     try:
         key = thumbnail(store, record, n) if thumb else image_key(store, record, n)
     except NotAvailableError as exc:
