@@ -27,6 +27,7 @@ from redis import Redis
 
 from distill.images import IMAGE_SUFFIXES
 from jobs import queueing
+from jobs.datasets import plan_ended
 from jobs.names import safe_path
 from jobs.records import JobRecord, JobRequest, StoredFile, utcnow
 from jobs.references import ReferenceError, References
@@ -63,7 +64,8 @@ class PlanState(BaseModel):
     status: PlanStatus = "queued"
     listed: int = 0  # images put into batches
     skipped: int = 0  # listed objects without an image suffix
-    jobs: int = 0
+    batches: int = 0  # batches formed (they number the batch job ids)
+    jobs: int = 0  # batch jobs that exist (a batch of names the dataset held makes none)
     cursor: str | None = None  # the last key listed (a source) or URI index (a list)
     error: str | None = None
     updated_at: datetime | None = None
@@ -140,8 +142,9 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
 
     def flush() -> None:
         named, renamed = assign_names(batch, taken)
-        job_id = batch_id(plan.id, state.jobs)
-        if named and store.load_job(job_id) is None:
+        job_id = batch_id(plan.id, state.batches)
+        exists = store.load_job(job_id) is not None
+        if named and not exists:
             files = [StoredFile(name=r.name, stored="", bytes=r.size, width=0, height=0,
                                 sha256=r.sha256, source=r.uri) for r in named]
             record = JobRecord(id=job_id, owner=plan.owner, dataset=plan.dataset,
@@ -152,7 +155,8 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
             store.commit(store.staging(job_id), record)
             queueing.enqueue(redis, queue, job_id, timeout_s=plan.job_timeout_s,
                              retries=plan.retries)
-        state.jobs += 1
+        state.jobs += bool(named or exists)
+        state.batches += 1
         state.listed += len(batch)
         state.cursor = batch[-1].cursor
         _save_state(store, plan_id, state)
@@ -178,6 +182,7 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         return state
     state.status, state.finished_at = "finished", utcnow()
     _save_state(store, plan_id, state)
+    plan_ended(store, redis, queue_prefix, plan_id)  # its batches may all have ended already
     log.info("plan %s: %d images in %d batch jobs of dataset %s (%d objects skipped)",
              plan_id, state.listed, state.jobs, plan.dataset, state.skipped)
     return state

@@ -100,13 +100,32 @@ class S3Storage(Storage):
         self.retry_s = retry_s
         self.client = client or make_client(endpoint_url)
 
+    def ensure_bucket(self) -> None:
+        """Creates the bucket unless it exists (a compose stack's first start, waiting up to a
+        minute for its server); several processes starting together may all try."""
+        try:
+            self._call("looking up the bucket",
+                       lambda: self.client.head_bucket(Bucket=self.bucket), retry_s=60)
+            return
+        except ClientError as exc:
+            if error_code(exc) not in _MISSING | {"NoSuchBucket"}:
+                raise
+        try:
+            self._call("creating the bucket",
+                       lambda: self.client.create_bucket(Bucket=self.bucket))
+            log.info("created bucket %s", self.bucket)
+        except ClientError as exc:
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
     def _key(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+    def _call(self, what: str, fn: Callable[[], _T], retry_s: float | None = None) -> _T:
         try:
-            return call(fn, retry_s=self.retry_s, what=f"{what} in {self.url}")
+            return call(fn, retry_s=self.retry_s if retry_s is None else retry_s,
+                        what=f"{what} in {self.url}")
         except ClientError as exc:
             if error_code(exc) in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId",
                                    "SignatureDoesNotMatch"):

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # A non-AWS S3 endpoint (http://seaweedfs:8333); credentials come from the standard
     # AWS variables and files (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE...).
     s3_endpoint_url: str | None = None
+    # Create the bucket at start when it is missing (compose's own S3 server).
+    storage_create_bucket: bool = False
     # How long a worker retries a bucket that does not answer before the attempt fails
     # (the API retries briefly and answers 503); presigned download URLs' lifetime.
     storage_retry_s: float = Field(default=60.0, ge=0)
@@ -225,7 +227,8 @@ def open_store(settings: Settings, *, retry_s: float | None = None) -> JobStore:
     bucket is retried."""
     return JobStore(open_storage(
         settings.storage, settings.data_dir, endpoint_url=settings.s3_endpoint_url,
-        retry_s=settings.storage_retry_s if retry_s is None else retry_s))
+        retry_s=settings.storage_retry_s if retry_s is None else retry_s,
+        create=settings.storage_create_bucket))
 
 
 def references(settings: Settings) -> References:

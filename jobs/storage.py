@@ -203,14 +203,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def open_storage(spec: str | None, data_dir: Path, *, endpoint_url: str | None = None,
-                 retry_s: float = 60.0) -> Storage:
+                 retry_s: float = 60.0, create: bool = False) -> Storage:
     """The store a setting names: ``s3://BUCKET/PREFIX`` (boto3; ``endpoint_url`` for a
     non-AWS server; bucket unreachable: retried for ``retry_s`` seconds, then
-    :class:`StorageUnavailableError`), else the local directory ``data_dir``."""
+    :class:`StorageUnavailableError`; ``create``: the bucket is made if missing), else the
+    local directory ``data_dir``."""
     if spec and spec.startswith("s3://"):
         from jobs.s3 import S3Storage
 
-        return S3Storage(spec, endpoint_url=endpoint_url, retry_s=retry_s)
+        bucket = S3Storage(spec, endpoint_url=endpoint_url, retry_s=retry_s)
+        if create:
+            bucket.ensure_bucket()
+        return bucket
     if spec:
         raise StorageError(f"DISTILL_STORAGE={spec!r}: use s3://BUCKET/PREFIX, or leave it "
                            "unset for the local data directory")

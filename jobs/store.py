@@ -202,6 +202,11 @@ class JobStore:
             if record is not None and record.owner == owner:
                 yield entry, record
 
+    def index_ids(self, owner: str, dataset: str | None = None) -> list[str]:
+        """The ids of a key's jobs (or one dataset's) from the index alone, newest first."""
+        return [entry.rsplit("-", 1)[-1] for entry in
+                reversed(self.storage.children(self._index_folder(owner, dataset)))]
+
     def reindex(self) -> int:
         """Adds the index entries of jobs that lack them (jobs written before the index
         existed, only ever in a local directory); returns how many."""

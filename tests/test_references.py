@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from jobs.references import ReferenceError, References, ReferencesRefusedError
@@ -169,7 +170,7 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
     assert resp.headers["location"] == f"/plans/{plan['id']}"
     with stack.client() as c:
         done = wait_for(lambda: (p := c.get(f"/plans/{plan['id']}").json())["state"]["status"]
-                        == "finished" and p, 60, "the plan to finish")
+                        == "finished" and p, 120, "the plan to finish")
     assert done["state"]["listed"] == 31 and done["state"]["skipped"] == 1
     assert done["state"]["jobs"] == 4  # 31 images in batches of 8
 
@@ -185,6 +186,15 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
         image = c.get(f"/jobs/{jobs[0]['id']}/images/0", follow_redirects=False)
     assert len(coco["images"]) == 30
     assert image.status_code == 307 and team in image.headers["location"]
+    # The dataset's file was written once when its last batch ended: served from the store
+    # (or by a presigned URL); other thresholds are re-selected from the logs.
+    with stack.client() as c:
+        moved = c.get("/datasets/by-ref/annotations", params={"redirect": "true"})
+        assert moved.status_code == 307 and "Signature" in moved.headers["location"]
+        assert httpx.get(moved.headers["location"]).json() == coco
+        strict = c.get("/datasets/by-ref/annotations", params={"score_threshold": 0.9})
+    assert strict.headers["x-distill-selection"] == "query"
+    assert len(strict.json()["annotations"]) < len(coco["annotations"])
 
     # The same images uploaded give the same pseudo-labels.
     uploaded = stack.submit(unlabeled_images[:12], dataset="uploaded", **options)

@@ -27,6 +27,7 @@ from distill.errors import DistillError
 from distill.interrupt import interruptible
 from distill.predictions import ImageRecord
 from distill.pseudolabels import finalize
+from jobs.datasets import job_ended
 from jobs.logs import job_context
 from jobs.metrics import record_job
 from jobs.plans import run_plan
@@ -142,6 +143,7 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
     store.save_state(job_id, state)
     log.info("job %s finished: %d images, %d failed, %d annotations", job_id, state.done,
              state.failed, state.annotations)
+    job_ended(store, rt.redis, rt.queue_prefix, record)
     if rt.redis is not None:  # never raises: metrics must not fail a finished job
         record_job(rt.redis, rt.queue_prefix, teacher=pool.name, tta=record.request.tta,
                    images_done=state.done, images_failed=state.failed,
@@ -203,6 +205,9 @@ def _fail(store: JobStore, job_id: str, state: JobState, error: str) -> dict[str
     log.warning("job %s failed: %s", job_id, error)
     state.fail(error)
     store.save_state(job_id, state)
+    rt, record = runtime.installed(), store.load_job(job_id)
+    if rt is not None and record is not None:
+        job_ended(store, rt.redis, rt.queue_prefix, record)
     return {"status": JobStatus.FAILED, "error": error}
 
 
