@@ -31,7 +31,7 @@ from jobs.datasets import job_ended
 from jobs.logs import job_context
 from jobs.metrics import record_job
 from jobs.plans import run_plan
-from jobs.predlog import open_log, seal_log
+from jobs.predlog import open_log, seal_log, sync_log
 from jobs.records import ImageError, JobRecord, JobState, JobStatus
 from jobs.selection import selection_for
 from jobs.storage import StorageUnavailableError
@@ -40,6 +40,7 @@ from worker import runtime
 from worker.inputs import cached, image_sources
 
 log = logging.getLogger(__name__)
+SYNC_S = 1.0  # on a bucket: seconds between stored progress reports of a running job
 
 
 class JobCancelledError(Exception):
@@ -99,11 +100,22 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
     _count(state, outcomes)
     store.save_state(job_id, state)
 
-    def on_batch(batch: list[ImageRecord]) -> None:
-        outcomes.update({r.file_name: r.error for r in batch})
+    # On a bucket, progress (the log's new part, the state, the cancellation check) is
+    # stored about once a second instead of after every batch: a fast model never waits
+    # on the bucket per image, and a restart redoes at most that second's images.
+    every = 0.0 if store.storage.local_path(store.job_key(job_id)) is not None else SYNC_S
+    progress_due = _Every(every)
+
+    def report() -> None:
+        sync_log(log_file)  # the log first: the state never counts an image not stored
         _count(state, outcomes)
         store.save_state(job_id, state)
         _check_not_cancelled(store, job_id)
+
+    def on_batch(batch: list[ImageRecord]) -> None:
+        outcomes.update({r.file_name: r.error for r in batch})
+        if progress_due():
+            report()
 
     def on_failed(name: str, error: str) -> None:  # an image that could not be fetched
         failed = [ImageRecord.failed(name, error)]
@@ -113,14 +125,15 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
     try:
         selection, source = selection_for(record.request)
         # Cancellation is checked after every batch and, within one, between passes.
-        with interruptible(lambda: _check_not_cancelled(store, job_id)):
+        with interruptible(lambda: _check_not_cancelled(store, job_id),
+                           every_s=max(0.5, every)):
             # A dataset is calibrated over all its jobs: no per-job floor (annotate.py).
             floor = None if record.dataset else score_floor(teacher, selection)
             sources = image_sources(store, record, set(outcomes), cache, on_failed,
                                     rt.references)
             inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch,
                                     floor=floor)
-        _check_not_cancelled(store, job_id)
+        report()
         coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
                         {**teacher.info(), "teacher_name": pool.name,
                          "selection_source": source})
@@ -209,6 +222,20 @@ def _fail(store: JobStore, job_id: str, state: JobState, error: str) -> dict[str
     if rt is not None and record is not None:
         job_ended(store, rt.redis, rt.queue_prefix, record)
     return {"status": JobStatus.FAILED, "error": error}
+
+
+class _Every:
+    """Calling it answers True at most once per ``seconds`` (always, for 0)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.last = seconds, float("-inf")
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
 
 
 def _check_not_cancelled(store: JobStore, job_id: str) -> None:
