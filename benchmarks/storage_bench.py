@@ -22,6 +22,7 @@ Everything runs locally: moto's S3 server, a private redis-server, ``distill ser
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import socket
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.service_bench import (
@@ -63,8 +65,10 @@ def _moto(root: Path) -> tuple[subprocess.Popen[bytes], str, Any]:
         aws_access_key_id="bench", aws_secret_access_key="bench",
         region_name="us-east-1").client("s3", endpoint_url=endpoint,
                                         config=boto3.session.Config(max_pool_connections=32))
-    _wait(lambda: socket.create_connection(("127.0.0.1", port)).close() is None, 60,
-          "moto's server")
+    def answers() -> bool:
+        with socket.create_connection(("127.0.0.1", port)):
+            return True
+    _wait(answers, 60, "moto's server")
     return proc, endpoint, client
 
 
@@ -198,8 +202,10 @@ def main() -> int:
         big = stacks["s3"]
         api_pid = big.procs[-1].pid
         worker = big.start_worker()
+        tiny = io.BytesIO()  # one small image under every key (moto holds them in memory)
+        Image.new("RGB", (32, 32), (120, 30, 200)).save(tiny, format="PNG")
         report: dict[str, Any] = {"refs": accept(big, api_pid, client, team,
-                                                 images[0].read_bytes(), args.refs)}
+                                                 tiny.getvalue(), args.refs)}
         print(f"1. {args.refs} referenced images: POST answered in "
               f"{report['refs']['post_s']:.2f} s, all {report['refs']['jobs']} batch jobs "
               f"made in {report['refs']['accepted_s']:.1f} s; API peak RSS "

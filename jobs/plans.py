@@ -5,7 +5,7 @@ the API's file) and queues it; a worker lists the source a page at a time (or
 walks the images list), names the images by the upload rule
 (:func:`jobs.submit.assign_names`, identity = URI + ETag + size) and commits
 and queues one batch job per ``batch_size`` images, recording its place in
-``plans/<id>/state.json`` (the worker's file) after every batch. So 100,000
+``plans/<id>/state.json`` (the worker's file) about once a second. So 100,000
 objects never sit in the API's memory or in one request, and a plan whose
 worker died resumes after its last batch: batch job ids are derived from the
 plan id and the batch number, so a batch is never made twice.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,7 @@ from jobs.submit import assign_names, taken_names
 
 log = logging.getLogger(__name__)
 PlanStatus = Literal["queued", "running", "finished", "failed"]
+SAVE_EVERY_S = 1.0
 
 
 class PlanRecord(BaseModel):
@@ -139,11 +141,16 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
     taken = taken_names(store, plan.owner, plan.dataset)
     queue = queueing.queue_name(queue_prefix, plan.teacher)
     batch: list[_Ref] = []
+    # The state is stored about once a second; after a restart, the batches made since
+    # (in order, under known ids) are found in the store until the first one that is not.
+    resuming, saved = state.batches > 0, time.monotonic()
 
     def flush() -> None:
+        nonlocal resuming, saved
         named, renamed = assign_names(batch, taken)
         job_id = batch_id(plan.id, state.batches)
-        exists = store.load_job(job_id) is not None
+        exists = resuming and store.load_job(job_id) is not None
+        resuming = exists
         if named and not exists:
             files = [StoredFile(name=r.name, stored="", bytes=r.size, width=0, height=0,
                                 sha256=r.sha256, source=r.uri) for r in named]
@@ -159,8 +166,10 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         state.batches += 1
         state.listed += len(batch)
         state.cursor = batch[-1].cursor
-        _save_state(store, plan_id, state)
         batch.clear()
+        if time.monotonic() - saved >= SAVE_EVERY_S:
+            _save_state(store, plan_id, state)
+            saved = time.monotonic()
 
     try:
         for ref in _references(plan, state, refs):
