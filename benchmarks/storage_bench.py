@@ -170,6 +170,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=24, help="uploaded images (part 3)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--tta", default="identity")
+    p.add_argument("--accept-only", action="store_true", help="part 1 only")
     args = p.parse_args()
 
     from distill.checkpoint import load_checkpoint
@@ -210,6 +211,8 @@ def main() -> int:
               f"{report['refs']['post_s']:.2f} s, all {report['refs']['jobs']} batch jobs "
               f"made in {report['refs']['accepted_s']:.1f} s; API peak RSS "
               f"{report['refs']['api_peak_mb']:.0f} MB", flush=True)
+        if args.accept_only:
+            return 0
         small = big.http.post("/annotate", json={"images": [f"s3://{team}/refs/000000.png"],
                                                  "dataset": "small"})
         small.raise_for_status()

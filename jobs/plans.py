@@ -5,7 +5,8 @@ the API's file) and queues it; a worker lists the source a page at a time (or
 walks the images list), names the images by the upload rule
 (:func:`jobs.submit.assign_names`, identity = URI + ETag + size) and commits
 and queues one batch job per ``batch_size`` images, recording its place in
-``plans/<id>/state.json`` (the worker's file) about once a second. So 100,000
+``plans/<id>/state.json`` (the worker's file) about once a second, batches
+being committed a few at a time meanwhile. So 100,000
 objects never sit in the API's memory or in one request, and a plan whose
 worker died resumes after its last batch: batch job ids are derived from the
 plan id and the batch number, so a batch is never made twice.
@@ -17,6 +18,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -30,15 +32,16 @@ from distill.images import IMAGE_SUFFIXES
 from jobs import queueing
 from jobs.datasets import plan_ended
 from jobs.names import safe_path
-from jobs.records import JobRecord, JobRequest, StoredFile, utcnow
+from jobs.records import JobRecord, JobRequest, Renamed, StoredFile, utcnow
 from jobs.references import ReferenceError, References
 from jobs.storage import join
 from jobs.store import JOB_ID_RE, JobStore, MalformedIdError
-from jobs.submit import assign_names, taken_names
+from jobs.submit import Taken, assign_names, taken_names
 
 log = logging.getLogger(__name__)
 PlanStatus = Literal["queued", "running", "finished", "failed"]
 SAVE_EVERY_S = 1.0
+IN_FLIGHT = 16
 
 
 class PlanRecord(BaseModel):
@@ -139,37 +142,13 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
     state.status, state.error = "running", None
     _save_state(store, plan_id, state)
     taken = taken_names(store, plan.owner, plan.dataset)
-    queue = queueing.queue_name(queue_prefix, plan.teacher)
+    batches = _Batches(store, redis, queueing.queue_name(queue_prefix, plan.teacher), plan,
+                       state)
     batch: list[_Ref] = []
-    # The state is stored about once a second; after a restart, the batches made since
-    # (in order, under known ids) are found in the store until the first one that is not.
-    resuming, saved = state.batches > 0, time.monotonic()
 
     def flush() -> None:
-        nonlocal resuming, saved
-        named, renamed = assign_names(batch, taken)
-        job_id = batch_id(plan.id, state.batches)
-        exists = resuming and store.load_job(job_id) is not None
-        resuming = exists
-        if named and not exists:
-            files = [StoredFile(name=r.name, stored="", bytes=r.size, width=0, height=0,
-                                sha256=r.sha256, source=r.uri) for r in named]
-            record = JobRecord(id=job_id, owner=plan.owner, dataset=plan.dataset,
-                               created_at=utcnow(), files=files, request=plan.request,
-                               timeout_s=plan.job_timeout_s, teacher=plan.teacher,
-                               teacher_sha256=plan.teacher_sha256, renamed=renamed,
-                               plan=plan.id)
-            store.commit(store.staging(job_id), record)
-            queueing.enqueue(redis, queue, job_id, timeout_s=plan.job_timeout_s,
-                             retries=plan.retries)
-        state.jobs += bool(named or exists)
-        state.batches += 1
-        state.listed += len(batch)
-        state.cursor = batch[-1].cursor
+        batches.add(batch, taken)
         batch.clear()
-        if time.monotonic() - saved >= SAVE_EVERY_S:
-            _save_state(store, plan_id, state)
-            saved = time.monotonic()
 
     try:
         for ref in _references(plan, state, refs):
@@ -186,15 +165,80 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         if batch:
             flush()
     except ReferenceError as exc:
+        batches.close()
         state.status, state.error, state.finished_at = "failed", str(exc), utcnow()
         _save_state(store, plan_id, state)
         return state
+    batches.close()
     state.status, state.finished_at = "finished", utcnow()
     _save_state(store, plan_id, state)
     plan_ended(store, redis, queue_prefix, plan_id)  # its batches may all have ended already
     log.info("plan %s: %d images in %d batch jobs of dataset %s (%d objects skipped)",
              plan_id, state.listed, state.jobs, plan.dataset, state.skipped)
     return state
+
+
+class _Batches:
+    """Commits and queues a plan's batches, ``IN_FLIGHT`` at a time (a bucket's latency, not
+    its bandwidth, bounds a plan), and stores the plan's state about once a second, each
+    time after every batch it counts is committed. So after a restart the batches after
+    the stored state may exist only up to the first missing one plus ``IN_FLIGHT``: those
+    are looked up (in order, under their known ids) and not made twice."""
+
+    def __init__(self, store: JobStore, redis: Redis, queue: str, plan: PlanRecord,
+                 state: PlanState) -> None:
+        self.store, self.redis, self.queue, self.plan, self.state = (
+            store, redis, queue, plan, state)
+        self.pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="plan")
+        self.pending: list[Future[None]] = []
+        self.saved = time.monotonic()
+        self.check_below: int | None = None if state.batches > 0 else 0
+
+    def add(self, batch: list[_Ref], taken: Taken) -> None:
+        """Names one batch (here, in order) and commits it in the pool."""
+        named, renamed = assign_names(batch, taken)
+        n = self.state.batches
+        if named and not self._made_before(n):
+            self.pending.append(self.pool.submit(self._commit, n, named, renamed))
+        self.state.jobs += bool(named)
+        self.state.batches += 1
+        self.state.listed += len(batch)
+        self.state.cursor = batch[-1].cursor
+        if len(self.pending) >= 4 * IN_FLIGHT or time.monotonic() - self.saved >= SAVE_EVERY_S:
+            self._settle()
+
+    def close(self) -> None:
+        """Waits for every commit and stores the state."""
+        self._settle()
+        self.pool.shutdown()
+
+    def _made_before(self, n: int) -> bool:
+        if self.check_below is not None and n >= self.check_below:
+            return False
+        if self.store.load_job(batch_id(self.plan.id, n)) is not None:
+            return True
+        if self.check_below is None:
+            self.check_below = n + IN_FLIGHT
+        return False
+
+    def _commit(self, n: int, named: list[_Ref], renamed: list[Renamed]) -> None:
+        plan, job_id = self.plan, batch_id(self.plan.id, n)
+        files = [StoredFile(name=r.name, stored="", bytes=r.size, width=0, height=0,
+                            sha256=r.sha256, source=r.uri) for r in named]
+        record = JobRecord(id=job_id, owner=plan.owner, dataset=plan.dataset,
+                           created_at=utcnow(), files=files, request=plan.request,
+                           timeout_s=plan.job_timeout_s, teacher=plan.teacher,
+                           teacher_sha256=plan.teacher_sha256, renamed=renamed, plan=plan.id)
+        self.store.commit(self.store.staging(job_id), record)
+        queueing.enqueue(self.redis, self.queue, job_id, timeout_s=plan.job_timeout_s,
+                         retries=plan.retries)
+
+    def _settle(self) -> None:
+        for future in self.pending:
+            future.result()  # a failed commit fails the attempt; RQ retries the plan
+        self.pending.clear()
+        _save_state(self.store, self.plan.id, self.state)
+        self.saved = time.monotonic()
 
 
 def _references(plan: PlanRecord, state: PlanState, refs: References

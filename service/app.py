@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 import distill
+from jobs import settings as jobs_settings
 from jobs.connection import connect
 from jobs.maintenance import run_maintenance
 from jobs.settings import Settings, get_settings, open_store, teacher_paths
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("indexed %d jobs written before the listing index existed", added)
         app.state.redis = connect(settings)
         app.state.registry = registry
+        app.state.references = jobs_settings.references(settings)
         try:
             run_maintenance(app.state.store, app.state.redis.redis, settings, registry.resolve)
         except RedisError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jobs.plans import PlanRecord
 from jobs.references import ReferenceError, References, ReferencesRefusedError
 from tests.conftest import S3_CREDENTIALS, S3Server, ServiceStack, wait_for
 
@@ -211,3 +212,36 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
             boxes(mine, unlabeled_images[n % 12].name), n
     # No image bytes on the API's or the worker's local disk.
     assert not [p for p in stack.root.rglob("*") if p.suffix in (".png", ".img")]
+
+
+def test_a_restarted_plan_makes_no_batch_twice(s3_server: S3Server, redis_server: Any,
+                                               tmp_path: Path) -> None:
+    from redis import Redis
+
+    from jobs.plans import PlanState, load_plan, plan_key, run_plan, save_plan
+    from jobs.records import JobRequest, utcnow
+    from jobs.store import JobStore
+
+    team = s3_server.bucket()
+    for n in range(10):
+        s3_server.client().put_object(Bucket=team, Key=f"p/{n}.png", Body=b"x")
+    refs = References([f"s3://{team}/"])
+    refs._client = s3_server.client()
+    store = JobStore(tmp_path / "store")
+    plan_id = "ab" * 16
+    save_plan(store, PlanRecord(
+        id=plan_id, owner="o", dataset="d", created_at=utcnow(), teacher="t",
+        request=JobRequest(tta="identity", fusion="vote"), source=f"s3://{team}/p/",
+        batch_size=3, max_images=100, job_timeout_s=60, retries=0))
+    redis = Redis.from_url(redis_server.url)
+    assert run_plan(store, redis, "plans-test", plan_id, refs).jobs == 4
+    made = {r.id for r in store.list_jobs()}
+    # As if the worker died after storing its state at the first batch.
+    store.storage.put(plan_key(plan_id, "state.json"), PlanState(
+        status="running", batches=1, jobs=1, listed=3, cursor="p/2.png"
+    ).model_dump_json().encode())
+    again = run_plan(store, redis, "plans-test", plan_id, refs)
+    assert (again.jobs, again.listed, again.status) == (4, 10, "finished")
+    assert {r.id for r in store.list_jobs()} == made
+    assert len(store.index_ids("o", "d")) == 4  # no second index entry either
+    assert load_plan(store, plan_id) is not None

@@ -24,9 +24,16 @@ from jobs import queueing
 from jobs.plans import PlanRecord, PlanState, load_plan, save_plan
 from jobs.records import JobRequest, new_job_id, utcnow
 from jobs.references import ReferenceError, ReferencesRefusedError
-from jobs.settings import DATASET_PATTERN, TEACHER_NAME_PATTERN, job_timeout, references
+from jobs.settings import DATASET_PATTERN, TEACHER_NAME_PATTERN, job_timeout
 from jobs.submit import pending_images, plan_passes
-from service.deps import OwnerDep, RedisDep, RegistryDep, SettingsDep, StoreDep
+from service.deps import (
+    OwnerDep,
+    RedisDep,
+    ReferencesDep,
+    RegistryDep,
+    SettingsDep,
+    StoreDep,
+)
 from service.errors import problem, responses
 from service.routers.annotate import RETRY_AFTER_S
 
@@ -100,9 +107,8 @@ class PlanOut(BaseModel):
              include_in_schema=False)
 def annotate_references(body: ReferenceRequest, response: Response, owner: OwnerDep,
                         settings: SettingsDep, store: StoreDep, redis: RedisDep,
-                        registry: RegistryDep) -> PlanOut:
+                        registry: RegistryDep, refs: ReferencesDep) -> PlanOut:
     """Checks the references and queues the plan that splits them into batch jobs."""
-    refs = references(settings)
     try:
         if body.source is not None:
             refs.check_source(body.source)

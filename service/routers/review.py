@@ -13,9 +13,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from jobs.records import JobRecord, JobStatus, SavedSelection
-from jobs.settings import references
 from service.annotations import NotAvailableError
-from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
+from service.deps import JobDep, OwnerDep, RedisDep, ReferencesDep, SettingsDep, StoreDep
 from service.errors import problem, responses
 from service.params import DatasetName
 from service.review import image_key, review_data, thumbnail
@@ -61,6 +60,7 @@ def dataset_review(name: DatasetName, owner: OwnerDep,
                 304: {"description": "not modified (If-None-Match)"},
                 **responses(401, 404, 422)})
 def job_image(record: JobDep, store: StoreDep, request: Request, settings: SettingsDep,
+              refs: ReferencesDep,
               n: Annotated[int, Path(ge=0, le=100_000)],
               thumb: Annotated[bool, Query(description="a JPEG of at most 320 px")] = False
               ) -> Response:
@@ -68,7 +68,7 @@ def job_image(record: JobDep, store: StoreDep, request: Request, settings: Setti
     image referenced in place is a redirect to it (presigned for ``s3://``)."""
     source = record.files[n].source if n < len(record.files) else None
     if source is not None:
-        url = references(settings).presign(source, settings.presign_expiry_s)
+        url = refs.presign(source, settings.presign_expiry_s)
         return RedirectResponse(url, status_code=307)
     try:
         key = thumbnail(store, record, n) if thumb else image_key(store, record, n)
