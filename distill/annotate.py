@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: Predicti
     cannot be kept; None ensembles every detection.
     """
     finished = log.done()
-    todo = [s for s in sources if s[0] not in finished]
+    todo = (s for s in sources if s[0] not in finished)  # lazy: sources may be fetched
     with running_floor(floor):
         return _infer(teacher, todo, log, on_batch)
 
@@ -128,7 +129,7 @@ def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | No
     return ScoreFloor.for_card(teacher.card, teacher.options.keypoint_floor)
 
 
-def _infer(teacher: Teacher, todo: list[ImageSource], log: PredictionLog,
+def _infer(teacher: Teacher, todo: Iterable[ImageSource], log: PredictionLog,
            on_batch: BatchHook | None) -> tuple[int, int]:
     done = failed = 0
     for batch in _batches(todo, teacher.batch_size):
@@ -236,6 +237,7 @@ def annotate_folder(teacher: Path, images: Path, out: Path, *,
                           output=Path(out))
 
 
-def _batches(items: list[ImageSource], size: int) -> Iterator[list[ImageSource]]:
-    for i in range(0, len(items), max(1, size)):
-        yield items[i:i + size]
+def _batches(items: Iterable[ImageSource], size: int) -> Iterator[list[ImageSource]]:
+    it = iter(items)
+    while batch := list(islice(it, max(1, size))):
+        yield batch

@@ -117,6 +117,27 @@ class ImageRecord:
         return asdict(self)
 
 
+def encode_records(records: Iterable[ImageRecord]) -> str:
+    """Records as JSON lines, each ending in a newline (the log's format)."""
+    return "".join(json.dumps(r.to_json(), allow_nan=False) + "\n" for r in records)
+
+
+def read_records(lines: Iterable[bytes], into: dict[str, ImageRecord] | None = None
+                 ) -> dict[str, ImageRecord]:
+    """Parses log lines into ``into`` (a new dict by default), by file name, later lines
+    winning; stops at a torn last line and skips a line that is not a record."""
+    records: dict[str, ImageRecord] = {} if into is None else into
+    for line in lines:
+        if not line.endswith(b"\n"):
+            break  # torn last line
+        try:
+            rec = ImageRecord.from_json(json.loads(line))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+            continue
+        records[rec.file_name] = rec
+    return records
+
+
 class PredictionLog:
     """Append-only JSON-lines file of :class:`ImageRecord`, keyed by file name.
 
@@ -130,7 +151,7 @@ class PredictionLog:
 
     def append(self, records: Iterable[ImageRecord]) -> None:
         """Appends records and forces them to disk before returning."""
-        lines = "".join(json.dumps(r.to_json(), allow_nan=False) + "\n" for r in records)
+        lines = encode_records(records)
         if not lines:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,19 +164,10 @@ class PredictionLog:
 
     def read(self) -> dict[str, ImageRecord]:
         """All complete records, by file name (later lines win)."""
-        records: dict[str, ImageRecord] = {}
         if not self.path.exists():
-            return records
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break  # torn last line
-                try:
-                    rec = ImageRecord.from_json(json.loads(line))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue
-                records[rec.file_name] = rec
-        return records
+            return {}
+        with open(self.path, "rb") as fh:
+            return read_records(fh)
 
     def index(self) -> dict[str, int]:
         """File name -> byte offset of its last complete record; only names are held."""

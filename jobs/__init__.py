@@ -2,8 +2,10 @@
 
 - :mod:`jobs.settings`: every setting, read from the environment once, and its mapping
   to constructor arguments.
-- :mod:`jobs.store`: the artifact store on disk, the job record and the job state with
-  its status transitions.
+- :mod:`jobs.storage`: the storage layer (a local directory, or an S3-compatible bucket
+  through :mod:`jobs.s3`) that everything the API and the workers exchange goes through.
+- :mod:`jobs.store`: the artifact store on that storage: jobs, their records, states,
+  logs and outputs, and the per-key index. :mod:`jobs.predlog`: a running job's log.
 - :mod:`jobs.teachers`: the registry of teachers by name, and their cards (read without
   torch).
 - :mod:`jobs.queueing`: one RQ queue per teacher, worker presence, enqueue and cancel.

@@ -27,6 +27,7 @@ from jobs.keys import redis_key
 log = logging.getLogger(__name__)
 
 TASK = "worker.tasks.annotate_job"
+PLAN_TASK = "worker.tasks.plan_job"
 FAILURE_CALLBACK = "worker.tasks.on_job_failed"
 RESULT_TTL_S = 24 * 3600  # the store keeps outcomes; Redis needs them only briefly
 
@@ -34,6 +35,21 @@ RESULT_TTL_S = 24 * 3600  # the store keeps outcomes; Redis needs them only brie
 def queue_name(prefix: str, teacher: str) -> str:
     """The RQ queue of a teacher's jobs."""
     return f"{prefix}.{teacher}"
+
+
+def plan_queue(prefix: str) -> str:
+    """The queue of plans (by-reference requests split into batches), which every worker
+    serves; ``:`` never occurs in a teacher's name, so no teacher's queue is called so."""
+    return f"{prefix}.:plans"
+
+
+def enqueue_plan(redis: Redis, prefix: str, plan_id: str, *, timeout_s: int, retries: int
+                 ) -> Job:
+    """Queues the planning of a by-reference request (it resumes where a lost run stopped)."""
+    return Queue(plan_queue(prefix), connection=redis).enqueue_call(
+        PLAN_TASK, args=(plan_id,), job_id=f"plan-{plan_id}", timeout=timeout_s,
+        result_ttl=RESULT_TTL_S, retry=Retry(max=retries) if retries > 0 else None,
+        description=f"plan {plan_id}")
 
 
 def presence_prefix(queue: str) -> str:

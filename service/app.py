@@ -14,17 +14,26 @@ from fastapi import FastAPI
 from redis.exceptions import RedisError
 
 import distill
+from jobs import settings as jobs_settings
 from jobs.connection import connect
 from jobs.maintenance import run_maintenance
-from jobs.settings import Settings, get_settings, teacher_paths
-from jobs.store import JobStore
+from jobs.settings import Settings, get_settings, open_store, teacher_paths
 from jobs.teachers import TeacherRegistry
 from service import metrics
 from service.auth import check_auth_settings
 from service.errors import install_error_handlers
 from service.middleware import AllowHeader, ContentLengthLimit
 from service.openapi import multipart_without_nulls
-from service.routers import annotate, datasets, health, jobs, labelstudio, review, teachers
+from service.routers import (
+    annotate,
+    datasets,
+    health,
+    jobs,
+    labelstudio,
+    references,
+    review,
+    teachers,
+)
 from service.ui import mount_ui
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,7 @@ log = logging.getLogger(__name__)
 # Starlette's own cap on files per multipart request; ours (max_files) is checked
 # afterwards so that the client gets a message naming the limit.
 _PARSER_MAX_FILES = 1000
+API_STORAGE_RETRY_S = 2.0
 
 DESCRIPTION = """Pseudo-labels for unlabeled images by data distillation (Radosavovic et al.,
 CVPR 2018). Upload batches with `POST /annotate`, poll `GET /jobs/{id}`, download COCO JSON
@@ -54,11 +64,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.store = JobStore(settings.data_dir)
+        # A request waits briefly for a bucket that does not answer, then gets a 503.
+        app.state.store = open_store(settings, retry_s=min(settings.storage_retry_s,
+                                                           API_STORAGE_RETRY_S))
         if added := app.state.store.reindex():
             log.info("indexed %d jobs written before the listing index existed", added)
         app.state.redis = connect(settings)
         app.state.registry = registry
+        app.state.references = jobs_settings.references(settings)
         try:
             run_maintenance(app.state.store, app.state.redis.redis, settings, registry.resolve)
         except RedisError as exc:
@@ -72,10 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.dependency_overrides[get_settings] = lambda: settings
     app.add_middleware(ContentLengthLimit, limit=settings.max_request_bytes)
     app.add_middleware(AllowHeader)
+    # JSON bodies (references) first: the upload route takes every other POST /annotate.
+    app.include_router(references.router)
     app.include_router(annotate.router, max_body_size=settings.max_request_bytes,
                        form_limits={"max_files": max(_PARSER_MAX_FILES, settings.max_files + 1)})
     for router in (jobs.router, datasets.router, review.router, teachers.router, health.router,
-                   labelstudio.router):
+                   labelstudio.router, references.plans):
         app.include_router(router)
     app.include_router(metrics.router)  # GET /metrics, no key, not in the schema
 

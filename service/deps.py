@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 
 from jobs.records import JobRecord
+from jobs.references import References
 from jobs.settings import Settings, get_settings
 from jobs.store import JOB_ID_RE, JobStore
 from jobs.teachers import TeacherRegistry
@@ -37,7 +38,14 @@ def get_registry(request: Request) -> TeacherRegistry:
     return registry
 
 
+def get_references(request: Request) -> References:
+    """How the API checks referenced images (one boto3 client for the app's life)."""
+    refs: References = request.app.state.references
+    return refs
+
+
 StoreDep = Annotated[JobStore, Depends(get_store)]
+ReferencesDep = Annotated[References, Depends(get_references)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 RegistryDep = Annotated[TeacherRegistry, Depends(get_registry)]
 

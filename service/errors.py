@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distill.errors import DistillError
+from jobs.storage import StorageUnavailableError
 from jobs.store import DamagedRecordError
 
 _MEANING = {
@@ -30,7 +31,7 @@ _MEANING = {
     413: "a file or the request is larger than allowed",
     422: "a value is missing or invalid (the body names it)",
     429: "too many images queued for this key; retry after the Retry-After seconds",
-    503: "the queue (Redis) is unreachable",
+    503: "the queue (Redis) or the storage (bucket) is unreachable; retry later",
 }
 
 
@@ -90,6 +91,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
         return JSONResponse({"detail": {"message": f"the queue (Redis) is unreachable: {exc}"}},
                             status_code=503)
+
+    @app.exception_handler(StorageUnavailableError)
+    async def _storage_down(request: Request, exc: StorageUnavailableError) -> JSONResponse:
+        return JSONResponse({"detail": {"message": str(exc)}}, status_code=503,
+                            headers={"Retry-After": "10"})
 
     @app.exception_handler(DamagedRecordError)
     async def _damaged(request: Request, exc: DamagedRecordError) -> JSONResponse:

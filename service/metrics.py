@@ -18,7 +18,6 @@ content or owners. Keep it off the public side of a reverse proxy.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -49,7 +48,7 @@ from rq import Queue
 from jobs import queueing
 from jobs.metrics import read_metrics
 from jobs.records import JobStatus
-from jobs.store import JOB_ID_RE, DamagedRecordError, JobStore
+from jobs.store import DamagedRecordError, JobStore
 from service.deps import RedisDep, RegistryDep, SettingsDep, StoreDep
 from service.views import job_status
 
@@ -111,7 +110,7 @@ def _histogram(name: str) -> HistogramMetricFamily:
 
 
 class JobStatusCounter:
-    """Jobs by (teacher, status), one directory listing per scrape.
+    """Jobs by (teacher, status), one listing of the store per scrape.
 
     A job's files are read until it is terminal and then never again (a finished,
     failed or cancelled job does not change), so a scrape costs a listing plus the
@@ -127,11 +126,9 @@ class JobStatusCounter:
         counts: Counter[tuple[str, JobStatus]] = Counter()
         with self._lock:
             seen: set[str] = set()
-            for entry in os.scandir(store.jobs_dir):
-                if not JOB_ID_RE.match(entry.name):
-                    continue  # staging and trash directories
-                seen.add(entry.name)
-                known = self._terminal.get(entry.name) or self._read(store, entry.name)
+            for job_id in store.job_ids():  # staging and trash folders left out
+                seen.add(job_id)
+                known = self._terminal.get(job_id) or self._read(store, job_id)
                 if known is not None:
                     counts[known] += 1
             for gone in self._terminal.keys() - seen:

@@ -9,12 +9,10 @@ each, through an owner-checked endpoint. Nothing here runs a model.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageOps
 
-from distill.fileio import atomic_writer
 from distill.images import open_image
 from distill.pseudolabels import select, to_coco, without_excluded
 from distill.pseudolabels import thresholds_json as _thresholds_json
@@ -77,25 +75,27 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
         "saved": None if saved is None else saved.model_dump(mode="json")}
 
 
-def image_path(store: JobStore, record: JobRecord, n: int) -> Path:
-    """The stored bytes of the job's ``n``-th image; only that job's own files."""
+def image_key(store: JobStore, record: JobRecord, n: int) -> str:
+    """The key of the job's ``n``-th stored image; only that job's own files."""
     if not 0 <= n < len(record.files):
         raise NotAvailableError(f"job {record.id} has no image {n}")
-    path = store.images_dir(record.id) / record.files[n].stored
-    if not path.is_file():
+    key = store.image_key(record.id, record.files[n].stored)
+    if not store.storage.exists(key):
         raise NotAvailableError(f"the images of job {record.id} were deleted")
-    return path
+    return key
 
 
-def thumbnail(store: JobStore, record: JobRecord, n: int) -> Path:
-    """A JPEG of at most ``THUMB_SIZE`` px, made on first request and kept."""
-    target = store.job_dir(record.id) / "thumbs" / f"{n}.jpg"
-    if target.is_file():
+def thumbnail(store: JobStore, record: JobRecord, n: int) -> str:
+    """The key of a JPEG of at most ``THUMB_SIZE`` px, made on first request and kept."""
+    target = store.job_key(record.id, "thumbs", f"{n}.jpg")
+    if store.storage.exists(target):
         return target
-    img = open_image(image_path(store, record, n))
+    data = store.storage.get(image_key(store, record, n))
+    if data is None:
+        raise NotAvailableError(f"the images of job {record.id} were deleted")
+    img = open_image(data)
     img = ImageOps.contain(img, (THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
-    with atomic_writer(target) as fh:
-        fh.write(buf.getvalue())
+    store.storage.put(target, buf.getvalue())
     return target

@@ -100,6 +100,55 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     stop_process(proc)
 
 
+# ---- S3 (moto's server) ----------------------------------------------------------------
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass
+class S3Server:
+    """moto's S3 server in its own process, on a loopback port."""
+
+    endpoint: str
+    proc: subprocess.Popen[bytes]
+
+    def client(self) -> Any:
+        """A boto3 client for the server, with the test credentials."""
+        import boto3
+
+        return boto3.session.Session(
+            aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"]).client(
+                "s3", endpoint_url=self.endpoint)
+
+    def bucket(self) -> str:
+        """A new, empty bucket."""
+        name = f"b{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 endpoint: ``moto.server`` started like redis-server, on a free port."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (dev extra)")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **S3_CREDENTIALS})
+    server = S3Server(f"http://127.0.0.1:{port}", proc)
+
+    def answers() -> bool:
+        with socket.socket() as s:
+            return proc.poll() is None and s.connect_ex(("127.0.0.1", port)) == 0
+    wait_for(answers, 30, "moto's S3 server to answer")
+    yield server
+    stop_process(proc)
+
+
 # ---- data and teacher ------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -156,6 +205,7 @@ class ServiceStack:
     port: int = field(default_factory=free_port)
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    environ: dict[str, str] = field(default_factory=dict)  # beside DISTILL_* (AWS_*)
 
     @property
     def url(self) -> str:
@@ -170,6 +220,7 @@ class ServiceStack:
     def env(self, **extra: str) -> dict[str, str]:
         """Environment of a stack process: settings as DISTILL_* variables."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
+        env.update(self.environ)
         env.update({"REDIS_URL": self.redis_url, "DISTILL_DATA_DIR": str(self.data_dir),
                     "DISTILL_QUEUE": self.queue,
                     "DISTILL_API_KEYS": ",".join(API_KEYS), "DISTILL_TORCH_THREADS": "1",
@@ -269,7 +320,8 @@ def make_stack(redis_server: RedisServer, teacher_checkpoint: Path,
                ) -> Iterator[Callable[..., ServiceStack]]:
     """Factory of service stacks on the session's Redis; each gets its own queue and data dir.
 
-    ``make_stack(api=True, workers=1, **settings)``; settings become DISTILL_* variables.
+    ``make_stack(api=True, workers=1, **settings)``; settings become DISTILL_* variables,
+    ``environ`` other variables (AWS credentials).
     ``one_teacher=False`` leaves DISTILL_TEACHER unset (register teachers with
     ``teachers="a=path,b=path"``).
     Every stack is stopped at the end of the session at the latest.
@@ -277,12 +329,13 @@ def make_stack(redis_server: RedisServer, teacher_checkpoint: Path,
     stacks: list[ServiceStack] = []
 
     def make(api: bool = True, workers: int = 0, one_teacher: bool = True,
-             **settings: Any) -> ServiceStack:
+             environ: dict[str, str] | None = None, **settings: Any) -> ServiceStack:
         base = {"tta": "identity", "batch_size": "2", "heartbeat_interval_s": "0.5",
                 "heartbeat_ttl_s": "4"}
         stack = ServiceStack(root=tmp_path_factory.mktemp("stack"), redis_url=redis_server.url,
                              teacher=teacher_checkpoint if one_teacher else None,
-                             settings={**base, **{k: str(v) for k, v in settings.items()}})
+                             settings={**base, **{k: str(v) for k, v in settings.items()}},
+                             environ=dict(environ or {}))
         stacks.append(stack)
         if api:
             stack.start_api()

@@ -32,8 +32,8 @@ def compose() -> dict[str, Any]:
 
 def _resolve(value: str) -> str:
     """Compose interpolation with defaults: ${X:-d} -> d; ${X:?msg} -> a sample value."""
-    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
-    return re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "sample-key", value)
+    value = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+    return re.sub(r"\$\{[A-Z0-9_]+:\?[^}]*\}", "sample-key", value)
 
 
 def _settings_for(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -92,14 +92,37 @@ def test_environment_holds_only_real_settings(compose: dict[str, Any], service: 
     env = compose["services"][service]["environment"]
     fields = set(Settings.model_fields)
     for key in env:
-        if key == "REDIS_URL":
+        if key == "REDIS_URL" or key.startswith("AWS_"):  # AWS_*: boto3's own credentials
             continue
         assert key.startswith("DISTILL_"), key
         assert key.removeprefix("DISTILL_").lower() in fields, f"{key} is not a setting"
     settings = _settings_for(env, monkeypatch)  # every value validates
     assert settings.redis_url == "redis://redis:6379/0"
-    assert str(settings.data_dir) == "/data"
-    assert any(v.endswith(":/data") for v in compose["services"][service]["volumes"])
+    assert settings.storage == "s3://distill/service" and settings.storage_create_bucket
+    for path in teacher_paths(settings).values():  # checkpoints come from their own volume
+        assert any(v.endswith(":" + str(path.parent))
+                   for v in compose["services"][service]["volumes"])
+
+
+def test_api_and_workers_share_only_redis_and_the_bucket(
+        compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The s3 service holds the store; no service but the training job mounts the data
+    volume, and every one of them reaches the s3 service where the settings say."""
+    services = compose["services"]
+    s3 = services["s3"]
+    assert s3["image"].startswith("chrislusf/seaweedfs:") and s3["command"][0] == "mini"
+    assert "ports" not in s3 and any(v.endswith(":/data") for v in s3["volumes"])
+    for name in ("api", "worker-person", "worker-vehicles", "worker-gpu"):
+        service = services[name]
+        assert not any(v.split(":")[0] == "data" for v in service["volumes"]), name
+        settings = _settings_for(service["environment"], monkeypatch)
+        assert settings.s3_endpoint_url == "http://s3:8333"
+        assert not str(settings.data_dir).startswith("/data")
+        assert service["depends_on"]["s3"]["condition"] == "service_started"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    train = services["train"]
+    assert "data:/data" in train["volumes"]
+    assert _settings_for(train["environment"], monkeypatch).data_dir == Path("/data")
 
 
 def test_api_port_and_keys(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -118,9 +118,9 @@ def run_worker(settings: Settings, teachers: dict[str, Path], *, burst: bool = F
     from jobs import queueing
     from jobs.connection import connect
     from jobs.maintenance import run_maintenance
-    from jobs.settings import inference_options
-    from jobs.store import JobStore
+    from jobs.settings import cache_dir, inference_options, open_store, references
     from jobs.teachers import TeacherRegistry
+    from worker.inputs import claim_cache
     from worker.rqworker import DistillWorker
     from worker.runtime import Runtime, TeacherPool, install
 
@@ -133,13 +133,16 @@ def run_worker(settings: Settings, teachers: dict[str, Path], *, burst: bool = F
         log.info("worker %s: teacher %s = %s (sha256 %s...) on %s (%d threads), queue %r",
                  name, t, pool.checkpoint, pool.sha256[:12], settings.device, threads, queues[t])
     handle = connect(settings)
-    store = JobStore(settings.data_dir)
+    store = open_store(settings)
     install(Runtime(pools, queues, store, name, redis=handle.redis,
-                    queue_prefix=settings.queue))
+                    queue_prefix=settings.queue, cache=claim_cache(cache_dir(settings), name),
+                    references=references(settings)))
     registry = TeacherRegistry({**teacher_paths(settings), **teachers})
 
     def make_worker(worker_name: str) -> DistillWorker:
-        return DistillWorker([Queue(q, connection=handle.redis) for q in queues.values()],
+        # Plans first: they are short and make the work the teachers' queues then hold.
+        served = [queueing.plan_queue(settings.queue), *queues.values()]
+        return DistillWorker([Queue(q, connection=handle.redis) for q in served],
                              name=worker_name, lease_s=settings.heartbeat_ttl_s,
                              interval_s=settings.heartbeat_interval_s,
                              teachers={queues[t]: pools[t].describe for t in teachers},

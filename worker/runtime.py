@@ -18,6 +18,7 @@ from redis import Redis
 
 from distill.annotate import Teacher
 from distill.options import Fusion, InferenceOptions
+from jobs.references import References
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,10 @@ class Runtime:
     # Where jobs push their metrics (jobs.metrics); None: not recorded (tests, tools).
     redis: Redis | None = None
     queue_prefix: str = "distill"
+    # The worker's own folder for a job's fetched images and appended log (removed after
+    # each job), and how it lists and reads images referenced in place (None: it cannot).
+    cache: Path = Path("data/cache")
+    references: References | None = None
 
 
 _runtime: Runtime | None = None

@@ -1,15 +1,19 @@
 """The RQ job: annotate one stored batch with the worker's teacher.
 
 Resumable by construction: every finished inference batch is appended (and
-fsynced) to the job's prediction log before progress is reported, and
-``infer_to_log`` skips images already in the log, so a job retried after its
-worker died continues where it stopped and no image is annotated twice.
+fsynced, or stored as a part on a bucket: :mod:`jobs.predlog`) to the job's
+prediction log before progress is reported, and ``infer_to_log`` skips images
+already in the log, so a job retried after its worker died continues where it
+stopped and no image is annotated twice. What the worker fetches or appends
+locally lives in its own cache folder, removed when the job ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -20,18 +24,23 @@ from rq.job import Job
 from distill.annotate import infer_to_log, score_floor
 from distill.coco import objects
 from distill.errors import DistillError
-from distill.fileio import write_json_atomic
 from distill.interrupt import interruptible
-from distill.predictions import ImageRecord, PredictionLog
+from distill.predictions import ImageRecord
 from distill.pseudolabels import finalize
+from jobs.datasets import job_ended
 from jobs.logs import job_context
 from jobs.metrics import record_job
+from jobs.plans import run_plan
+from jobs.predlog import open_log, seal_log, sync_log
 from jobs.records import ImageError, JobRecord, JobState, JobStatus
 from jobs.selection import selection_for
+from jobs.storage import StorageUnavailableError
 from jobs.store import JobStore
 from worker import runtime
+from worker.inputs import cached, image_sources
 
 log = logging.getLogger(__name__)
+SYNC_S = 1.0  # on a bucket: seconds between stored progress reports of a running job
 
 
 class JobCancelledError(Exception):
@@ -50,15 +59,20 @@ def annotate_job(job_id: str) -> dict[str, Any]:
 
 
 def _annotate_job(job_id: str) -> dict[str, Any]:
-    started = time.monotonic()  # this attempt's time, for the seconds-per-image metric
     rt = runtime.current()
+    with cached(rt.cache / job_id) as cache:
+        return _run(rt, job_id, cache)
+
+
+def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
+    started = time.monotonic()  # this attempt's time, for the seconds-per-image metric
     store = rt.store
     record = store.load_job(job_id)
     if record is None or record.cancelled_at is not None:
         log.info("job %s was deleted or cancelled before it started", job_id)
         return {"status": JobStatus.CANCELLED}
     state = store.load_state(job_id) or JobState()
-    if state.status == JobStatus.FINISHED and store.annotations_path(job_id).exists():
+    if state.status == JobStatus.FINISHED and store.storage.exists(store.annotations_key(job_id)):
         return {"status": JobStatus.FINISHED}  # a duplicate delivery of a finished job
     state.start(rt.worker_name, len(record.files))
     pool = _pool_for(rt, record)
@@ -76,32 +90,50 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
         teacher = pool.get(record.request.tta, record.request.fusion)
     except DistillError as exc:
         return _fail(store, job_id, state, str(exc))
-    write_json_atomic(store.card_path(job_id),
-                      {"card": teacher.card.to_dict(), "info": teacher.info()})
+    store.save_json(store.job_key(job_id, "card.json"),
+                    {"card": teacher.card.to_dict(), "info": teacher.info()})
 
     # The log is read once; afterwards each batch's outcomes arrive through the hook.
     names = {f.name for f in record.files}
-    log_file = PredictionLog(store.log_path(job_id))
+    log_file = open_log(store, job_id, cache)
     outcomes = {n: r.error for n, r in log_file.read().items() if n in names}
     _count(state, outcomes)
     store.save_state(job_id, state)
 
-    def on_batch(batch: list[ImageRecord]) -> None:
-        outcomes.update({r.file_name: r.error for r in batch})
+    # On a bucket, progress (the log's new part, the state, the cancellation check) is
+    # stored about once a second instead of after every batch: a fast model never waits
+    # on the bucket per image, and a restart redoes at most that second's images.
+    every = 0.0 if store.storage.local_path(store.job_key(job_id)) is not None else SYNC_S
+    progress_due = _Every(every)
+
+    def report() -> None:
+        sync_log(log_file)  # the log first: the state never counts an image not stored
         _count(state, outcomes)
         store.save_state(job_id, state)
         _check_not_cancelled(store, job_id)
 
-    sources = [(f.name, store.images_dir(job_id) / f.stored) for f in record.files]
+    def on_batch(batch: list[ImageRecord]) -> None:
+        outcomes.update({r.file_name: r.error for r in batch})
+        if progress_due():
+            report()
+
+    def on_failed(name: str, error: str) -> None:  # an image that could not be fetched
+        failed = [ImageRecord.failed(name, error)]
+        log_file.append(failed)
+        on_batch(failed)
+
     try:
         selection, source = selection_for(record.request)
         # Cancellation is checked after every batch and, within one, between passes.
-        with interruptible(lambda: _check_not_cancelled(store, job_id)):
+        with interruptible(lambda: _check_not_cancelled(store, job_id),
+                           every_s=max(0.5, every)):
             # A dataset is calibrated over all its jobs: no per-job floor (annotate.py).
             floor = None if record.dataset else score_floor(teacher, selection)
+            sources = image_sources(store, record, set(outcomes), cache, on_failed,
+                                    rt.references)
             inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch,
                                     floor=floor)
-        _check_not_cancelled(store, job_id)
+        report()
         coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
                         {**teacher.info(), "teacher_name": pool.name,
                          "selection_source": source})
@@ -109,17 +141,22 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
         _discard(store, job_id)
         return {"status": JobStatus.CANCELLED}
     except DistillError as exc:
+        if isinstance(exc, StorageUnavailableError):
+            raise  # the bucket is away: RQ retries the attempt, which resumes from the log
         return _fail(store, job_id, state, str(exc))
     except Exception as exc:
         # Recorded so that the API can show why an attempt failed; RQ decides on a retry.
         state.error = f"attempt {state.attempts} failed: {type(exc).__name__}: {exc}"
-        store.save_state(job_id, state)
+        with contextlib.suppress(StorageUnavailableError):
+            store.save_state(job_id, state)
         raise
-    write_json_atomic(store.annotations_path(job_id), coco)
+    seal_log(log_file)
+    store.save_json(store.annotations_key(job_id), coco)
     state.finish(len(objects(coco)), coco["info"].get("categories_report"))
     store.save_state(job_id, state)
     log.info("job %s finished: %d images, %d failed, %d annotations", job_id, state.done,
              state.failed, state.annotations)
+    job_ended(store, rt.redis, rt.queue_prefix, record)
     if rt.redis is not None:  # never raises: metrics must not fail a finished job
         record_job(rt.redis, rt.queue_prefix, teacher=pool.name, tta=record.request.tta,
                    images_done=state.done, images_failed=state.failed,
@@ -127,6 +164,16 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
                    images_timed=sum(inferred), job_id=job_id)
     return {"status": JobStatus.FINISHED, "done": state.done, "failed": state.failed,
             "annotations": state.annotations}
+
+
+def plan_job(plan_id: str) -> dict[str, Any]:
+    """Splits a by-reference request into batch jobs (:func:`jobs.plans.run_plan`)."""
+    rt = runtime.current()
+    if rt.references is None or rt.redis is None:
+        raise RuntimeError("plans run in `distill worker`, which reads references")
+    with job_context(plan_id):
+        state = run_plan(rt.store, rt.redis, rt.queue_prefix, plan_id, rt.references)
+    return {"status": state.status, "images": state.listed, "jobs": state.jobs}
 
 
 def _pool_for(rt: runtime.Runtime, record: JobRecord) -> runtime.TeacherPool | None:
@@ -171,7 +218,24 @@ def _fail(store: JobStore, job_id: str, state: JobState, error: str) -> dict[str
     log.warning("job %s failed: %s", job_id, error)
     state.fail(error)
     store.save_state(job_id, state)
+    rt, record = runtime.installed(), store.load_job(job_id)
+    if rt is not None and record is not None:
+        job_ended(store, rt.redis, rt.queue_prefix, record)
     return {"status": JobStatus.FAILED, "error": error}
+
+
+class _Every:
+    """Calling it answers True at most once per ``seconds`` (always, for 0)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.last = seconds, float("-inf")
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
 
 
 def _check_not_cancelled(store: JobStore, job_id: str) -> None:

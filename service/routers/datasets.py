@@ -9,18 +9,21 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from jobs.datasets import current_file
 from jobs.records import JobStatus
 from service.annotations import NotAvailableError, build_coco
 from service.deps import OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.downloads import (
     DEFAULT_FORMAT,
     FormatQuery,
+    download_headers,
     download_response_doc,
     export_response,
 )
 from service.errors import problem, responses
 from service.models import DatasetList, DatasetOut
 from service.params import DatasetName, SelectionQueryDep
+from service.stored import send_object
 from service.views import job_view
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -53,10 +56,21 @@ def dataset_annotations(
     settings: SettingsDep, query: SelectionQueryDep, format: FormatQuery = DEFAULT_FORMAT,
     partial: Annotated[bool, Query(
         description="serve the finished jobs even while others still run")] = False,
+    redirect: Annotated[bool, Query(
+        description="answer 307 to a presigned URL of the stored file (a bucket store, "
+                    "COCO, no thresholds given or saved)")] = False,
 ) -> Response:
     """Thresholds are calibrated over the union of the dataset's finished jobs (the caller's),
     unless the query gives thresholds or a review saved a selection (then that applies,
-    exclusions included); failed and cancelled jobs are left out."""
+    exclusions included); failed and cancelled jobs are left out. Once every job has
+    ended, the file written then is streamed (memory stays flat however large)."""
+    saved = store.load_selection(owner, dataset=name)
+    if query.empty and saved is None and format == "coco" and \
+            (key := current_file(store, owner, name)) is not None:
+        return send_object(store.storage, key, media_type="application/json",
+                           headers=download_headers(format, name, "job"),
+                           filename=f"{name}.json",
+                           redirect_s=settings.presign_expiry_s if redirect else None)
     # Oldest first: a name several jobs share is kept from the first job that sent it.
     records = [r for _, r in store.list_owner_jobs(owner, dataset=name)][::-1]
     if not records:
@@ -69,7 +83,6 @@ def dataset_annotations(
     finished = [r for r in records if views[r.id].status == JobStatus.FINISHED]
     if not finished:
         raise problem(409, f"no finished jobs in dataset {name!r} (all failed or cancelled)")
-    saved = store.load_selection(owner, dataset=name)
     try:
         coco = build_coco(store, finished, query, saved)
     except NotAvailableError as exc:

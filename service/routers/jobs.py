@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from jobs import queueing
 from jobs.records import utcnow
@@ -23,6 +23,7 @@ from service.downloads import (
 from service.errors import problem, responses
 from service.models import Deleted, JobList, JobOut, JobStatus
 from service.params import SelectionQueryDep
+from service.stored import send_object
 from service.views import job_view
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -78,13 +79,14 @@ def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: 
                            "has finished", status=view.status,
                       progress=view.progress.model_dump())
     saved = store.load_selection(owner, job_id=record.id)
-    path = store.annotations_path(record.id)
+    key = store.annotations_key(record.id)
     unchanged = query.empty and saved is None
-    if unchanged and format == "coco" and path.exists():  # the stored file is the coco bytes
-        return FileResponse(path, media_type="application/json",
-                            headers=download_headers(format, record.id, "job"))
-    if unchanged and path.exists():
-        return export_response(json.loads(path.read_text(encoding="utf-8")), format, record.id)
+    if unchanged and format == "coco" and store.storage.exists(key):
+        return send_object(store.storage, key, media_type="application/json",
+                           headers=download_headers(format, record.id, "job"))
+    stored = store.storage.get(key) if unchanged else None
+    if stored is not None:
+        return export_response(json.loads(stored), format, record.id)
     # Other thresholds, a saved review (or a lost output file): rebuilt from the raw
     # predictions, without inference.
     try:

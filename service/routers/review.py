@@ -10,15 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
-from PIL import Image
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from jobs.records import JobRecord, JobStatus, SavedSelection
 from service.annotations import NotAvailableError
-from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
+from service.deps import JobDep, OwnerDep, RedisDep, ReferencesDep, SettingsDep, StoreDep
 from service.errors import problem, responses
 from service.params import DatasetName
-from service.review import image_path, review_data, thumbnail
+from service.review import image_key, review_data, thumbnail
+from service.stored import send_object
 from service.views import job_view
 
 router = APIRouter(tags=["review"])
@@ -26,8 +26,6 @@ router = APIRouter(tags=["review"])
 # costs no bytes), so that the server checks the key: a cached image is never shown to
 # another key signed in later in the same browser; Vary keeps the cache entries apart.
 _CACHE = "private, no-cache"
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "BMP": "image/bmp",
-         "TIFF": "image/tiff", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
 class SelectionIn(SavedSelection):
@@ -64,23 +62,28 @@ def dataset_review(name: DatasetName, owner: OwnerDep,
                 200: {"content": {"image/*": {}}, "description": "the image bytes"},
                 304: {"description": "not modified (If-None-Match)"},
                 **responses(401, 404, 422)})
-def job_image(record: JobDep, store: StoreDep, request: Request,
+def job_image(record: JobDep, store: StoreDep, request: Request, settings: SettingsDep,
+              refs: ReferencesDep,
               n: Annotated[int, Path(ge=0, le=100_000)],
               thumb: Annotated[bool, Query(description="a JPEG of at most 320 px")] = False
               ) -> Response:
     """Only the job's own images, by index; revalidated on every use (ETag), so that the
-    key is checked each time."""
+    key is checked each time. An image referenced in place is a redirect to it
+    (presigned for ``s3://``)."""
+    source = record.files[n].source if n < len(record.files) else None
+    if source is not None:
+        url = refs.presign(source, settings.presign_expiry_s)
+        return RedirectResponse(url, status_code=307)
     try:
-        path = thumbnail(store, record, n) if thumb else image_path(store, record, n)
+        key = thumbnail(store, record, n) if thumb else image_key(store, record, n)
     except NotAvailableError as exc:
         raise problem(404, str(exc)) from exc
     etag = f'"{record.files[n].sha256 or record.id}-{n}{"-t" if thumb else ""}"'
     headers = {"Cache-Control": _CACHE, "ETag": etag, "Vary": "Authorization"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    with Image.open(path) as img:
-        media = _MIME.get(str(img.format), "application/octet-stream")
-    return FileResponse(path, media_type=media, headers=headers)
+    return send_object(store.storage, key, media_type="image/jpeg" if thumb else None,
+                       headers=headers)
 
 
 @router.put("/jobs/{job_id}/selection", response_model=SavedSelection,

@@ -151,7 +151,10 @@ def _collect(backend: Backend, record: JobRecord, view: JobOut, config: Labeling
     try:
         if view.status != "finished":
             raise DistillError(f"the job {view.status}: {view.error or 'no reason given'}")
-        coco = json.loads(backend.store.annotations_path(record.id).read_text("utf-8"))
+        stored = backend.store.storage.get(backend.store.annotations_key(record.id))
+        if stored is None:
+            raise DistillError("the job's pseudo-labels are no longer stored")
+        coco = json.loads(stored)
     except (DistillError, OSError, ValueError) as exc:
         return {f.name: error_prediction(version, str(exc)) for f in record.files}
     finally:

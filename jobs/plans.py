@@ -1,0 +1,262 @@
+"""Plans: a by-reference request, split into batch jobs of one dataset by a worker.
+
+The API checks a request's references and stores its plan (``plans/<id>/plan.json``,
+the API's file) and queues it; a worker lists the source a page at a time (or
+walks the images list), names the images by the upload rule
+(:func:`jobs.submit.assign_names`, identity = URI + ETag + size) and commits
+and queues one batch job per ``batch_size`` images, recording its place in
+``plans/<id>/state.json`` (the worker's file) about once a second, batches
+being committed a few at a time meanwhile. So 100,000
+objects never sit in the API's memory or in one request, and a plan whose
+worker died resumes after its last batch: batch job ids are derived from the
+plan id and the batch number, so a batch is never made twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, Field
+from redis import Redis
+
+from distill.images import IMAGE_SUFFIXES
+from jobs import queueing
+from jobs.datasets import plan_ended
+from jobs.names import safe_path
+from jobs.records import JobRecord, JobRequest, Renamed, StoredFile, utcnow
+from jobs.references import ReferenceError, References
+from jobs.storage import join
+from jobs.store import JOB_ID_RE, JobStore, MalformedIdError
+from jobs.submit import Taken, assign_names, taken_names
+
+log = logging.getLogger(__name__)
+PlanStatus = Literal["queued", "running", "finished", "failed"]
+SAVE_EVERY_S = 1.0
+IN_FLIGHT = 16
+
+
+class PlanRecord(BaseModel):
+    """``plan.json``: the request as accepted, with the limits it runs under."""
+
+    id: str
+    owner: str
+    dataset: str
+    created_at: datetime
+    teacher: str
+    teacher_sha256: str | None = None
+    request: JobRequest
+    source: str | None = None  # an s3:// prefix to list ...
+    recursive: bool = False
+    images: list[str] = Field(default_factory=list)  # ... or the URIs themselves
+    batch_size: int
+    max_images: int
+    job_timeout_s: int
+    retries: int
+
+
+class PlanState(BaseModel):
+    """``state.json``: how far the plan got (only the worker running it writes it)."""
+
+    status: PlanStatus = "queued"
+    listed: int = 0  # images put into batches
+    skipped: int = 0  # listed objects without an image suffix
+    batches: int = 0  # batches formed (they number the batch job ids)
+    jobs: int = 0  # batch jobs that exist (a batch of names the dataset held makes none)
+    cursor: str | None = None  # the last key listed (a source) or URI index (a list)
+    error: str | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """One referenced image on its way into a batch."""
+
+    name: str
+    sha256: str  # the identity: URI, ETag and size
+    uri: str
+    size: int
+    cursor: str
+
+
+def plan_key(plan_id: str, name: str) -> str:
+    """The key of a plan's ``plan.json`` or ``state.json`` (the id checked as a job's, so
+    that it can never name another key)."""
+    if not JOB_ID_RE.match(plan_id):
+        raise MalformedIdError(f"malformed plan id {plan_id!r}")
+    return join("plans", plan_id, name)
+
+
+def load_plan(store: JobStore, plan_id: str) -> tuple[PlanRecord, PlanState] | None:
+    """A plan and its state, None when there is no such plan."""
+    try:
+        raw = store.storage.get(plan_key(plan_id, "plan.json"))
+    except MalformedIdError:
+        return None
+    if raw is None:
+        return None
+    state = store.storage.get(plan_key(plan_id, "state.json"))
+    return (PlanRecord.model_validate_json(raw),
+            PlanState() if state is None else PlanState.model_validate_json(state))
+
+
+def save_plan(store: JobStore, plan: PlanRecord) -> None:
+    """Stores an accepted plan (the API's file)."""
+    store.storage.put(plan_key(plan.id, "plan.json"), plan.model_dump_json().encode())
+
+
+def _save_state(store: JobStore, plan_id: str, state: PlanState) -> None:
+    state.updated_at = utcnow()
+    store.storage.put(plan_key(plan_id, "state.json"), state.model_dump_json().encode())
+
+
+def batch_id(plan_id: str, n: int) -> str:
+    """The job id of a plan's ``n``-th batch: the same on every run of the plan."""
+    return hashlib.sha256(f"{plan_id}:{n}".encode()).hexdigest()[:32]
+
+
+def identity(uri: str, etag: str = "", size: int = 0) -> str:
+    """A referenced image's identity (the naming rule's "same content"): URI, ETag, size."""
+    return hashlib.sha256(f"{uri}\n{etag}\n{size}".encode()).hexdigest()
+
+
+def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
+             refs: References) -> PlanState:
+    """Lists the plan's images and commits and queues its batches, from where an earlier
+    run stopped. A refused or unreadable source fails the plan (its message says why)."""
+    loaded = load_plan(store, plan_id)
+    if loaded is None:
+        raise ReferenceError(f"no plan {plan_id}")
+    plan, state = loaded
+    if state.status in ("finished", "failed"):
+        return state
+    state.status, state.error = "running", None
+    _save_state(store, plan_id, state)
+    taken = taken_names(store, plan.owner, plan.dataset)
+    batches = _Batches(store, redis, queueing.queue_name(queue_prefix, plan.teacher), plan,
+                       state)
+    batch: list[_Ref] = []
+
+    def flush() -> None:
+        batches.add(batch, taken)
+        batch.clear()
+
+    try:
+        for ref in _references(plan, state, refs):
+            if ref is None:
+                state.skipped += 1
+                continue
+            if state.listed + len(batch) >= plan.max_images:
+                state.error = (f"the source holds more than {plan.max_images} images "
+                               "(DISTILL_MAX_REFERENCE_IMAGES); the rest was left out")
+                break
+            batch.append(ref)
+            if len(batch) == plan.batch_size:
+                flush()
+        if batch:
+            flush()
+    except ReferenceError as exc:
+        batches.close()
+        state.status, state.error, state.finished_at = "failed", str(exc), utcnow()
+        _save_state(store, plan_id, state)
+        return state
+    batches.close()
+    state.status, state.finished_at = "finished", utcnow()
+    _save_state(store, plan_id, state)
+    plan_ended(store, redis, queue_prefix, plan_id)  # its batches may all have ended already
+    log.info("plan %s: %d images in %d batch jobs of dataset %s (%d objects skipped)",
+             plan_id, state.listed, state.jobs, plan.dataset, state.skipped)
+    return state
+
+
+class _Batches:
+    """Commits and queues a plan's batches, ``IN_FLIGHT`` at a time (a bucket's latency, not
+    its bandwidth, bounds a plan), and stores the plan's state about once a second, each
+    time after every batch it counts is committed. So after a restart the batches after
+    the stored state may exist only up to the first missing one plus ``IN_FLIGHT``: those
+    are looked up (in order, under their known ids) and not made twice."""
+
+    def __init__(self, store: JobStore, redis: Redis, queue: str, plan: PlanRecord,
+                 state: PlanState) -> None:
+        self.store, self.redis, self.queue, self.plan, self.state = (
+            store, redis, queue, plan, state)
+        self.pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="plan")
+        self.pending: list[Future[None]] = []
+        self.saved = time.monotonic()
+        self.check_below: int | None = None if state.batches > 0 else 0
+
+    def add(self, batch: list[_Ref], taken: Taken) -> None:
+        """Names one batch (here, in order) and commits it in the pool."""
+        named, renamed = assign_names(batch, taken)
+        n = self.state.batches
+        if named and not self._made_before(n):
+            self.pending.append(self.pool.submit(self._commit, n, named, renamed))
+        self.state.jobs += bool(named)
+        self.state.batches += 1
+        self.state.listed += len(batch)
+        self.state.cursor = batch[-1].cursor
+        if len(self.pending) >= 4 * IN_FLIGHT or time.monotonic() - self.saved >= SAVE_EVERY_S:
+            self._settle()
+
+    def close(self) -> None:
+        """Waits for every commit and stores the state."""
+        self._settle()
+        self.pool.shutdown()
+
+    def _made_before(self, n: int) -> bool:
+        if self.check_below is not None and n >= self.check_below:
+            return False
+        if self.store.load_job(batch_id(self.plan.id, n)) is not None:
+            return True
+        if self.check_below is None:
+            self.check_below = n + IN_FLIGHT
+        return False
+
+    def _commit(self, n: int, named: list[_Ref], renamed: list[Renamed]) -> None:
+        plan, job_id = self.plan, batch_id(self.plan.id, n)
+        files = [StoredFile(name=r.name, stored="", bytes=r.size, width=0, height=0,
+                            sha256=r.sha256, source=r.uri) for r in named]
+        record = JobRecord(id=job_id, owner=plan.owner, dataset=plan.dataset,
+                           created_at=utcnow(), files=files, request=plan.request,
+                           timeout_s=plan.job_timeout_s, teacher=plan.teacher,
+                           teacher_sha256=plan.teacher_sha256, renamed=renamed, plan=plan.id)
+        self.store.commit(self.store.staging(job_id), record)
+        queueing.enqueue(self.redis, self.queue, job_id, timeout_s=plan.job_timeout_s,
+                         retries=plan.retries)
+
+    def _settle(self) -> None:
+        for future in self.pending:
+            future.result()  # a failed commit fails the attempt; RQ retries the plan
+        self.pending.clear()
+        _save_state(self.store, self.plan.id, self.state)
+        self.saved = time.monotonic()
+
+
+def _references(plan: PlanRecord, state: PlanState, refs: References
+                ) -> Iterator[_Ref | None]:
+    """The plan's images after its cursor; None for a listed object that is no image."""
+    if plan.source is not None:
+        for n, obj in enumerate(refs.list_source(plan.source, recursive=plan.recursive,
+                                                 start_after=state.cursor)):
+            if PurePosixPath(obj.relative).suffix.lower() not in IMAGE_SUFFIXES:
+                yield None
+                continue
+            yield _Ref(safe_path(obj.relative, state.listed + n), identity(
+                obj.uri, obj.etag, obj.size), obj.uri, obj.size, obj.uri.split("/", 3)[3])
+        return
+    start = 0 if state.cursor is None else int(state.cursor) + 1
+    for n in range(start, len(plan.images)):
+        uri = plan.images[n]
+        path = unquote(urlsplit(uri).path) if "://" in uri else uri
+        name = safe_path(path.lstrip("/") if not uri.startswith("s3://")
+                         else uri.split("/", 3)[-1], n)
+        yield _Ref(name, identity(uri), uri, 0, str(n))
