@@ -35,7 +35,7 @@ def interruptible(check: Callable[[], None], *, every_s: float = 0.5) -> Iterato
         _check.reset(token)
 
 
-def checkpoint() -> None:
+def cancel_point() -> None:
     """A point where a run may be stopped (between transform passes)."""
     check = _check.get()
     if check is not None:

@@ -34,7 +34,7 @@ from service.routers import (
     review,
     teachers,
 )
-from service.ui import mount_ui
+from service.static import mount_ui
 
 log = logging.getLogger(__name__)
 

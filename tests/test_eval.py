@@ -14,8 +14,8 @@ from distill.checkpoint import save_checkpoint
 from distill.coco import load_coco, training_categories
 from distill.data import generate
 from distill.models.zoo import build_from_card
-from training.checkpoint import build_card
 from training.evaluate import evaluate, evaluate_checkpoint
+from training.run_files import build_card
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 from distill.coco import load_coco, training_categories
 from distill.data import generate
 from distill.errors import DataError
-from training.checkpoint import build_card
 from training.pseudo_quality import pseudo_label_quality
+from training.run_files import build_card
 
 
 @pytest.fixture(scope="module")

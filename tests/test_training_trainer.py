@@ -17,7 +17,7 @@ from distill.checkpoint import load_checkpoint
 from distill.coco import load_coco
 from distill.data import generate
 from distill.fileio import write_json_atomic
-from training.checkpoint import metrics_path, resume_path
+from training.run_files import metrics_path, resume_path
 from training.trainer import TrainConfig, train
 
 

@@ -68,7 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
-    from distill.cli import add_inference_arguments
+    from distill.cli_args import add_inference_arguments
 
     p.add_argument("--model", type=Path, required=True, help="checkpoint with a card")
     p.add_argument("--json", type=Path, required=True, help="ground-truth COCO file")
@@ -84,7 +84,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from distill.threads import apply_thread_budget
 
     apply_thread_budget(args.threads)
-    from distill.cli import inference_options_from_args
+    from distill.cli_args import inference_options_from_args
     from training.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(args.model, args.json, args.images, tta=args.tta,

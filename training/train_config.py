@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from distill.cli import parse_arch_options
+from distill.cli_args import parse_arch_options
 from distill.options import ARCHITECTURES, Task
 from training.config_flags import cli, command_line
 from training.defaults import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LABELED_RATIO, DEFAULT_LR

@@ -31,8 +31,8 @@ from distill.coco import load_coco, training_categories
 from distill.errors import ConfigError, DistillError
 from distill.models.zoo import build_model, default_sizes
 from distill.options import ARCHITECTURES
-from training import checkpoint as ckpt
 from training import distributed as dd
+from training import run_files
 from training.augment import jitter_sizes
 from training.data import (
     DetectionDataset,
@@ -91,10 +91,10 @@ def _train(cfg: TrainConfig, env: dd.DistEnv) -> TrainResult:
     categories = training_categories(labeled, cfg.task)
     min_size, max_size = default_sizes(cfg.arch)
     min_size, max_size = cfg.min_size or min_size, cfg.max_size or max_size
-    card = ckpt.build_card(arch=cfg.arch, task=cfg.task, labeled=labeled,
+    card = run_files.build_card(arch=cfg.arch, task=cfg.task, labeled=labeled,
                            categories=categories, min_size=min_size, max_size=max_size,
                            arch_options=cfg.arch_options,
-                           provenance=ckpt.provenance(cfg.command, cfg.settings()))
+                           provenance=run_files.provenance(cfg.command, cfg.settings()))
     sources = _sources(cfg, card, labeled, env)
 
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank and every rerun
@@ -197,15 +197,15 @@ def _maybe_resume(cfg: TrainConfig, env: dd.DistEnv, card: ModelCard, model: nn.
                   sampler: MixedBatchSampler) -> int:
     """Loads the last training state when ``cfg.resume`` and one exists; returns the
     iteration to start from."""
-    last = ckpt.resume_path(cfg.out)
+    last = run_files.resume_path(cfg.out)
     if not cfg.resume or not last.is_file():
         if cfg.resume:
             log.info("--resume: no %s yet, starting from iteration 0", last)
         if env.is_main:  # a fresh run: no metric lines of an earlier one
-            ckpt.truncate_metrics(ckpt.metrics_path(cfg.out), 0)
+            run_files.truncate_metrics(run_files.metrics_path(cfg.out), 0)
         return 0
     old, state, extra = load_checkpoint(last)
-    why = ckpt.same_model(old, card)
+    why = run_files.same_model(old, card)
     if why is not None:
         raise ConfigError(f"cannot resume from {last}: it trains another model ({why})")
     if "optimizer" not in extra:
@@ -219,14 +219,14 @@ def _maybe_resume(cfg: TrainConfig, env: dd.DistEnv, card: ModelCard, model: nn.
     samplers, rngs = extra.get("sampler", []), extra.get("rng", [])
     if len(samplers) == env.world_size:
         sampler.load_state_dict(samplers[env.rank])
-        ckpt.set_rng_state(rngs[env.rank])
+        run_files.set_rng_state(rngs[env.rank])
     else:
         # Another world size: the old per-rank streams do not map onto the new ranks.
         log.warning("resuming on %d processes from a %d-process run: fresh sampler streams",
                     env.world_size, len(samplers))
         sampler.restart(sampler.seed + 7919 * start, start)
     if env.is_main:
-        ckpt.truncate_metrics(ckpt.metrics_path(cfg.out), start)
+        run_files.truncate_metrics(run_files.metrics_path(cfg.out), start)
         log.info("resumed from %s at iteration %d", last, start)
     return start
 
@@ -315,7 +315,7 @@ class _Loop:
                                   "elapsed_s": round(time.perf_counter() - t_start, 1)}
         self.history.append(record)
         if self.env.is_main:
-            path = ckpt.metrics_path(self.cfg.out)
+            path = run_files.metrics_path(self.cfg.out)
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -328,11 +328,11 @@ class _Loop:
     def _save_state(self, done: int) -> None:
         # Every rank contributes its sampler and RNG states; rank 0 writes.
         samplers = dd.all_gather(self.env, self.sampler.state_dict(after_batch=done))
-        rngs = dd.all_gather(self.env, ckpt.rng_state())
+        rngs = dd.all_gather(self.env, run_files.rng_state())
         if self.env.is_main:
             extra = {"iteration": done, "optimizer": self.optimizer.state_dict(),
                      "schedule": self.schedule.state_dict(), "sampler": samplers, "rng": rngs}
-            save_checkpoint(ckpt.resume_path(self.cfg.out), self.card,
+            save_checkpoint(run_files.resume_path(self.cfg.out), self.card,
                             _unwrap(self.net).state_dict(), extra)
         dd.barrier(self.env)
 
@@ -347,4 +347,4 @@ def _tensorboard(cfg: TrainConfig) -> Any:
         if cfg.tensorboard:
             log.warning("--tensorboard asked for, but the tensorboard package is not installed")
         return None
-    return SummaryWriter(log_dir=str(ckpt.tensorboard_dir(cfg.out)))
+    return SummaryWriter(log_dir=str(run_files.tensorboard_dir(cfg.out)))

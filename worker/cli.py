@@ -29,7 +29,7 @@ _OVERRIDES = ("queue", "data_dir", "worker_name", *INFERENCE_FLAGS)
 
 def register(sub: Any) -> None:
     """Adds ``distill worker`` to the ``distill`` command line."""
-    from distill.cli import add_inference_arguments
+    from distill.cli_args import add_inference_arguments
 
     p = sub.add_parser("worker", help="run an RQ worker that pseudo-labels queued image batches",
                        description="Settings come from DISTILL_* variables and REDIS_URL; "

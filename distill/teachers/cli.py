@@ -70,7 +70,7 @@ def register(sub: Any) -> None:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from distill.checkpoint import save_checkpoint
-    from distill.cli import parse_arch_options
+    from distill.cli_args import parse_arch_options
     from distill.teachers.interface import ImportRequest
     from distill.teachers.labels import load_stats_file
     from distill.teachers.registry import family_for

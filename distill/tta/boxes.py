@@ -26,7 +26,7 @@ from distill.errors import ConfigError
 from distill.fusion import vote_merge, wbf_merge
 from distill.fusion.agreement import transform_agreement
 from distill.fusion.keypoints import fuse_keypoints
-from distill.interrupt import checkpoint
+from distill.interrupt import cancel_point
 from distill.options import FusionParams
 from distill.teachers.interface import Detections, Detector
 from distill.teachers.rcnn import as_detector
@@ -62,7 +62,7 @@ class BoxTTA:
     def _detect(self, t: Transform, images: list[Tensor], original: list[tuple[int, int]]
                 ) -> list[Detections]:
         """Full detector at one transform, detections back in the original frame."""
-        checkpoint()  # a cancelled job stops here, between passes
+        cancel_point()  # a cancelled job stops here, between passes
         cap = self.fusion.raw_pool_cap if self.fusion.pooled == "raw" else None
         batch = [img.flip(-1) for img in images] if t.hflip else images
         detections = self.detector.detect(batch, t.scale, t.max_size, raw_cap=cap)

@@ -33,7 +33,7 @@ from torchvision.models.detection.transform import resize_boxes, resize_keypoint
 
 from distill.errors import ConfigError
 from distill.fusion.agreement import heatmap_peaks, keypoint_spread
-from distill.interrupt import checkpoint
+from distill.interrupt import cancel_point
 from distill.options import COMBINES, Combine, check_choice
 from distill.tta.floor import current_floor
 from distill.tta.transforms import Transform
@@ -133,7 +133,7 @@ class KeypointTTA:
         sides = all_rois[:, 2:] - all_rois[:, :2]
         aspect = (sides / sides.max(dim=1, keepdim=True).values.clamp(min=1e-6))[:, None, :]
         for t in self.transforms:
-            checkpoint()  # a cancelled job stops here, between passes
+            cancel_point()  # a cancelled job stops here, between passes
             if t == self.identity and identity_features is not None:
                 logits = _keypoint_logits(model, identity_features, base_boxes, base_sizes)
             else:
