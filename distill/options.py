@@ -1,9 +1,11 @@
-"""Every option vocabulary of the method, defined once, and the inference options.
+"""The method's option vocabularies, the TTA preset table, the synthetic families, and
+the inference options with the flat names flags and settings give them.
 
-Argparse ``choices``, pydantic settings, the job contract and the API's form
-fields all take their allowed values from here (``get_args`` of the
-``Literal``), so a new value is added in one place. Pure Python: the API
-imports this module without torch.
+Argparse ``choices``, pydantic settings, the job contract, the API's form fields and
+``GET /options`` take their allowed values from here (``get_args`` of a ``Literal``, or
+a table's keys), so a new value is added in one place. Two open sets have their table
+beside their code: export formats (``distill.exports.formats``) and the experiment's
+variants (``training.variants``). Pure Python: the API imports this module without torch.
 """
 
 from __future__ import annotations
