@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-iters", type=int, default=TEACHER_ITERS)
     p.add_argument("--student-iters", type=int, default=STUDENT_ITERS)
     p.add_argument("--rounds", type=int, default=ROUNDS)
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch threads (default: every core; the stack is down while "
+                        "the models train)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply the data set sizes (0.1 for a smoke test)")
     args = p.parse_args(argv)
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                      test_json=test.json_for(args.task), test_images=test.images_dir,
                      task=args.task, teacher_iters=args.teacher_iters,
                      student_iters=args.student_iters, rounds=args.rounds,
-                     tta="standard", device="cpu", threads=os.cpu_count(),
+                     tta="standard", device="cpu", threads=args.threads,
                      command=["python", "-m", "training.demo", *sys.argv[1:]])
     print(f"[2/4] training the teacher ({args.teacher_iters} iterations)", flush=True)
     run_loop(replace(cfg, stop_after="teacher"))
