@@ -90,3 +90,12 @@ def test_loop_labels_round_one_through_a_live_service(
     coco = json.loads((out / "pseudo.json").read_text())
     assert len(coco["images"]) == report["pseudo"]["pseudo"]["images"] > 0
     assert "keypoint AP" in (out / "report" / "report.md").read_text()
+
+
+def test_an_imported_teacher_of_the_other_task_is_refused(
+        synthetic: dict[str, Any], teacher_checkpoint: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    labeled = synthetic["labeled"]
+    assert _loop(labeled, tmp_path / "run", labeled.boxes_json, "--teacher",
+                 str(teacher_checkpoint)) == 2
+    assert "is a keypoints model; the labeled file is boxes" in capsys.readouterr().err
