@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from distill.cli import main
-from tests.conftest import API_KEYS, ServiceStack
+from tests.conftest import API_KEYS, ServiceStack, free_port
 
 # A few iterations on small images, one thread: the plumbing, not the method.
 TINY = ["--teacher-iters", "3", "--student-iters", "4", "--batch-size", "2", "--min-size",
@@ -92,10 +92,16 @@ def test_loop_labels_round_one_through_a_live_service(
     assert "keypoint AP" in (out / "report" / "report.md").read_text()
 
 
-def test_an_imported_teacher_of_the_other_task_is_refused(
+def test_a_teacher_of_the_other_task_and_a_dead_url_are_refused(
         synthetic: dict[str, Any], teacher_checkpoint: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     labeled = synthetic["labeled"]
     assert _loop(labeled, tmp_path / "run", labeled.boxes_json, "--teacher",
                  str(teacher_checkpoint)) == 2
     assert "is a keypoints model; the labeled file is boxes" in capsys.readouterr().err
+    # --url where no service answers: refused before any training.
+    port = free_port()
+    assert _loop(labeled, tmp_path / "run2", labeled.boxes_json, "--url",
+                 f"http://127.0.0.1:{port}") == 2
+    assert "no distill service answers" in capsys.readouterr().err
+    assert not list((tmp_path / "run2").glob("*.pt"))

@@ -34,7 +34,7 @@ from typing import Any
 from distill.card import Task
 from distill.coco import load_coco
 from distill.data import SplitFiles
-from distill.errors import ConfigError
+from distill.errors import ConfigError, DistillError
 from distill.fileio import write_json_atomic
 from training.loop_config import LoopConfig, config_from_args
 from training.pipeline import Pipeline, pseudo_counts
@@ -54,6 +54,9 @@ def run_loop(cfg: LoopConfig) -> dict[str, Any] | None:
                                                  labeled["categories"]) else "boxes")
     _claim(cfg, task)
     data, held_out = _splits(cfg, task, labeled)
+    if cfg.url is not None and cfg.stop_after != "teacher" \
+            and not (cfg.out / "pseudo.json").is_file():
+        _check_service(cfg.url)  # before hours of teacher training, not after
     p = Pipeline(_experiment_settings(cfg), task, cfg.seed, data, run_dir=cfg.out,
                  label=PREFIX)
     models: dict[str, Path] = {}
@@ -144,9 +147,30 @@ def _first_labels(cfg: LoopConfig, p: Pipeline, teacher: Path | None) -> Path:
     key = cfg.api_key()
     if key:
         env["DISTILL_API_KEY"] = key
-    p.timed("annotate pseudo (service)", out.is_file(),
-            lambda: subprocess.run(cmd, env=env, check=True))
+
+    def label() -> None:
+        code = subprocess.run(cmd, env=env, check=False).returncode
+        if code != 0:  # the client said why above; what it submitted resumes on a rerun
+            raise DistillError(f"distill client annotate against {cfg.url} failed "
+                               f"(exit code {code}); run the same command again to resume")
+
+    p.timed("annotate pseudo (service)", out.is_file(), label)
     return out
+
+
+def _check_service(url: str) -> None:
+    """Refuses a ``--url`` where no distill API answers ``/healthz``."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=10) as resp:
+            if resp.status == 200:
+                return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise ConfigError(f"no distill service answers at --url {url} ({exc}); start it "
+                          "(distill serve --with-worker) or fix the address") from exc
+    raise ConfigError(f"--url {url}/healthz answered {resp.status}, not 200")
 
 
 def _splits(cfg: LoopConfig, task: Task, labeled: dict[str, Any]
