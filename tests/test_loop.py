@@ -89,7 +89,8 @@ def test_loop_labels_round_one_through_a_live_service(
     assert API_KEYS[0] not in (out / "report.json").read_text()
     coco = json.loads((out / "pseudo.json").read_text())
     assert len(coco["images"]) == report["pseudo"]["pseudo"]["images"] > 0
-    assert "keypoint AP" in (out / "report" / "report.md").read_text()
+    md = (out / "report" / "report.md").read_text()
+    assert "keypoint AP" in md and f"the service's teacher at {live_service.url}" in md
 
 
 def test_a_teacher_of_the_other_task_and_a_dead_url_are_refused(

@@ -19,7 +19,7 @@ def _scores(box: float, kp: float) -> dict[str, dict[str, float]]:
 def _results(rows: dict[str, Any]) -> dict[str, Any]:
     return {"task": "keypoints", "rows": rows, "deltas": deltas(rows, "keypoints"),
             "held_out": {"source": "2 of 8 labeled images"},
-            "config": {"teacher_iters": 3, "student_iters": 4, "tta": "flip"},
+            "config": {"teacher_iters": 3, "student_iters": 4, "tta": "flip", "teacher": None},
             "pseudo": {"pseudo": {"images": 1, "annotations": 1, "ignore_regions": 0,
                                   "per_image": 1.0}},
             "times": {"train teacher": 60.0, "train student": 30.0},
@@ -49,6 +49,7 @@ def test_report_has_table_deltas_plot_and_drawings(tmp_path: Path) -> None:
     assert "| student round 2 | 47.0 | 57.0 | 28.0 | 38.0 | +6.0 |" in text
     assert "| baseline (equal budget) | 42.0 | 52.0 | 22.0 | 32.0 | |" in text
     assert "1.5 minutes" in text and "2 of 8 labeled images" in text
+    assert "teacher 3 iterations, each student and the baseline 4" in text
     assert (path.parent / "ap.png").stat().st_size > 1000
     drawn = Image.open(path.parent / "pseudo_u1.png")
     assert drawn.size == (80, 60)  # drawn at 2x

@@ -68,18 +68,14 @@ def run_loop(cfg: LoopConfig) -> dict[str, Any] | None:
     pseudo = {"pseudo": _first_labels(cfg, p, teacher)}
     if cfg.stop_after == "labels":
         return None
-    # Same architecture, seed, data and schedule as the teacher when the budgets match.
-    trained_teacher = teacher is not None and cfg.teacher is None
-    models["baseline"] = (teacher if trained_teacher and teacher is not None
-                          and cfg.teacher_iters == cfg.student_iters
-                          else p.train("baseline", cfg.student_iters))
+    # Same architecture, seed, data and schedule as the teacher when the budgets match:
+    # that training is the teacher, so it is done once (as in the experiment).
+    if teacher is not None and cfg.teacher is None and cfg.teacher_iters == cfg.student_iters:
+        models["baseline"] = teacher
+    else:
+        models["baseline"] = p.train("baseline", cfg.student_iters)
     unlabeled = data["unlabeled"].images_dir
-    models["student"] = p.train("student", cfg.student_iters, pseudo["pseudo"], unlabeled)
-    for r in range(2, cfg.rounds + 1):
-        labeler = models["student" if r == 2 else f"student-round{r - 1}"]
-        pseudo[f"pseudo-round{r}"] = p.annotate(f"pseudo-round{r}", labeler, "unlabeled")
-        models[f"student-round{r}"] = p.train(f"student-round{r}", cfg.student_iters,
-                                              pseudo[f"pseudo-round{r}"], unlabeled)
+    _students(cfg, p, models, pseudo, unlabeled)
     rows: dict[str, dict[str, Any]] = {}
     evaluated: dict[Path, str] = {}  # the teacher that is the baseline is evaluated once
     for name, model in models.items():
@@ -97,6 +93,18 @@ def run_loop(cfg: LoopConfig) -> dict[str, Any] | None:
     report = write_report(cfg.out, results, pseudo["pseudo"], unlabeled)
     print(f"\nreport: {report} (and {cfg.out / 'report.json'})", flush=True)
     return results
+
+
+def _students(cfg: LoopConfig, p: Pipeline, models: dict[str, Path],
+              pseudo: dict[str, Path], unlabeled: Path) -> None:
+    """Round 1's student from ``pseudo["pseudo"]``, then each later round's from the
+    pseudo-labels of the round before's student (added to ``models`` and ``pseudo``)."""
+    models["student"] = p.train("student", cfg.student_iters, pseudo["pseudo"], unlabeled)
+    for r in range(2, cfg.rounds + 1):
+        labeler = models["student" if r == 2 else f"student-round{r - 1}"]
+        pseudo[f"pseudo-round{r}"] = p.annotate(f"pseudo-round{r}", labeler, "unlabeled")
+        models[f"student-round{r}"] = p.train(f"student-round{r}", cfg.student_iters,
+                                              pseudo[f"pseudo-round{r}"], unlabeled)
 
 
 def main_metric(task: Task) -> str:

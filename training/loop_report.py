@@ -136,9 +136,12 @@ def write_report(out: Path, results: dict[str, Any], pseudo: Path, images_dir: P
               f"({c['per_image']} per image, {c['ignore_regions']} ignore regions)"
               for name, c in results["pseudo"].items()]
     minutes = sum(results["times"].values()) / 60
+    teacher = (f"the imported teacher {cfg['teacher']}" if cfg.get("teacher")
+               else f"the service's teacher at {cfg['url']}" if "teacher" not in results["rows"]
+               else f"teacher {cfg['teacher_iters']} iterations")
     md = [f"# {title} ({task})", "",
-          f"Held-out split: {results['held_out']['source']}. Budgets: teacher "
-          f"{cfg['teacher_iters']} iterations, each student and the baseline "
+          f"Held-out split: {results['held_out']['source']}. Budgets: {teacher}, "
+          "each student and the baseline "
           f"{cfg['student_iters']}; TTA preset `{cfg['tta']}`. Steps' wall time "
           f"{minutes:.1f} minutes (`times.json`). Held-out AP (COCOeval, percent); the last "
           "column is the headline AP minus the equal-budget baseline's (with TTA on both "
