@@ -79,14 +79,16 @@ def test_loop_labels_round_one_through_a_live_service(
     """The service's teacher labels round 1 (no local teacher: no teacher row); the
     round-1 student labels round 2 locally."""
     labeled, out = synthetic["labeled"], tmp_path / "remote"
-    monkeypatch.setenv("DISTILL_API_KEY", API_KEYS[0])  # the key never on a command line
+    monkeypatch.delenv("DISTILL_API_KEY", raising=False)
     assert _loop(labeled, out, labeled.keypoints_json, "--url", live_service.url,
-                 "--rounds", "2") == 0
+                 "--key", API_KEYS[0], "--rounds", "2") == 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "keypoints"
     assert list(report["rows"]) == ["baseline", "student", "student-round2"]
     assert any(c.startswith("distill client annotate") for c in report["commands"])
+    # The key reaches the client through its environment and is recorded nowhere.
     assert API_KEYS[0] not in (out / "report.json").read_text()
+    assert report["config"]["command"][:3] == ["distill", "loop", "--labeled"]
     coco = json.loads((out / "pseudo.json").read_text())
     assert len(coco["images"]) == report["pseudo"]["pseudo"]["images"] > 0
     md = (out / "report" / "report.md").read_text()

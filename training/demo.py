@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                      student_iters=args.student_iters, rounds=args.rounds,
                      tta="standard", device="cpu", threads=args.threads,
                      command=["python", "-m", "training.demo", *sys.argv[1:]])
+    print(f"steps 2-4 are: {shlex.join(cfg.to_command())} (step 3 with --url)", flush=True)
     print(f"[2/4] training the teacher ({args.teacher_iters} iterations)", flush=True)
     run_loop(replace(cfg, stop_after="teacher"))
     print("[3/4] pseudo-labeling the unlabeled images through the service", flush=True)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -83,6 +82,10 @@ class LoopConfig:
         "no progress bars", flag="--quiet", invert=True))
     command: list[str] = field(default_factory=list)  # recorded in the report
 
+    def to_command(self) -> list[str]:
+        """The ``distill loop`` command line of these settings (never with the API key)."""
+        return config_flags.command_line(replace(self, key=None), ("distill", "loop"))
+
     def api_key(self) -> str | None:
         """``--key``, else ``$DISTILL_API_KEY`` (never written to the run folder)."""
         return self.key or os.environ.get("DISTILL_API_KEY")
@@ -95,8 +98,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> LoopConfig:
     """Maps the flags onto :class:`LoopConfig` and checks what argparse cannot."""
-    cfg: LoopConfig = config_flags.from_namespace(
-        LoopConfig, args, command=["distill", *_without_key(sys.argv[1:])])
+    cfg: LoopConfig = config_flags.from_namespace(LoopConfig, args)
+    cfg = replace(cfg, command=cfg.to_command())
     if cfg.rounds < 1:
         raise ConfigError(f"--rounds must be at least 1, got {cfg.rounds}")
     if not 0 < cfg.test_fraction < 1:
@@ -104,14 +107,3 @@ def config_from_args(args: argparse.Namespace) -> LoopConfig:
     if min(cfg.teacher_iters, cfg.student_iters) < 1:
         raise ConfigError("--teacher-iters and --student-iters must be at least 1")
     return cfg
-
-
-def _without_key(argv: list[str]) -> list[str]:
-    """The command line as recorded: an API key is replaced by a placeholder."""
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg == "--key" and i + 1 < len(out):
-            out[i + 1] = "$DISTILL_API_KEY"
-        elif arg.startswith("--key="):
-            out[i] = "--key=$DISTILL_API_KEY"
-    return out
