@@ -27,7 +27,7 @@ types: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-## demo: the main job end to end on synthetic data (TASK=keypoints|boxes)
+## demo: `distill loop` end to end on synthetic data, through the real stack (TASK=keypoints|boxes)
 TASK ?= keypoints
 demo: $(STAMP)
 	$(BIN)/python -m training.demo --task $(TASK) --out $(OUT)/demo-$(TASK)

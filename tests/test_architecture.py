@@ -34,7 +34,7 @@ FORBIDDEN: dict[str, set[str]] = {
 # The core's command line names the packages above it as plugin strings, not imports;
 # the client is an HTTP program, and the experiment's demo drives the service as one
 # (over HTTP, with `distill serve` as a subprocess).
-ALLOWED = {("training/demo.py", "httpx"), ("training/demo_report.py", "httpx")}
+ALLOWED = {("training/demo.py", "httpx")}
 
 
 def _imports(path: Path) -> set[str]:

@@ -51,6 +51,7 @@ def test_services_and_profiles(compose: dict[str, Any]) -> None:
     assert services["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["worker-gpu"]["profiles"] == ["gpu"]
     assert services["train"]["profiles"] == ["train"]
+    assert services["train"]["command"][:2] == ["distill", "loop"]  # the whole loop, resumable
     assert services["dashboard"]["profiles"] == ["monitoring"]
     for worker in ("worker-person", "worker-vehicles"):
         assert "ports" not in services[worker], "workers must scale with --scale NAME=N"

@@ -24,6 +24,11 @@ Modules, one job each:
 - :mod:`training.experiment`: those pipelines over tasks and seeds, in parallel
   processes, with the report (:mod:`training.report`) written to ``docs/RESULTS.md``;
   the settings and their flags are :mod:`training.experiment_config`'s fields;
-- :mod:`training.cli`: the ``distill train``, ``distill eval`` and ``distill experiment``
-  subcommands.
+- :mod:`training.loop`: ``distill loop``, the same steps (the pipeline's) on a user's COCO
+  set and unlabeled folder: teacher or an imported one, pseudo-labels locally or through a
+  service, students over rounds, the baseline, a held-out report
+  (:mod:`training.loop_report`; settings and flags: :mod:`training.loop_config`);
+  ``make demo`` (:mod:`training.demo`) runs it on generated data through the real stack;
+- :mod:`training.cli`: the ``distill train``, ``distill eval``, ``distill loop``,
+  ``distill experiment`` and ``distill sweep`` subcommands.
 """

@@ -1,4 +1,5 @@
-"""``distill train``, ``distill eval`` and ``distill experiment``.
+"""``distill train``, ``distill eval``, ``distill loop``, ``distill experiment`` and
+``distill sweep``.
 
 ``distill.cli`` calls :func:`register` to add them; each handler maps the flags
 onto the matching function's explicit arguments and returns an exit code.
@@ -19,6 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a detector on a COCO data set, optionally mixed with pseudo-labels."))
     _add_eval(subparsers.add_parser(
         "eval", help="COCO AP of a checkpoint (optionally with test-time augmentation)"))
+    from training.loop_config import add_arguments as add_loop_arguments
+
+    p = subparsers.add_parser(
+        "loop", help="your labeled COCO set + unlabeled images -> teacher, pseudo-labels, "
+                     "student(s), equal-budget baseline, held-out report (resumable)",
+        description="teacher (or --teacher) -> pseudo-labels (locally or --url) -> student "
+                    "(--rounds N) vs. an equal-budget baseline on a held-out split; every "
+                    "step's output stays in --out, so the same command resumes")
+    add_loop_arguments(p)
+    p.set_defaults(func=_cmd_loop)
     from training.experiment_config import add_arguments
 
     p = subparsers.add_parser(
@@ -35,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "written as it finishes; SWEEP.md is generated from the files alone")
     add_sweep_arguments(p)
     p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_loop(args: argparse.Namespace) -> int:
+    from training.loop import run_from_args
+
+    return run_from_args(args)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

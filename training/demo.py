@@ -1,17 +1,20 @@
-"""``make demo``: the main job once, end to end, through the real stack (about 15 minutes).
+"""``make demo``: ``distill loop`` on generated data, through the real stack.
 
-1. generate the synthetic data set;
-2. train a tiny teacher on the labeled split;
+1. generate the synthetic data set (labeled, unlabeled and test splits);
+2. ``distill loop --stop-after teacher``: train a tiny teacher on the labeled split;
 3. start the stack (``distill serve --with-worker``: API, one worker, an embedded
-   Redis unless REDIS_URL is set) and send the unlabeled images through
-   ``distill client annotate``: upload in batches, poll with a progress bar,
-   download the calibrated COCO pseudo-labels; stop the stack;
-4. train the student from scratch on labeled + pseudo-labeled images (6:4 mix,
-   longer schedule);
-5. evaluate teacher, teacher + TTA and student on the test split, print the
-   table and write a report (Markdown, a bar plot, images with their
+   Redis unless REDIS_URL is set) serving that teacher, and ``distill loop --url ...
+   --stop-after labels``: the unlabeled images go through ``distill client annotate``
+   (upload in batches, poll with a progress bar, download the calibrated COCO
+   pseudo-labels); stop the stack;
+4. ``distill loop`` again, which resumes: the student from scratch on labeled +
+   pseudo-labeled images (6:4 mix, longer schedule), a second round (the round-1
+   student labels the images again, locally, for a new student), the equal-budget
+   baseline, and every model on the test split, single pass and with TTA; the table,
+   ``report.json`` and ``report/`` (Markdown, a bar plot, images with their
    pseudo-labels drawn) under the output folder.
 
+Every step resumes from its output, so the same command continues an interrupted demo.
 Everything started is stopped on the way out, Ctrl-C included.
 """
 
@@ -20,24 +23,27 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 
-from distill.data import SplitFiles, generate
+from distill.data import generate
 from distill.options import TASKS
-from training.demo_report import write_report
-from training.evaluate import EvalReport, evaluate_checkpoint
-from training.trainer import TrainConfig, train
+from training.loop import run_loop
+from training.loop_config import LoopConfig
 
 SIZES = {"labeled": 100, "unlabeled": 200, "test": 60}
-TEACHER_ITERS, STUDENT_ITERS = 600, 900
-MINUTES = 15  # measured on 2 CPU cores: see docs/BENCHMARKS.md
+TEACHER_ITERS, STUDENT_ITERS, ROUNDS = 600, 900, 2
+# 15.4 measured with teacher, service and student alone (docs/BENCHMARKS.md); the
+# baseline and the second round add two 900-iteration trainings and one labeling.
+MINUTES = 30
 
 
 def _free_port() -> int:
@@ -87,17 +93,6 @@ class Stack:
         self._log.close()
 
 
-def _train(task: str, files: dict[str, SplitFiles], out: Path, iters: int,
-           pseudo: Path | None = None) -> Path:
-    split = files["labeled"]
-    cfg = TrainConfig(task=task, train_json=split.json_for(task),  # type: ignore[arg-type]
-                      images=split.images_dir,
-                      out=out, iters=iters, device="cpu",
-                      pseudo_json=pseudo, pseudo_images=(
-                          files["unlabeled"].images_dir if pseudo else None))
-    return train(cfg).checkpoint
-
-
 def main(argv: list[str] | None = None) -> int:
     """Runs the demo; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -105,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--teacher-iters", type=int, default=TEACHER_ITERS)
     p.add_argument("--student-iters", type=int, default=STUDENT_ITERS)
+    p.add_argument("--rounds", type=int, default=ROUNDS)
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch threads (default: every core; the stack is down while "
+                        "the models train)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="multiply the data set sizes (0.1 for a smoke test)")
     args = p.parse_args(argv)
@@ -112,38 +111,33 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"distill demo ({args.task}): about {MINUTES} minutes on 2 CPU cores. "
           f"Everything goes to {out}/.", flush=True)
-    t0 = time.monotonic()
     sizes = {k: max(4, int(v * args.scale)) for k, v in SIZES.items()}
-    print(f"[1/5] synthetic data: {sizes}", flush=True)
+    print(f"[1/4] synthetic data: {sizes}", flush=True)
     files = generate(out / "data", seed=0, labeled=sizes["labeled"],
-                     unlabeled=sizes["unlabeled"], test=sizes["test"])
-    print(f"[2/5] training the teacher ({args.teacher_iters} iterations)", flush=True)
-    teacher = _train(args.task, files, out / "teacher.pt", args.teacher_iters)
-    print("[3/5] pseudo-labeling the unlabeled images through the service", flush=True)
-    pseudo = out / "pseudo.json"
-    stack = Stack(teacher, out / "service", out / "service.log")
+                     unlabeled=sizes["unlabeled"], test=sizes["test"], progress=False)
+    labeled, test = files["labeled"], files["test"]
+    cfg = LoopConfig(labeled=labeled.json_for(args.task), images=labeled.images_dir,
+                     unlabeled=files["unlabeled"].images_dir, out=out,
+                     test_json=test.json_for(args.task), test_images=test.images_dir,
+                     task=args.task, teacher_iters=args.teacher_iters,
+                     student_iters=args.student_iters, rounds=args.rounds,
+                     tta="standard", device="cpu", threads=args.threads,
+                     command=["python", "-m", "training.demo", *sys.argv[1:]])
+    print(f"steps 2-4 are: {shlex.join(cfg.to_command())} (step 3 with --url)", flush=True)
+    print(f"[2/4] training the teacher ({args.teacher_iters} iterations)", flush=True)
+    run_loop(replace(cfg, stop_after="teacher"))
+    print("[3/4] pseudo-labeling the unlabeled images through the service", flush=True)
+    stack = Stack(out / "teacher.pt", out / "service", out / "service.log")
     try:
         stack.wait_ready()
-        subprocess.run([sys.executable, "-m", "distill.cli", "client", "annotate",
-                        str(files["unlabeled"].images_dir), "--url", stack.url, "--key",
-                        stack.key, "--out", str(pseudo), "--batch-size", "16"], check=True)
+        run_loop(replace(cfg, url=stack.url, key=stack.key, stop_after="labels"))
     finally:
         stack.stop()
-    print(f"[4/5] training the student ({args.student_iters} iterations, labeled + pseudo)",
-          flush=True)
-    student = _train(args.task, files, out / "student.pt", args.student_iters, pseudo)
-    print("[5/5] evaluating on the test split", flush=True)
-    test = files["test"]
-    test_json = test.json_for(args.task)
-    rows: dict[str, EvalReport] = {
-        "teacher": evaluate_checkpoint(teacher, test_json, test.images_dir),
-        "teacher + TTA": evaluate_checkpoint(teacher, test_json, test.images_dir,
-                                             tta="standard"),
-        "student": evaluate_checkpoint(student, test_json, test.images_dir),
-    }
-    report = write_report(out, args.task, rows, pseudo, files["unlabeled"].images_dir,
-                          minutes=(time.monotonic() - t0) / 60)
-    print(f"\nreport: {report}")
+    print(f"[4/4] the students ({args.rounds} round(s), {args.student_iters} iterations "
+          "each, labeled + pseudo), the equal-budget baseline and the evaluation on the "
+          "test split", flush=True)
+    # The service's pseudo-labels are done: the same settings resume past them.
+    run_loop(replace(cfg, url=stack.url))
     return 0
 
 

@@ -36,13 +36,20 @@ if TYPE_CHECKING:  # the experiment imports this module; the config is only a ty
 EVAL_POOLING: Pooling = "nms"  # the box pooling of the TTA evaluation rows
 
 
-class _Pipeline:
-    """One (task, seed): its run directory, cached steps and their wall times."""
+class Pipeline:
+    """One (task, seed): its run directory, cached steps and their wall times.
+
+    ``run_dir`` (default ``<out_dir>/<task>/seed<seed>``) and ``label`` (default
+    ``<task> seed <seed>``, the prefix of its progress lines) let ``distill loop`` run
+    its steps in a user's run folder with the same machinery.
+    """
 
     def __init__(self, cfg: ExperimentConfig, task: Task, seed: int,
-                 data: dict[str, SplitFiles]) -> None:
+                 data: dict[str, SplitFiles], *, run_dir: Path | None = None,
+                 label: str | None = None) -> None:
         self.cfg, self.task, self.seed, self.data = cfg, task, seed, data
-        self.dir = cfg.out_dir / task / f"seed{seed}"
+        self.dir = run_dir or cfg.out_dir / task / f"seed{seed}"
+        self.label = label or f"{task} seed {seed}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.times_path = self.dir / "times.json"
         self.times: dict[str, float] = (json.loads(self.times_path.read_text())
@@ -53,7 +60,7 @@ class _Pipeline:
         return self.data[split].json_for(self.task)
 
     def say(self, message: str) -> None:
-        print(f"[{self.task} seed {self.seed}] {message}", flush=True)
+        print(f"[{self.label}] {message}", flush=True)
 
     def timed(self, name: str, done: bool, step: Callable[[], Any]) -> None:
         if done:
@@ -159,12 +166,16 @@ class _Pipeline:
 
         coco = json.loads((self.dir / f"{name}.json").read_text(encoding="utf-8"))
         card, _, _ = load_checkpoint(teacher)
-        n = max(len(coco["images"]), 1)
-        kept = len(objects(coco))
-        return {"images": len(coco["images"]), "annotations": kept,
-                "ignore_regions": len(coco["annotations"]) - kept,
-                "per_image": round(kept / n, 3),
+        return {**pseudo_counts(coco),
                 "quality": pseudo_label_quality(coco, load_coco(self.json_of(split)), card)}
+
+
+def pseudo_counts(coco: dict[str, Any]) -> dict[str, Any]:
+    """How many images a pseudo-label file covers, and the objects and ignore regions kept."""
+    kept = len(objects(coco))
+    return {"images": len(coco["images"]), "annotations": kept,
+            "ignore_regions": len(coco["annotations"]) - kept,
+            "per_image": round(kept / max(len(coco["images"]), 1), 3)}
 
 
 def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
@@ -172,7 +183,7 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
     """Every model of :data:`~training.variants.VARIANTS` that the settings ask for, for one
     task and seed, and their test scores."""
     torch.set_num_threads(cfg.threads)
-    p = _Pipeline(cfg, task, seed, data)
+    p = Pipeline(cfg, task, seed, data)
     models: dict[str, Path] = {"teacher": p.train("teacher", cfg.teacher_iters)}
     # Same architecture, seed, data and schedule as the teacher when the budgets match:
     # that training is the teacher, so it is done once.
@@ -197,7 +208,7 @@ def run_pipeline(cfg: ExperimentConfig, task: Task, seed: int,
             "iters": {name: _iterations(path) for name, path in models.items()}}
 
 
-def _labels(p: _Pipeline, v: Variant, models: dict[str, Path]) -> Path:
+def _labels(p: Pipeline, v: Variant, models: dict[str, Path]) -> Path:
     """What student ``v`` learns from besides the labeled split: the true labels of its
     split (an oracle: what the images can give at this budget, so a missing gain is traced
     to the labels or to the schedule) or pseudo-labels by its labeler."""

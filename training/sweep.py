@@ -93,7 +93,7 @@ def run_point(base: ExperimentConfig, point: Point, axes: Axes,
 
     from distill.options import FusionParams
     from training.experiment import _claim_out_dir, _data, machine
-    from training.pipeline import _Pipeline
+    from training.pipeline import Pipeline
     from training.report import METRIC
     from training.sweep_points import best_baseline
 
@@ -102,7 +102,7 @@ def run_point(base: ExperimentConfig, point: Point, axes: Axes,
     _claim_out_dir(cfg)
     torch.set_num_threads(cfg.threads)
     data = _data(cfg, point.seed)
-    p = _Pipeline(cfg, point.task, point.seed, data)
+    p = Pipeline(cfg, point.task, point.seed, data)
     iters = cfg.student_iters * point.budget
     steps: list[str] = []
     extra: dict[str, Any] = {}

@@ -1,0 +1,109 @@
+"""The settings of ``distill loop``, each field its flag as well (:mod:`training.config_flags`).
+
+Torch-free, so that ``distill --help`` builds the ``loop`` parser from these fields. A
+field marked ``result`` changes what the run folder holds: a folder is claimed by one
+combination of them (``settings.json``), so a rerun resumes instead of mixing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from distill.errors import ConfigError
+from distill.options import ARCHITECTURES, Task
+from training import config_flags
+from training.config_flags import cli
+from training.defaults import DEFAULT_BATCH
+
+StopAfter = Literal["teacher", "labels"]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Teacher -> pseudo-labels -> student (-> more rounds), an equal-budget baseline and
+    the evaluation on a held-out split, for a user's COCO set and unlabeled folder."""
+
+    labeled: Path = field(metadata=cli("labeled COCO file (keypoints or boxes)", result=True))
+    images: Path = field(metadata=cli("folder of the labeled images", result=True))
+    unlabeled: Path = field(metadata=cli("folder of the unlabeled images", result=True))
+    out: Path = field(default=Path("runs/loop"), metadata=cli(
+        "run folder: every step's output and the report; run again to resume"))
+    test_json: Path | None = field(default=None, metadata=cli(
+        "held-out COCO file to evaluate on (default: --test-fraction of the labeled images, "
+        "split off by --seed and never trained on)", result=True))
+    test_images: Path | None = field(default=None, metadata=cli(
+        "folder of the held-out images (default: --images)", result=True))
+    test_fraction: float = field(default=0.2, metadata=cli(
+        "share of the labeled images held out when there is no --test-json "
+        "(default %(default)s)", result=True))
+    task: Task | None = field(default=None, metadata=cli(
+        "default: keypoints when the labeled file's categories name keypoints, else boxes",
+        result=True))
+    teacher: Path | None = field(default=None, metadata=cli(
+        "a teacher checkpoint (distill train, distill teacher import): no teacher training",
+        result=True))
+    url: str | None = field(default=None, metadata=cli(
+        "pseudo-label round 1 through this running service (distill client annotate) "
+        "instead of locally; later rounds label locally with the round's student"))
+    key: str | None = field(default=None, metadata=cli(
+        "the service's API key (default: $DISTILL_API_KEY)"))
+    teacher_name: str | None = field(default=None, metadata=cli(
+        "the service's teacher for --url (default: its only one)", result=True))
+    rounds: int = field(default=1, metadata=cli(
+        "students in a row: round N's student is taught the pseudo-labels of round N-1's "
+        "(default %(default)s)"))
+    teacher_iters: int = field(default=1000, metadata=cli(result=True))
+    student_iters: int = field(default=1000, metadata=cli(
+        "each student's AND the baseline's iterations (the equal budget; = --teacher-iters: "
+        "the teacher is the baseline)", result=True))
+    arch: str = field(default="tiny", metadata=cli(choices=ARCHITECTURES, result=True))
+    batch_size: int = field(default=DEFAULT_BATCH, metadata=cli(
+        "images per iteration", result=True))
+    min_size: int | None = field(default=None, metadata=cli(
+        "shorter image side (arch default)", result=True))
+    max_size: int | None = field(default=None, metadata=cli(
+        "longer-side cap (arch default)", result=True))
+    seed: int = field(default=0, metadata=cli(
+        "training seed and held-out split", result=True))
+    tta: str = field(default="standard", metadata=cli(
+        "transform preset of the pseudo-labels and of the '+ TTA' rows", result=True))
+    device: str = field(default="cpu", metadata=cli(
+        "cpu (default), cuda, cuda:N or auto, for every step"))
+    threads: int | None = field(default=None, metadata=cli(
+        "torch threads (default: $DISTILL_TORCH_THREADS, else half the cores)"))
+    stop_after: StopAfter | None = field(default=None, metadata=cli(
+        "stop after the teacher (to deploy it to a service, then run again with --url) or "
+        "after the round-1 pseudo-labels"))
+    progress: bool = field(default=True, metadata=cli(
+        "no progress bars", flag="--quiet", invert=True))
+    command: list[str] = field(default_factory=list)  # recorded in the report
+
+    def to_command(self) -> list[str]:
+        """The ``distill loop`` command line of these settings (never with the API key)."""
+        return config_flags.command_line(replace(self, key=None), ("distill", "loop"))
+
+    def api_key(self) -> str | None:
+        """``--key``, else ``$DISTILL_API_KEY`` (never written to the run folder)."""
+        return self.key or os.environ.get("DISTILL_API_KEY")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``distill loop`` flags: one per field of :class:`LoopConfig`."""
+    config_flags.add_arguments(p, LoopConfig)
+
+
+def config_from_args(args: argparse.Namespace) -> LoopConfig:
+    """Maps the flags onto :class:`LoopConfig` and checks what argparse cannot."""
+    cfg: LoopConfig = config_flags.from_namespace(LoopConfig, args)
+    cfg = replace(cfg, command=cfg.to_command())
+    if cfg.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {cfg.rounds}")
+    if not 0 < cfg.test_fraction < 1:
+        raise ConfigError(f"--test-fraction must be between 0 and 1, got {cfg.test_fraction}")
+    if min(cfg.teacher_iters, cfg.student_iters) < 1:
+        raise ConfigError("--teacher-iters and --student-iters must be at least 1")
+    return cfg
