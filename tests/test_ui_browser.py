@@ -22,6 +22,7 @@ from tests.conftest import API_KEYS, ServiceStack, wait_for
 from tests.helpers import make_teacher
 from tests.ui_page import (
     download,
+    fetched,
     file_counts,
     in_file,
     open_review,
@@ -189,11 +190,7 @@ def test_upload_and_review_a_dataset_in_the_browser(stack: ServiceStack, page: A
 
 
 def _annotations(stack: ServiceStack, base: str) -> dict[str, Any]:
-    with stack.client() as c:
-        resp = c.get(f"{base}/annotations")
-    assert resp.status_code == 200, resp.text
-    coco: dict[str, Any] = resp.json()
-    return coco
+    return fetched(stack, f"{base}/annotations")
 
 
 def _gallery_of(page: Any, doc: dict[str, Any]) -> None:

@@ -21,12 +21,17 @@ def sign_in(page: Any, stack: ServiceStack, key: str = API_KEYS[0]) -> None:
     page.wait_for_selector("#nav:not([hidden])")
 
 
-def review_doc(stack: ServiceStack, base: str) -> dict[str, Any]:
+def fetched(stack: ServiceStack, path: str) -> dict[str, Any]:
+    """The JSON answer of GET ``path`` (which must succeed)."""
     with stack.client() as c:
-        resp = c.get(f"{base}/review")
+        resp = c.get(path)
     assert resp.status_code == 200, resp.text
     doc: dict[str, Any] = resp.json()
     return doc
+
+
+def review_doc(stack: ServiceStack, base: str) -> dict[str, Any]:
+    return fetched(stack, f"{base}/review")
 
 
 def open_review(page: Any, kind: str, name: str) -> None:
