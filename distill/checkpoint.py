@@ -26,7 +26,8 @@ def save_checkpoint(path: Path, card: ModelCard, state_dict: dict[str, torch.Ten
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "card": card.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        # Standard layout whatever the model ran in (distill/models/layout.py).
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
         **(extra or {}),
     }
     with atomic_writer(Path(path)) as fh:

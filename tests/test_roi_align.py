@@ -1,0 +1,83 @@
+"""The sparse-backward RoIAlign: torchvision's values and, to float rounding, its gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import roi_align as tv_roi_align
+
+from distill.models.roi_align import SparseGradMultiScaleRoIAlign, roi_align
+
+
+def _rois(k: int, height: int, width: int, images: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x1 = torch.rand(k, generator=g) * width * 1.1 - width * 0.1  # some start outside
+    y1 = torch.rand(k, generator=g) * height * 1.1 - height * 0.1
+    w = torch.rand(k, generator=g) * width * 0.4
+    h = torch.rand(k, generator=g) * height * 0.4
+    w[:3] = 0.2  # degenerate RoIs (forced to one pixel when not aligned)
+    boxes = torch.stack([x1, y1, x1 + w, y1 + h + (x1 > width)], 1)  # a few past the edge
+    index = torch.randint(0, images, (k, 1), generator=g).float()
+    return torch.cat([index, boxes], 1)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize(("size", "ratio"), [((7, 7), 2), ((14, 14), 2), ((5, 3), 1),
+                                             ((4, 4), 3)])
+def test_values_and_gradients_match_torchvision(aligned: bool, size: tuple[int, int],
+                                                ratio: int) -> None:
+    torch.manual_seed(0)
+    features = torch.randn(3, 8, 37, 23)
+    rois = _rois(60, 37 * 4, 23 * 4, 3, seed=ratio)
+    grad = torch.randn(60, 8, *size)
+    results = []
+    for fn in (tv_roi_align, roi_align):
+        f = features.clone().requires_grad_()
+        out = fn(f, rois, size, 0.25, ratio, aligned)
+        out.backward(grad)
+        assert f.grad is not None
+        results.append((out.detach(), f.grad))
+    (out_tv, grad_tv), (out_ours, grad_ours) = results
+    assert torch.equal(out_tv, out_ours)  # torchvision's forward kernel, unchanged
+    assert grad_tv.abs().max() > 0
+    torch.testing.assert_close(grad_ours, grad_tv, rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_features_and_no_grad_path() -> None:
+    features = torch.randn(2, 16, 20, 30).contiguous(memory_format=torch.channels_last)
+    rois = _rois(25, 80, 120, 2, seed=3)
+    f = features.clone().requires_grad_()
+    roi_align(f, rois, (7, 7), 0.25, 2).sum().backward()
+    g = features.contiguous().requires_grad_()
+    tv_roi_align(g, rois, (7, 7), 0.25, 2, False).sum().backward()
+    assert f.grad is not None and g.grad is not None
+    torch.testing.assert_close(f.grad, g.grad, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(roi_align(features, rois, (7, 7), 0.25, 2),
+                           tv_roi_align(features, rois, (7, 7), 0.25, 2, False))
+
+
+def test_multiscale_pooler_matches_torchvision() -> None:
+    torch.manual_seed(1)
+    names = ["0", "1", "2"]
+    feats = {n: torch.randn(2, 4, 64 // 2 ** i, 48 // 2 ** i) for i, n in enumerate(names)}
+    shapes = [(256, 192), (250, 180)]
+    boxes = [torch.tensor([[0.0, 0, 30, 40], [10, 10, 200, 240], [5, 5, 90, 60]]),
+             torch.tensor([[100.0, 20, 180, 250], [1, 2, 3, 4]])]
+    grads = []
+    for cls in (MultiScaleRoIAlign, SparseGradMultiScaleRoIAlign):
+        pooler = cls(names, output_size=7, sampling_ratio=2)
+        x = {k: v.clone().requires_grad_() for k, v in feats.items()}
+        out = pooler(x, boxes, shapes)
+        (out * torch.arange(out.numel()).view_as(out).float().sin()).sum().backward()
+        grads.append((out.detach(), [x[n].grad for n in names]))
+    (out_tv, g_tv), (out_ours, g_ours) = grads
+    assert torch.equal(out_tv, out_ours)
+    assert all(g is not None for g in g_tv)
+    for a, b in zip(g_tv, g_ours, strict=True):
+        assert a is not None
+        # A level no box maps to: torchvision adds zeros, ours leaves it untouched.
+        torch.testing.assert_close(b if b is not None else torch.zeros_like(a), a,
+                                   rtol=1e-5, atol=1e-5)
+    assert sum(b is not None for b in g_ours) >= 2  # the boxes do span levels
