@@ -7,7 +7,8 @@ keypoints per instance as the labeled set has visible ones. A prediction is
 kept when its score is ``>=`` the threshold, so every prediction tied with the
 threshold score is kept: ties can make a few more than the target survive.
 
-Pure Python and numpy; the labeled statistics come from the teacher's card.
+Pure Python and numpy; the labeled statistics come from the teacher's card. A keypoint
+job estimates its threshold while it runs, to skip work below it: :mod:`distill.score_floor`.
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ class InferenceOptions:
     keypoint_cap: int | Literal["auto"] = "auto"
     # Keypoint teachers under calibrated selection: detections scoring below this
     # fraction of the job's running threshold estimate get no keypoint ensemble and are
-    # not stored (distill/tta/floor.py); 0: off.
+    # not stored (distill/score_floor.py); 0: off.
     keypoint_floor: float = 0.5
 
     def __post_init__(self) -> None:

@@ -35,7 +35,7 @@ from distill.errors import ConfigError
 from distill.fusion.agreement import heatmap_peaks, keypoint_spread
 from distill.interrupt import cancel_point
 from distill.options import COMBINES, Combine, check_choice
-from distill.tta.floor import current_floor
+from distill.score_floor import ScoreFloor
 from distill.tta.transforms import Transform
 
 # Detectron's TEST.KPS_AUG.AREA_TH: an RoI is "small" below 180^2 pixels of the ORIGINAL
@@ -75,7 +75,11 @@ class KeypointTTA:
                               f"base scale {self.identity.scale}")
 
     @torch.inference_mode()
-    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def __call__(self, images: list[Tensor], *, floor: ScoreFloor | None = None
+                 ) -> list[dict[str, Tensor]]:
+        """Detections with ensembled keypoints. ``floor`` (a calibrated job's, see
+        :mod:`distill.score_floor`) sees the identity pass's scores, and detections under
+        it get no keypoint ensemble and are dropped; None keeps every detection."""
         model = self.model
         original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
         # 1. identity pass: the full detector's boxes become the shared RoIs.
@@ -88,8 +92,7 @@ class KeypointTTA:
             cap = self.max_instances
             boxes, scores, labels = ([b[:cap] for b in boxes], [s[:cap] for s in scores],
                                      [lbl[:cap] for lbl in labels])
-        floor = current_floor()
-        if floor is not None:  # a calibrated job: skip what cannot be kept (tta/floor.py)
+        if floor is not None:  # a calibrated job: skip what cannot be kept
             floor.observe(scores)
             keep = [s >= floor.value() for s in scores]
             boxes, scores, labels = ([b[k] for b, k in zip(boxes, keep, strict=True)],
