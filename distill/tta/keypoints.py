@@ -14,10 +14,10 @@ RoIs and the heatmaps can simply be averaged:
    rescaled to the original image like the model's own postprocessing.
 
 Beside each keypoint's score, ``keypoints_spread`` says how far apart the transforms'
-own heatmap peaks lie (``distill.fusion.agreement.keypoint_spread``, in units of the
-box's longer side): a
-keypoint every pass puts at the same place is more trustworthy than an average of
-disagreeing ones.
+own heatmap peaks lie (:func:`heatmap_peaks`, :func:`keypoint_spread`, in units of the
+box's longer side): a keypoint every pass puts at the same place is more trustworthy than
+an average of disagreeing ones. The regressed-keypoint fusion
+(:mod:`distill.fusion.keypoints`) measures its spread the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
 from torchvision.models.detection.transform import resize_boxes, resize_keypoints
 
 from distill.errors import ConfigError
-from distill.fusion.agreement import heatmap_peaks, keypoint_spread
 from distill.interrupt import cancel_point
 from distill.options import COMBINES, Combine, check_choice
 from distill.score_floor import ScoreFloor
@@ -195,6 +194,35 @@ class KeypointTTA:
         return total, count + use.float()
 
 
+def heatmap_peaks(logits: Tensor) -> Tensor:
+    """(N, K, 2) position of each heatmap's maximum (the centre of its cell), as fractions
+    of the RoI's width and height; ``logits`` is (N, K, H, W)."""
+    n, k, h, w = logits.shape
+    index = logits.reshape(n, k, h * w).argmax(dim=2)
+    x = ((index % w).float() + 0.5) / w
+    y = (torch.div(index, w, rounding_mode="floor").float() + 0.5) / h
+    return torch.stack([x, y], dim=2)
+
+
+def keypoint_spread(peaks: list[Tensor], uses: list[Tensor]) -> Tensor:
+    """(N, K) spread of each keypoint's location across transforms.
+
+    ``peaks`` holds one (N, K, 2) position per transform, all in the same (identity) RoI
+    frame and unit (the keypoint ensemble passes :func:`heatmap_peaks` rescaled to
+    fractions of the RoI's longer side); ``uses`` one (N,) bool per transform, False
+    where a transform does not vote for an RoI (size-dependent selection). The spread
+    is the mean distance of the voting transforms' peaks from their mean, in that unit;
+    0 where fewer than two transforms vote.
+    """
+    stacked = torch.stack(peaks)  # (T, N, K, 2)
+    mask = torch.stack(uses).to(stacked.device).float()[:, :, None]  # (T, N, 1)
+    counts = mask.sum(dim=0).clamp(min=1)  # (N, 1)
+    mean = (stacked * mask[..., None]).sum(dim=0) / counts[..., None]
+    distance = (stacked - mean[None]).norm(dim=3)  # (T, N, K)
+    spread = (distance * mask).sum(dim=0) / counts
+    spread[mask.sum(dim=0).squeeze(1) < 2] = 0.0
+    return spread
+
 def _detect(model: KeypointRCNN, features: OrderedDict[str, Tensor], proposals: list[Tensor],
             image_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """The box branch of ``RoIHeads.forward`` in eval mode, without the keypoint branch."""
@@ -212,3 +240,4 @@ def _keypoint_logits(model: KeypointRCNN, features: OrderedDict[str, Tensor], ro
     heads = model.roi_heads
     x = heads.keypoint_roi_pool(features, rois, image_sizes)
     return heads.keypoint_predictor(heads.keypoint_head(x))
+
