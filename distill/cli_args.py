@@ -77,7 +77,7 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="small boxes ignore down-scaled passes, large ones up-scaled passes")
     p.add_argument("--size-dependent-area", type=float, default=d["size_dependent_area"],
                    help="below this area in original-image pixels a box is small "
-                        "(Detectron's AREA_TH, 180^2)")
+                        f"(Detectron's AREA_TH; default {d['size_dependent_area']:g})")
     p.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N or auto")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],

@@ -56,6 +56,10 @@ SCORINGS: tuple[Scoring, ...] = get_args(Scoring)
 # How the per-transform keypoint heatmap logits are combined (Detectron's HM_AVG / HM_MAX).
 Combine = Literal["avg", "max"]
 COMBINES: tuple[Combine, ...] = get_args(Combine)
+# Detectron's TEST.KPS_AUG.AREA_TH: under size-dependent heatmap selection an RoI is "small"
+# below 180^2 pixels of the ORIGINAL image (detectron/core/config.py; its test-time-aug
+# example config uses 150^2). The default of InferenceOptions.size_dependent_area.
+AREA_TH = 180.0 ** 2
 
 
 
@@ -161,7 +165,7 @@ class InferenceOptions:
     combine: Combine = "avg"
     size_dependent: bool = False
     # Size-dependent selection: RoIs under this area (original-image pixels) are "small".
-    size_dependent_area: float = 180.0 ** 2
+    size_dependent_area: float = AREA_TH
     device: str = "cpu"
     half: bool = False
     # Images per forward pass; None: 1 on a CPU, where a batch only adds padding (images

@@ -33,13 +33,9 @@ from torchvision.models.detection.transform import resize_boxes, resize_keypoint
 
 from distill.errors import ConfigError
 from distill.interrupt import cancel_point
-from distill.options import COMBINES, Combine, check_choice
+from distill.options import AREA_TH, COMBINES, Combine, check_choice
 from distill.score_floor import ScoreFloor
 from distill.tta.transforms import Transform
-
-# Detectron's TEST.KPS_AUG.AREA_TH: an RoI is "small" below 180^2 pixels of the ORIGINAL
-# image (detectron/core/config.py; its test-time-aug example config uses 150^2).
-AREA_TH = 180 ** 2
 
 
 class KeypointTTA:
