@@ -113,6 +113,14 @@ def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+def check_unit_interval(name: str, value: float) -> None:
+    """Raises :class:`ConfigError` unless ``value`` lies in [0, 1] (the fusion thresholds;
+    ``distill.fusion`` checks its functions' arguments with it too)."""
+    # Written so that NaN fails too (every comparison with NaN is False).
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+
+
 @dataclass(frozen=True)
 class FusionParams:
     """How pooled detections are merged (Detectron's defaults); checked once, here."""
@@ -142,9 +150,7 @@ class FusionParams:
             raise ConfigError(f"raw_pool_cap must be >= 1, got {self.raw_pool_cap}")
         check_choice("vote scoring", self.scoring, SCORINGS)
         for name in ("nms_threshold", "vote_threshold", "wbf_iou_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:  # NaN fails too
-                raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+            check_unit_interval(name, getattr(self, name))
         if self.max_detections < 1:
             raise ConfigError(f"max_detections must be >= 1, got {self.max_detections}")
 
