@@ -68,6 +68,15 @@ class ModelCard:
             return []
         return list(self.categories[0].get("keypoints", []))
 
+    @property
+    def keypoint_instances_per_image(self) -> float | None:
+        """The keypoint category's labeled instances per image, which bounds the keypoint
+        work a calibrated job can keep (0.0 where the statistics leave the category out);
+        None for a box task or a card without labeled statistics."""
+        if self.task != "keypoints" or self.labeled_stats is None:
+            return None
+        return self.labeled_stats.instances_per_image.get(str(self.categories[0]["id"]), 0.0)
+
     def category_id(self, label: int) -> int | None:
         """COCO category id of model label ``label`` (1-based); None for an unused slot."""
         if self.label_ids:

@@ -53,10 +53,8 @@ class ScoreFloor:
     def for_card(cls, card: ModelCard, margin: float) -> ScoreFloor | None:
         """The floor for a keypoint teacher's calibrated selection; None when there is
         nothing to estimate (a box teacher, no labeled statistics, or ``margin`` 0)."""
-        if card.task != "keypoints" or card.labeled_stats is None or margin <= 0:
-            return None
-        per_image = card.labeled_stats.instances_per_image.get(str(card.categories[0]["id"]))
-        return None if not per_image else cls(per_image, margin=margin)
+        per_image = card.keypoint_instances_per_image
+        return None if not per_image or margin <= 0 else cls(per_image, margin=margin)
 
     def observe(self, scores: Sequence[Tensor]) -> None:
         """Adds one batch: the detection scores of each image."""

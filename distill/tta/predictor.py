@@ -5,7 +5,8 @@ R-CNN module is wrapped), picks the shared-box heatmap path for a Keypoint R-CNN
 the whole-detector-per-transform path (pooling, fusion, and keypoint fusion for
 regressed keypoints) for everything else, and handles the device; a plain model is the
 ``identity`` preset (for a box teacher with ``nms`` pooling: raw pooling votes even one
-pass's boxes, as Detectron's BBOX_VOTE).
+pass's boxes, as Detectron's BBOX_VOTE). ``plain_predictor`` puts the model alone (its
+own test size and NMS) behind the same interface, for evaluation's single-pass baseline.
 """
 
 from __future__ import annotations
@@ -174,8 +175,5 @@ def keypoint_cap(card: ModelCard, setting: int | Literal["auto"]) -> int | None:
     """
     if setting != "auto":
         return setting or None
-    stats = card.labeled_stats
-    if stats is None or card.task != "keypoints":
-        return None
-    mean = stats.instances_per_image.get(str(card.categories[0]["id"]), 0.0)
-    return max(KEYPOINT_CAP_MIN, math.ceil(KEYPOINT_CAP_FACTOR * mean))
+    mean = card.keypoint_instances_per_image
+    return None if mean is None else max(KEYPOINT_CAP_MIN, math.ceil(KEYPOINT_CAP_FACTOR * mean))
