@@ -39,8 +39,9 @@ from distill.tta.transforms import Transform
 
 
 class KeypointTTA:
-    """Wraps a Keypoint R-CNN with the model's own call signature:
-    ``tta(images) -> [{"boxes", "labels", "scores", "keypoints", "keypoints_scores"}]``."""
+    """Wraps a Keypoint R-CNN with the model's own call signature, plus a calibrated job's
+    score floor: ``tta(images, floor=None) -> [{"boxes", "labels", "scores", "keypoints",
+    "keypoints_scores", "keypoints_spread"}]``."""
 
     def __init__(self, model: KeypointRCNN, transforms: Sequence[Transform],
                  flip_perm: Sequence[int], *, combine: Combine = "avg",
