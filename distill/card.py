@@ -21,6 +21,12 @@ CHECKPOINT_FORMAT = "distill-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+def detector_classes(label_ids: list[int | None], categories: list[dict[str, Any]]) -> int:
+    """Detector outputs, background included: one per ``label_ids`` slot when the card
+    maps them, else the categories in order after the background."""
+    return len(label_ids) if label_ids else len(categories) + 1
+
+
 @dataclass(frozen=True)
 class LabeledStats:
     """Statistics of the labeled training set, which calibration matches.
@@ -59,7 +65,7 @@ class ModelCard:
     @property
     def num_classes(self) -> int:
         """Classes of the detector, background included."""
-        return len(self.label_ids) if self.label_ids else len(self.categories) + 1
+        return detector_classes(self.label_ids, self.categories)
 
     @property
     def keypoint_names(self) -> list[str]:
