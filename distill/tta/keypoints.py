@@ -33,9 +33,12 @@ from torchvision.models.detection.transform import resize_boxes, resize_keypoint
 
 from distill.errors import ConfigError
 from distill.interrupt import cancel_point
-from distill.options import AREA_TH, COMBINES, Combine, check_choice
+from distill.options import COMBINES, Combine, InferenceOptions, check_choice
 from distill.score_floor import ScoreFloor
 from distill.tta.transforms import Transform
+
+# The keywords' defaults below are the inference options' (one home for each).
+_DEFAULTS = InferenceOptions()
 
 
 class KeypointTTA:
@@ -44,9 +47,10 @@ class KeypointTTA:
     "keypoints_scores", "keypoints_spread"}]``."""
 
     def __init__(self, model: KeypointRCNN, transforms: Sequence[Transform],
-                 flip_perm: Sequence[int], *, combine: Combine = "avg",
-                 size_dependent: bool = False, max_instances: int | None = None,
-                 area_threshold: float = AREA_TH) -> None:
+                 flip_perm: Sequence[int], *, combine: Combine = _DEFAULTS.combine,
+                 size_dependent: bool = _DEFAULTS.size_dependent,
+                 max_instances: int | None = None,
+                 area_threshold: float = _DEFAULTS.size_dependent_area) -> None:
         """``max_instances``: keep only that many best-scoring detections per image (None:
         all). The keypoint ensemble costs one keypoint head per detection and pass, while
         calibrated selection keeps about the labeled set's instances per image; detections
