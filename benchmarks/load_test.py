@@ -31,7 +31,9 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_bench import KEY, Stack, _port, _teacher, _wait
+from service_bench import KEY, Stack, _teacher, _wait
+
+from distill.processes import free_port
 
 
 def _png(rng: np.random.Generator) -> bytes:
@@ -114,7 +116,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="load-test-"))
     splits = generate(root / "synth", labeled=8, unlabeled=0, test=0, seed=0)
     teacher = _teacher(root, splits["labeled"].keypoints_json)
-    redis_port, redis_dir = _port(), root / "redis"
+    redis_port, redis_dir = free_port(), root / "redis"
     redis_dir.mkdir()
     stack = Stack(root, teacher, {"tta": "identity", "batch_size": "4", "torch_threads": "1",
                                   "maintenance_interval_s": "2", "requeue_after_s": "5",

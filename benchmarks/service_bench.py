@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,14 +36,10 @@ from typing import Any
 import httpx
 import psutil
 
+from distill.processes import free_port, stop_process
+
 REPO = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(pred: Any, timeout: float, what: str) -> Any:
@@ -87,9 +81,9 @@ class Stack:
     """redis-server + distill serve + distill worker, all ours, stopped by pid at the end."""
 
     def __init__(self, root: Path, teacher: Path, settings: dict[str, str]) -> None:
-        self.root, self.port = root, _port()
+        self.root, self.port = root, free_port()
         self.procs: list[subprocess.Popen[bytes]] = []
-        redis_port = _port()
+        redis_port = free_port()
         self.redis = self._spawn([shutil.which("redis-server") or "redis-server", "--port",
                                   str(redis_port), "--save", "", "--appendonly", "no"], "redis")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
@@ -134,12 +128,7 @@ class Stack:
     def close(self) -> None:
         self.http.close()
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_process(proc)
 
 
 def local_runner(teacher: Path, folder: Path, tta: str, batch: int) -> tuple[float, Any]:

@@ -44,18 +44,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.service_bench import (
     KEY,
     Stack,
-    _port,
     _teacher,
     _wait,
     sample_rss,
 )
+from distill.processes import free_port
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def _moto(root: Path) -> tuple[subprocess.Popen[bytes], str, Any]:
-    port = _port()
+    port = free_port()
     log = open(root / "moto.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                              str(port)], stdout=log, stderr=subprocess.STDOUT,

@@ -32,10 +32,10 @@ from distill.images import list_images, load_image
 from distill.options import DEFAULT_BATCH_SIZE, InferenceOptions
 from distill.predictions import ImageRecord, PredictionLog
 from distill.pseudolabels import SelectionConfig, finalize
+from distill.score_floor import ScoreFloor
 from distill.teachers.interface import Detector
 from distill.teachers.rcnn import as_detector
 from distill.teachers.registry import load_detector
-from distill.tta.floor import ScoreFloor, running_floor
 from distill.tta.predictor import Predictor, build_predictor
 
 log = logging.getLogger(__name__)
@@ -109,18 +109,17 @@ def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: Predicti
     Unreadable images become failed records instead of stopping the run.
     ``on_batch`` gets each batch's records after they are fsynced to the log;
     an exception it raises stops the run (a cancelled job) with nothing lost.
-    ``floor`` (see :func:`score_floor`) lets a keypoint teacher skip detections that
-    cannot be kept; None ensembles every detection.
+    ``floor`` (see :func:`score_floor`) goes with every batch to the predictor and lets
+    a keypoint teacher skip detections that cannot be kept; None ensembles every detection.
     """
     finished = log.done()
     todo = (s for s in sources if s[0] not in finished)  # lazy: sources may be fetched
-    with running_floor(floor):
-        return _infer(teacher, todo, log, on_batch)
+    return _infer(teacher, todo, log, on_batch, floor)
 
 
 def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | None:
     """The keypoint floor for a run whose log ``selection`` alone will select from
-    (``distill/tta/floor.py``); None (every detection) when the thresholds are given,
+    (:mod:`distill.score_floor`); None (every detection) when the thresholds are given,
     when ignore regions reach further down, or for a box teacher. A log calibrated
     together with others (a service dataset) must not get one: its own images say
     nothing about where the set's threshold will land."""
@@ -130,7 +129,7 @@ def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | No
 
 
 def _infer(teacher: Teacher, todo: Iterable[ImageSource], log: PredictionLog,
-           on_batch: BatchHook | None) -> tuple[int, int]:
+           on_batch: BatchHook | None, floor: ScoreFloor | None) -> tuple[int, int]:
     done = failed = 0
     for batch in _batches(todo, teacher.batch_size):
         records: list[ImageRecord] = []
@@ -143,7 +142,7 @@ def _infer(teacher: Teacher, todo: Iterable[ImageSource], log: PredictionLog,
             except (ImageDecodeError, OSError) as exc:
                 records.append(ImageRecord.failed(name, str(exc)))
         if images:
-            records.extend(_predict(teacher, names, images))
+            records.extend(_predict(teacher, names, images, floor))
         log.append(records)
         failed += sum(r.error is not None for r in records)
         done += sum(r.error is None for r in records)
@@ -152,8 +151,8 @@ def _infer(teacher: Teacher, todo: Iterable[ImageSource], log: PredictionLog,
     return done, failed
 
 
-def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor]
-             ) -> list[ImageRecord]:
+def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor],
+             floor: ScoreFloor | None) -> list[ImageRecord]:
     """Runs one batch, in pieces of at most ``teacher.max_batch`` images.
 
     Out of GPU memory, the piece is halved and retried, and the smaller size is kept
@@ -169,9 +168,9 @@ def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor]
     if len(images) > teacher.max_batch:
         step = teacher.max_batch
         return [r for k in range(0, len(images), step)
-                for r in _predict(teacher, names[k:k + step], images[k:k + step])]
+                for r in _predict(teacher, names[k:k + step], images[k:k + step], floor)]
     try:
-        outputs = teacher.predictor(images)
+        outputs = teacher.predictor(images, floor=floor)
         return [record(n, i, o) for n, i, o in zip(names, images, outputs, strict=True)]
     except torch.cuda.OutOfMemoryError as exc:
         torch.cuda.empty_cache()
@@ -180,11 +179,12 @@ def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor]
         teacher.max_batch = max(1, len(images) // 2)
         log.warning("out of GPU memory with %d images per pass; %d from now on", len(images),
                     teacher.max_batch)
-        return _predict(teacher, names, images)
+        return _predict(teacher, names, images, floor)
     except (RuntimeError, ValueError) as exc:
         if len(images) == 1:
             return [ImageRecord.failed(names[0], f"inference failed: {exc}")]
-    return [r for n, i in zip(names, images, strict=True) for r in _predict(teacher, [n], [i])]
+    return [r for n, i in zip(names, images, strict=True)
+            for r in _predict(teacher, [n], [i], floor)]
 
 
 @dataclass(frozen=True)

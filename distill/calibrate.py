@@ -7,7 +7,8 @@ keypoints per instance as the labeled set has visible ones. A prediction is
 kept when its score is ``>=`` the threshold, so every prediction tied with the
 threshold score is kept: ties can make a few more than the target survive.
 
-Pure Python and numpy; the labeled statistics come from the teacher's card.
+Pure Python and numpy; the labeled statistics come from the teacher's card. A keypoint
+job estimates its threshold while it runs, to skip work below it: :mod:`distill.score_floor`.
 """
 
 from __future__ import annotations
@@ -158,6 +159,13 @@ PredictionStatus = Literal["kept", "ignored", "candidate", "filtered", "rejected
 IN_FILE: frozenset[str] = frozenset({"kept", "ignored"})
 
 
+def enough_votes(votes: int | None, min_votes: int) -> bool:
+    """Whether a prediction that ``votes`` transforms agree on passes ``min_votes`` (None:
+    no agreement count, as for keypoint teachers, always passes): the one vote rule of
+    calibration's candidates, the selection and the file."""
+    return votes is None or votes >= min_votes
+
+
 @dataclass(frozen=True)
 class Selection:
     """The thresholds that select pseudo-labels, and a reviewer's per-instance decisions.
@@ -186,7 +194,7 @@ class Selection:
     def keeps(self, category_id: int, score: float, votes: int | None = None) -> bool:
         """Whether a detection of ``category_id`` scoring ``score`` (agreed on by ``votes``
         transforms, when known) is kept by the thresholds."""
-        if votes is not None and votes < self.min_votes:
+        if not enough_votes(votes, self.min_votes):
             return False
         return score >= self.score_thresholds.get(category_id, math.inf)
 
@@ -210,7 +218,7 @@ class Selection:
             return "kept"
         if self.ignores(category_id, score, votes):
             return "ignored"
-        return "filtered" if votes is not None and votes < self.min_votes else "candidate"
+        return "candidate" if enough_votes(votes, self.min_votes) else "filtered"
 
     def keeps_keypoint(self, score: float) -> bool:
         """Whether a keypoint scoring ``score`` is kept (labeled visible, v=2).

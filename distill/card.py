@@ -21,6 +21,12 @@ CHECKPOINT_FORMAT = "distill-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+def detector_classes(label_ids: list[int | None], categories: list[dict[str, Any]]) -> int:
+    """Detector outputs, background included: one per ``label_ids`` slot when the card
+    maps them, else the categories in order after the background."""
+    return len(label_ids) if label_ids else len(categories) + 1
+
+
 @dataclass(frozen=True)
 class LabeledStats:
     """Statistics of the labeled training set, which calibration matches.
@@ -59,7 +65,7 @@ class ModelCard:
     @property
     def num_classes(self) -> int:
         """Classes of the detector, background included."""
-        return len(self.label_ids) if self.label_ids else len(self.categories) + 1
+        return detector_classes(self.label_ids, self.categories)
 
     @property
     def keypoint_names(self) -> list[str]:
@@ -67,6 +73,15 @@ class ModelCard:
         if self.task != "keypoints":
             return []
         return list(self.categories[0].get("keypoints", []))
+
+    @property
+    def keypoint_instances_per_image(self) -> float | None:
+        """The keypoint category's labeled instances per image, which bounds the keypoint
+        work a calibrated job can keep (0.0 where the statistics leave the category out);
+        None for a box task or a card without labeled statistics."""
+        if self.task != "keypoints" or self.labeled_stats is None:
+            return None
+        return self.labeled_stats.instances_per_image.get(str(self.categories[0]["id"]), 0.0)
 
     def category_id(self, label: int) -> int | None:
         """COCO category id of model label ``label`` (1-based); None for an unused slot."""

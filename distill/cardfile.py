@@ -83,15 +83,22 @@ def read_payload(path: Path) -> dict[str, Any]:
     return payload
 
 
-def read_card(path: Path) -> ModelCard:
-    """The card of a distill checkpoint; raises :class:`CardError` saying what is wrong."""
-    payload = read_payload(path)
-    if payload.get("format") != CHECKPOINT_FORMAT:
+def check_header(payload: Any, path: Path) -> None:
+    """Raises :class:`CardError` unless ``payload`` (a checkpoint's object tree, however it
+    was read) carries the distill format and version; shared with
+    :func:`distill.checkpoint.load_checkpoint`."""
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CardError(f"{str(path)!r} is not a distill checkpoint (no card); turn "
                         "torchvision weights into one with `distill teacher import`")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise CardError(f"checkpoint version {payload.get('version')!r} is not supported "
                         f"(expected {CHECKPOINT_VERSION})")
+
+
+def read_card(path: Path) -> ModelCard:
+    """The card of a distill checkpoint; raises :class:`CardError` saying what is wrong."""
+    payload = read_payload(path)
+    check_header(payload, path)
     return ModelCard.from_dict(payload.get("card"))  # type: ignore[arg-type]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from distill.card import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelCard
+from distill.cardfile import check_header
 from distill.errors import CardError
 from distill.fileio import atomic_writer
 
@@ -52,12 +53,7 @@ def load_checkpoint(path: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dic
     (optimizer state, iteration and the like for training checkpoints).
     """
     payload = load_weights_file(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CardError(f"{str(path)!r} is not a distill checkpoint (no card); turn "
-                        "torchvision weights into one with `distill teacher import`")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CardError(f"checkpoint version {payload.get('version')!r} is not supported "
-                        f"(expected {CHECKPOINT_VERSION})")
+    check_header(payload, path)
     card = ModelCard.from_dict(payload["card"])
     state = payload.get("state_dict")
     if not isinstance(state, dict):

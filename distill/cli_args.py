@@ -18,6 +18,8 @@ from distill.options import (
     COMBINES,
     DEFAULT_BATCH_SIZE,
     FUSIONS,
+    KEYPOINT_CAP_FACTOR,
+    KEYPOINT_CAP_MIN,
     POOLINGS,
     PRESETS,
     SCORINGS,
@@ -77,7 +79,7 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                    help="small boxes ignore down-scaled passes, large ones up-scaled passes")
     p.add_argument("--size-dependent-area", type=float, default=d["size_dependent_area"],
                    help="below this area in original-image pixels a box is small "
-                        "(Detectron's AREA_TH, 180^2)")
+                        f"(Detectron's AREA_TH; default {d['size_dependent_area']:g})")
     p.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N or auto")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
@@ -88,12 +90,13 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
                         "so that two processes on one machine do not thrash)")
     p.add_argument("--keypoint-cap", type=_cap, default=d["keypoint_cap"],
                    help="keypoint teachers: detections per image that get the keypoint "
-                        "ensemble: 'auto' (4x the labeled instances per image, at least 10), "
+                        f"ensemble: 'auto' ({KEYPOINT_CAP_FACTOR:g}x the labeled instances per "
+                        f"image, at least {KEYPOINT_CAP_MIN}), "
                         "a number, or 0 for all")
     p.add_argument("--keypoint-floor", type=float, default=d["keypoint_floor"],
                    help="keypoint teachers, calibrated selection: skip the keypoint ensemble "
                         "for detections scoring below this fraction of the running estimate "
-                        "of the calibrated threshold (default 0.5; 0: off)")
+                        f"of the calibrated threshold (default {d['keypoint_floor']:g}; 0: off)")
 
 
 def parse_arch_options(items: list[str]) -> dict[str, Any]:

@@ -56,6 +56,10 @@ SCORINGS: tuple[Scoring, ...] = get_args(Scoring)
 # How the per-transform keypoint heatmap logits are combined (Detectron's HM_AVG / HM_MAX).
 Combine = Literal["avg", "max"]
 COMBINES: tuple[Combine, ...] = get_args(Combine)
+# Detectron's TEST.KPS_AUG.AREA_TH: under size-dependent heatmap selection an RoI is "small"
+# below 180^2 pixels of the ORIGINAL image (detectron/core/config.py; its test-time-aug
+# example config uses 150^2). The default of InferenceOptions.size_dependent_area.
+AREA_TH = 180.0 ** 2
 
 
 
@@ -109,6 +113,14 @@ def check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+def check_unit_interval(name: str, value: float) -> None:
+    """Raises :class:`ConfigError` unless ``value`` lies in [0, 1] (the fusion thresholds;
+    ``distill.fusion`` checks its functions' arguments with it too)."""
+    # Written so that NaN fails too (every comparison with NaN is False).
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+
+
 @dataclass(frozen=True)
 class FusionParams:
     """How pooled detections are merged (Detectron's defaults); checked once, here."""
@@ -138,9 +150,7 @@ class FusionParams:
             raise ConfigError(f"raw_pool_cap must be >= 1, got {self.raw_pool_cap}")
         check_choice("vote scoring", self.scoring, SCORINGS)
         for name in ("nms_threshold", "vote_threshold", "wbf_iou_threshold"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:  # NaN fails too
-                raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+            check_unit_interval(name, getattr(self, name))
         if self.max_detections < 1:
             raise ConfigError(f"max_detections must be >= 1, got {self.max_detections}")
 
@@ -161,7 +171,7 @@ class InferenceOptions:
     combine: Combine = "avg"
     size_dependent: bool = False
     # Size-dependent selection: RoIs under this area (original-image pixels) are "small".
-    size_dependent_area: float = 180.0 ** 2
+    size_dependent_area: float = AREA_TH
     device: str = "cpu"
     half: bool = False
     # Images per forward pass; None: 1 on a CPU, where a batch only adds padding (images
@@ -175,7 +185,7 @@ class InferenceOptions:
     keypoint_cap: int | Literal["auto"] = "auto"
     # Keypoint teachers under calibrated selection: detections scoring below this
     # fraction of the job's running threshold estimate get no keypoint ensemble and are
-    # not stored (distill/tta/floor.py); 0: off.
+    # not stored (distill/score_floor.py); 0: off.
     keypoint_floor: float = 0.5
 
     def __post_init__(self) -> None:

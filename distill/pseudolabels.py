@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from distill.calibrate import IN_FILE, Selection, keypoint_score_threshold, score_thresholds
+from distill.calibrate import (
+    IN_FILE,
+    Selection,
+    enough_votes,
+    keypoint_score_threshold,
+    score_thresholds,
+)
 from distill.card import LabeledStats, ModelCard
 from distill.errors import ConfigError
 from distill.predictions import ImageRecord
@@ -136,7 +142,7 @@ def _candidates(fresh: Callable[[], Iterable[ImageRecord]], cat_ids: list[int],
         if r.error is None:
             num_ok += 1
             for i, (s, c) in enumerate(zip(r.scores, r.category_ids, strict=True)):
-                if r.votes is None or r.votes[i] >= min_votes:
+                if enough_votes(None if r.votes is None else r.votes[i], min_votes):
                     by_cat.setdefault(c, array("d")).append(s)
     return by_cat, num_ok
 
@@ -201,8 +207,8 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": rec.file_name,
                        "width": rec.width, "height": rec.height})
-        candidates.update(c for i, c in enumerate(rec.category_ids)
-                          if rec.votes is None or rec.votes[i] >= selection.min_votes)
+        candidates.update(c for i, c in enumerate(rec.category_ids) if enough_votes(
+            None if rec.votes is None else rec.votes[i], selection.min_votes))
         for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
                                                   strict=True)):
             votes = None if rec.votes is None else rec.votes[i]

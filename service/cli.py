@@ -15,6 +15,7 @@ from typing import Any
 from distill.cli_args import add_selection_arguments, selection_from_args
 from distill.coco import objects
 from distill.options import FUSIONS
+from distill.processes import stop_process
 from jobs.settings import Settings, get_settings, overlay
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         log.info("stopped by signal")
     finally:
         if worker is not None:
-            _stop(worker)
+            stop_process(worker)  # warm: the job in flight finishes, within the grace
         if embedded is not None:
             embedded.close()
     return 0
@@ -138,16 +139,6 @@ class _StoppedError(Exception):
 
 def _raise_stopped(signum: int, frame: Any) -> None:
     raise _StoppedError(signal.Signals(signum).name)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Warm shutdown (the job in flight finishes), then a hard stop after a grace period."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _cmd_client_annotate(args: argparse.Namespace) -> int:

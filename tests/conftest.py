@@ -24,15 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
+from distill.processes import free_port, stop_process
+
 REPO = Path(__file__).resolve().parent.parent
 API_KEYS = ("test-key-1", "test-key-2")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
@@ -50,18 +45,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
                 return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
-                 timeout: float = 15) -> None:
-    """Signals one process we started (by pid) and reaps it, killing it if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ---- Redis -----------------------------------------------------------------------------

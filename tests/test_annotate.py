@@ -194,6 +194,7 @@ def test_out_of_gpu_memory_halves_the_batch_and_loses_nothing(tmp_path: Path) ->
 
     from distill.annotate import _predict
     from distill.images import load_image
+    from distill.score_floor import ScoreFloor
 
     splits = make_synth(tmp_path / "data", labeled=3, unlabeled=5)
     make_teacher(tmp_path / "t.pt", splits["labeled"].keypoints_json)
@@ -201,15 +202,16 @@ def test_out_of_gpu_memory_halves_the_batch_and_loses_nothing(tmp_path: Path) ->
     real = teacher.predictor
     sizes: list[int] = []
 
-    def small_device(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    def small_device(images: list[torch.Tensor], *, floor: ScoreFloor | None = None
+                     ) -> list[dict[str, torch.Tensor]]:
         sizes.append(len(images))
         if len(images) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(images)
+        return real(images, floor=floor)
 
     teacher.predictor = small_device  # type: ignore[assignment]
     paths = sorted(splits["unlabeled"].images_dir.glob("*.png"))
-    records = _predict(teacher, [p.name for p in paths], [load_image(p) for p in paths])
+    records = _predict(teacher, [p.name for p in paths], [load_image(p) for p in paths], None)
     assert [r.error for r in records] == [None] * 5
     assert [r.file_name for r in records] == [p.name for p in paths]
     assert sizes[0] == 5 and max(sizes[1:]) <= 2 and teacher.max_batch <= 2

@@ -8,7 +8,7 @@ from torchvision.models.detection import KeypointRCNN
 
 from distill.card import LabeledStats, ModelCard
 from distill.models.zoo import build_model
-from distill.tta.floor import ScoreFloor, current_floor, running_floor
+from distill.score_floor import ScoreFloor
 from distill.tta.keypoints import KeypointTTA
 from distill.tta.transforms import Transform
 
@@ -35,8 +35,6 @@ def test_floor_applies_only_where_calibration_can_use_it() -> None:
     assert ScoreFloor.for_card(card, 0.0) is None
     assert ScoreFloor.for_card(ModelCard(arch="tiny", task="keypoints", categories=[person],
                                          min_size=64, max_size=64), 0.5) is None
-    with running_floor(None):
-        assert current_floor() is None
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +51,7 @@ def test_keypoint_tta_skips_detections_under_the_floor_and_keeps_the_rest_exactl
     tta = KeypointTTA(model, [Transform(128, 192), Transform(128, 192, hflip=True)], [0, 2, 1])
     everything = tta(images)
     floor = ScoreFloor(per_image=3.0, margin=1.0, warmup=0)
-    with running_floor(floor):
-        skipped = tta(images)
+    skipped = tta(images, floor=floor)
     cut = floor.value()
     assert cut > 0 and floor.images == 2
     for full, part in zip(everything, skipped, strict=True):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from distill.checkpoint import load_checkpoint
 from distill.coco import load_coco
 from distill.data import generate
 from distill.fileio import write_json_atomic
+from distill.processes import free_port
 from training.run_files import metrics_path, resume_path
 from training.trainer import TrainConfig, train
 
@@ -108,12 +108,6 @@ def test_resume_continues_where_it_stopped(synth: dict[str, Any], tmp_path: Path
     assert iters == [2, 4, 6, 8]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
     torch.set_num_threads(1)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
@@ -126,7 +120,7 @@ def test_two_gloo_processes(synth: dict[str, Any], tmp_path: Path) -> None:
     cfg = _config(synth, tmp_path / "ddp.pt", iters=4, batch_size=2,
                   pseudo_json=synth["splits"]["unlabeled"].keypoints_json,
                   pseudo_images=synth["splits"]["unlabeled"].images_dir)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), cfg), nprocs=2, join=True)
     card, _, extra = load_checkpoint(cfg.out)
     assert extra["iteration"] == 4 and card.task == "keypoints"
     _, _, state = load_checkpoint(resume_path(cfg.out))

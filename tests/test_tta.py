@@ -10,11 +10,10 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from distill.errors import ConfigError
-from distill.fusion.agreement import heatmap_peaks, keypoint_spread
 from distill.models.zoo import build_model
 from distill.options import FusionParams
 from distill.tta.boxes import BoxTTA
-from distill.tta.keypoints import KeypointTTA
+from distill.tta.keypoints import KeypointTTA, heatmap_peaks, keypoint_spread
 from distill.tta.transforms import Transform, hflip_boxes, parse_preset
 
 IMAGE_SIZES = [(240, 300), (200, 180), (333, 177)]

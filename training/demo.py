@@ -24,8 +24,6 @@ import argparse
 import os
 import secrets
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +34,7 @@ import httpx
 
 from distill.data import generate
 from distill.options import TASKS
+from distill.processes import free_port, stop_process
 from training.loop import run_loop
 from training.loop_config import LoopConfig
 
@@ -46,18 +45,12 @@ TEACHER_ITERS, STUDENT_ITERS, ROUNDS = 600, 900, 2
 MINUTES = 30
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Stack:
     """``distill serve --with-worker`` as a child process, stopped on exit."""
 
     def __init__(self, teacher: Path, data_dir: Path, log: Path) -> None:
         self.key = secrets.token_urlsafe(16)
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         env = {**os.environ, "DISTILL_API_KEYS": self.key, "DISTILL_TTA": "standard",
                "DISTILL_PORT": self.url.rsplit(":", 1)[1]}
         self._log = open(log, "ab")  # noqa: SIM115  (closed in stop)
@@ -83,13 +76,7 @@ class Stack:
 
     def stop(self) -> None:
         """SIGTERM (graceful: the worker and embedded Redis go down with it), then SIGKILL."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from distill.errors import ConfigError
+from distill.tta.predictor import resolve_device
 
 
 @dataclass(frozen=True)
@@ -55,20 +55,13 @@ def setup(device: str = "auto") -> DistEnv:
 
 
 def _device(device: str, local_rank: int) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from exc
+    """``device`` as inference reads it (cpu, cuda, cuda:N or auto, checked there); a GPU
+    without an index is this process's own."""
+    dev = resolve_device(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for, but CUDA is not available here")
         # One GPU per process: torchrun's LOCAL_RANK picks it unless one was named.
         dev = torch.device("cuda", dev.index if dev.index is not None else local_rank)
         torch.cuda.set_device(dev)
-    elif dev.type != "cpu":
-        raise ConfigError(f"device {device!r} is not supported for training; use cpu or cuda")
     return dev
 
 

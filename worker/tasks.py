@@ -93,7 +93,8 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
     store.save_json(store.job_key(job_id, "card.json"),
                     {"card": teacher.card.to_dict(), "info": teacher.info()})
 
-    # The log is read once; afterwards each batch's outcomes arrive through the hook.
+    # The log is read here for the progress counts; afterwards each batch's outcomes arrive
+    # through the hook (infer_to_log's index of done images and finalize read it again).
     names = {f.name for f in record.files}
     log_file = open_log(store, job_id, cache)
     outcomes = {n: r.error for n, r in log_file.read().items() if n in names}

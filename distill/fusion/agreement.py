@@ -55,32 +55,3 @@ def best_matches(fused_boxes: Tensor, fused_labels: Tensor, boxes: Tensor, label
     best, index = iou.max(dim=1)
     return best, index
 
-
-def heatmap_peaks(logits: Tensor) -> Tensor:
-    """(N, K, 2) position of each heatmap's maximum (the centre of its cell), as fractions
-    of the RoI's width and height; ``logits`` is (N, K, H, W)."""
-    n, k, h, w = logits.shape
-    index = logits.reshape(n, k, h * w).argmax(dim=2)
-    x = ((index % w).float() + 0.5) / w
-    y = (torch.div(index, w, rounding_mode="floor").float() + 0.5) / h
-    return torch.stack([x, y], dim=2)
-
-
-def keypoint_spread(peaks: list[Tensor], uses: list[Tensor]) -> Tensor:
-    """(N, K) spread of each keypoint's location across transforms.
-
-    ``peaks`` holds one (N, K, 2) position per transform, all in the same (identity) RoI
-    frame and unit (the keypoint ensemble passes :func:`heatmap_peaks` rescaled to
-    fractions of the RoI's longer side); ``uses`` one (N,) bool per transform, False
-    where a transform does not vote for an RoI (size-dependent selection). The spread
-    is the mean distance of the voting transforms' peaks from their mean, in that unit;
-    0 where fewer than two transforms vote.
-    """
-    stacked = torch.stack(peaks)  # (T, N, K, 2)
-    mask = torch.stack(uses).to(stacked.device).float()[:, :, None]  # (T, N, 1)
-    counts = mask.sum(dim=0).clamp(min=1)  # (N, 1)
-    mean = (stacked * mask[..., None]).sum(dim=0) / counts[..., None]
-    distance = (stacked - mean[None]).norm(dim=3)  # (T, N, K)
-    spread = (distance * mask).sum(dim=0) / counts
-    spread[mask.sum(dim=0).squeeze(1) < 2] = 0.0
-    return spread

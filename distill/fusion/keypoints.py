@@ -11,7 +11,7 @@ original image with left/right swapped for mirrored passes. Per keypoint:
 - score: the mean confidence over the matched transforms;
 - spread: the mean distance of the matched locations from their mean, in units of the
   fused box's longer side (0 where fewer than two transforms match), as
-  :func:`distill.fusion.agreement.keypoint_spread` measures heatmap peaks.
+  :func:`distill.tta.keypoints.keypoint_spread` measures heatmap peaks.
 
 An instance no transform matches at that IoU (raw pooling can vote a box away from
 every transform's own) takes each transform's best-overlapping detection instead.
@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from distill.fusion.agreement import best_matches, keypoint_spread
+from distill.fusion.agreement import best_matches
+from distill.tta.keypoints import keypoint_spread
 
 KEYPOINT_FUSION = "confidence-weighted mean of the matching transforms' regressed keypoints"
 

@@ -18,13 +18,11 @@ from torch import Tensor
 from torchvision.ops import batched_nms, box_iou
 
 from distill.errors import ConfigError
-from distill.options import SCORINGS, Scoring
+from distill.options import SCORINGS, FusionParams, Scoring, check_unit_interval
 
-
-def _check_unit_interval(name: str, value: float) -> None:
-    # Written so that NaN fails too (every comparison with NaN is False).
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+# The defaults of the keywords below: FusionParams owns them (Detectron's), so that a
+# default changes in one place.
+_DEFAULTS = FusionParams()
 
 
 def _check_scoring(scoring: str) -> None:
@@ -64,8 +62,8 @@ def box_voting(
     kept_scores: Tensor,
     pool_boxes: Tensor,
     pool_scores: Tensor,
-    iou_threshold: float = 0.8,
-    scoring: Scoring = "ID",
+    iou_threshold: float = _DEFAULTS.vote_threshold,
+    scoring: Scoring = _DEFAULTS.scoring,
 ) -> tuple[Tensor, Tensor]:
     """Refines boxes by box voting, as Detectron's ``box_utils.box_voting``.
 
@@ -101,7 +99,7 @@ def box_voting(
     Raises:
         ConfigError (a ``ValueError``): bad threshold, scoring or shapes.
     """
-    _check_unit_interval("iou_threshold", iou_threshold)
+    check_unit_interval("iou_threshold", iou_threshold)
     _check_scoring(scoring)
     kept_boxes = _as_boxes("kept_boxes", kept_boxes)
     pool_boxes = _as_boxes("pool_boxes", pool_boxes)
@@ -147,10 +145,10 @@ def vote_merge(
     scores: Tensor,
     labels: Tensor,
     *,
-    nms_threshold: float = 0.5,
-    vote_threshold: float = 0.8,
-    scoring: Scoring = "ID",
-    max_detections: int = 100,
+    nms_threshold: float = _DEFAULTS.nms_threshold,
+    vote_threshold: float = _DEFAULTS.vote_threshold,
+    scoring: Scoring = _DEFAULTS.scoring,
+    max_detections: int = _DEFAULTS.max_detections,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Merges the pooled detections of all transforms of one image.
 
@@ -181,8 +179,8 @@ def vote_merge(
     Raises:
         ConfigError (a ``ValueError``): bad threshold, scoring, limit or shapes.
     """
-    _check_unit_interval("nms_threshold", nms_threshold)
-    _check_unit_interval("vote_threshold", vote_threshold)
+    check_unit_interval("nms_threshold", nms_threshold)
+    check_unit_interval("vote_threshold", vote_threshold)
     _check_scoring(scoring)
     # bool is an int in Python; True as a limit is surely a mistake.
     if isinstance(max_detections, bool) or not isinstance(max_detections, int) \

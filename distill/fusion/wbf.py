@@ -28,14 +28,12 @@ from ensemble_boxes import weighted_boxes_fusion
 from torch import Tensor
 
 from distill.errors import ConfigError
+from distill.options import FusionParams, check_unit_interval
 
 CONF_TYPES: tuple[str, ...] = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
 
-
-def _check_unit_interval(name: str, value: float) -> None:
-    # Written so that NaN fails too (every comparison with NaN is False).
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
+# The defaults of the keywords of wbf_merge that FusionParams also has: it owns them.
+_DEFAULTS = FusionParams()
 
 
 def _to_normalised_numpy(
@@ -77,10 +75,10 @@ def wbf_merge(
     per_transform: Sequence[tuple[Tensor, Tensor, Tensor]],
     image_size: tuple[int, int],
     *,
-    iou_threshold: float = 0.55,
+    iou_threshold: float = _DEFAULTS.wbf_iou_threshold,
     skip_box_threshold: float = 0.0,
     conf_type: str = "avg",
-    max_detections: int = 100,
+    max_detections: int = _DEFAULTS.max_detections,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fuses the detections of all transforms of one image by weighted boxes fusion.
 
@@ -115,8 +113,8 @@ def wbf_merge(
         for v in image_size
     ):
         raise ConfigError(f"image_size must be (width, height) in pixels, > 0, got {image_size!r}")
-    _check_unit_interval("iou_threshold", iou_threshold)
-    _check_unit_interval("skip_box_threshold", skip_box_threshold)
+    check_unit_interval("iou_threshold", iou_threshold)
+    check_unit_interval("skip_box_threshold", skip_box_threshold)
     if conf_type not in CONF_TYPES:
         raise ConfigError(
             f"unknown WBF conf_type {conf_type!r}; expected one of {', '.join(CONF_TYPES)}"

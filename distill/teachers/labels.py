@@ -15,7 +15,7 @@ from typing import Any
 
 from torchvision.models._meta import _COCO_CATEGORIES, _COCO_PERSON_KEYPOINT_NAMES
 
-from distill.card import LabeledStats, ModelCard, Task, flip_map_from_names
+from distill.card import LabeledStats, ModelCard, Task, detector_classes, flip_map_from_names
 from distill.coco import (
     COCO_SIGMAS,
     flip_map_for,
@@ -52,7 +52,7 @@ class Categories:
     @property
     def num_classes(self) -> int:
         """Detector outputs implied, background included."""
-        return len(self.label_ids) if self.label_ids else len(self.categories) + 1
+        return detector_classes(self.label_ids, self.categories)
 
     @property
     def num_keypoints(self) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from torchvision.ops import nms
 from distill.card import ModelCard
 from distill.errors import CardError
 from distill.teachers.interface import Detections
-from distill.teachers.onnx_layouts import Layout
+from distill.teachers.onnx_layouts import Kind, Layout
 from distill.teachers.onnx_session import Signature, input_dtype, open_session
 from distill.teachers.placement import Placement, letterbox, stretch, target_size
 
@@ -40,7 +40,7 @@ MAX_WH = 7680  # Ultralytics' max_wh: the per-class box offset of its NMS
 class OnnxConfig:
     """What a card's ``arch_options`` say about an ONNX teacher."""
 
-    layout: Literal["yolo-detect", "yolo-pose", "rtdetr"]
+    layout: Kind
     num_classes: int
     input_size: tuple[int, int] | None  # None: dynamic height and width
     batch: int | None  # None: dynamic batch
@@ -52,20 +52,21 @@ class OnnxConfig:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> OnnxConfig:
-        """Parses and checks ``arch_options`` (:class:`CardError` naming the bad one)."""
+        """Parses and checks ``arch_options`` (:class:`CardError` naming the bad one); an
+        option left out takes the field's default."""
         try:
             size, kpt = options.get("input_size"), options.get("kpt_shape")
             config = cls(layout=options["layout"], num_classes=int(options["num_classes"]),
                          input_size=None if size is None else (int(size[0]), int(size[1])),
                          batch=None if options.get("batch") is None else int(options["batch"]),
-                         stride=int(options.get("stride", 32)),
+                         stride=int(options.get("stride", cls.stride)),
                          kpt_shape=None if kpt is None else (int(kpt[0]), int(kpt[1])),
-                         score_thresh=float(options.get("score_thresh", 0.05)),
-                         nms_thresh=float(options.get("nms_thresh", 0.7)),
-                         max_det=int(options.get("max_det", 300)))
+                         score_thresh=float(options.get("score_thresh", cls.score_thresh)),
+                         nms_thresh=float(options.get("nms_thresh", cls.nms_thresh)),
+                         max_det=int(options.get("max_det", cls.max_det)))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise CardError(f"ONNX teacher arch options malformed: {exc!r}") from exc
-        if config.layout not in ("yolo-detect", "yolo-pose", "rtdetr"):
+        if config.layout not in get_args(Kind):
             raise CardError(f"unknown ONNX layout {config.layout!r}")
         if not (0 <= config.score_thresh < 1 and 0 <= config.nms_thresh <= 1
                 and config.max_det >= 1 and config.stride >= 1):

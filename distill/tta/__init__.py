@@ -4,8 +4,10 @@
   presets; importable without torch, so the API can check a preset.
 - :mod:`distill.tta.keypoints`: shared boxes, keypoint heatmaps ensembled over transforms.
 - :mod:`distill.tta.boxes`: the whole detector per transform, then fusion.
-- :mod:`distill.tta.predictor`: ``build_predictor(model, card, options)``, the one entry
-  point, which picks the path from the card's task and handles the device.
+- :mod:`distill.tta.predictor`: ``build_predictor(model, card, options)``, the entry point
+  of multi-transform inference, which picks the path from the card's task and handles the
+  device; ``plain_predictor`` beside it, the model alone behind the same interface
+  (evaluation's single-pass baseline).
 
 This file imports nothing, so that ``distill.tta.transforms`` stays torch-free.
 """

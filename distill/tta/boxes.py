@@ -28,6 +28,7 @@ from distill.fusion.agreement import transform_agreement
 from distill.fusion.keypoints import fuse_keypoints
 from distill.interrupt import cancel_point
 from distill.options import FusionParams
+from distill.score_floor import ScoreFloor
 from distill.teachers.interface import Detections, Detector
 from distill.teachers.rcnn import as_detector
 from distill.tta.transforms import Transform
@@ -50,7 +51,11 @@ class BoxTTA:
         self.flip_perm = None if flip_perm is None else torch.as_tensor(list(flip_perm))
 
     @torch.inference_mode()
-    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def __call__(self, images: list[Tensor], *, floor: ScoreFloor | None = None
+                 ) -> list[dict[str, Tensor]]:
+        """Fused detections per image. ``floor`` is taken, as every ensemble takes it, and
+        left unused: regressed keypoints come with each pass's detections, so skipping
+        a detection would save no work (the info block leaves ``keypoint_floor`` out)."""
         original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
         per_transform = [self._detect(t, images, original) for t in self.transforms]
         results = []

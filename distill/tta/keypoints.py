@@ -14,10 +14,10 @@ RoIs and the heatmaps can simply be averaged:
    rescaled to the original image like the model's own postprocessing.
 
 Beside each keypoint's score, ``keypoints_spread`` says how far apart the transforms'
-own heatmap peaks lie (``distill.fusion.agreement.keypoint_spread``, in units of the
-box's longer side): a
-keypoint every pass puts at the same place is more trustworthy than an average of
-disagreeing ones.
+own heatmap peaks lie (:func:`heatmap_peaks`, :func:`keypoint_spread`, in units of the
+box's longer side): a keypoint every pass puts at the same place is more trustworthy than
+an average of disagreeing ones. The regressed-keypoint fusion
+(:mod:`distill.fusion.keypoints`) measures its spread the same way.
 """
 
 from __future__ import annotations
@@ -32,25 +32,25 @@ from torchvision.models.detection.roi_heads import heatmaps_to_keypoints
 from torchvision.models.detection.transform import resize_boxes, resize_keypoints
 
 from distill.errors import ConfigError
-from distill.fusion.agreement import heatmap_peaks, keypoint_spread
 from distill.interrupt import cancel_point
-from distill.options import COMBINES, Combine, check_choice
-from distill.tta.floor import current_floor
+from distill.options import COMBINES, Combine, InferenceOptions, check_choice
+from distill.score_floor import ScoreFloor
 from distill.tta.transforms import Transform
 
-# Detectron's TEST.KPS_AUG.AREA_TH: an RoI is "small" below 180^2 pixels of the ORIGINAL
-# image (detectron/core/config.py; its test-time-aug example config uses 150^2).
-AREA_TH = 180 ** 2
+# The keywords' defaults below are the inference options' (one home for each).
+_DEFAULTS = InferenceOptions()
 
 
 class KeypointTTA:
-    """Wraps a Keypoint R-CNN with the model's own call signature:
-    ``tta(images) -> [{"boxes", "labels", "scores", "keypoints", "keypoints_scores"}]``."""
+    """Wraps a Keypoint R-CNN with the model's own call signature, plus a calibrated job's
+    score floor: ``tta(images, floor=None) -> [{"boxes", "labels", "scores", "keypoints",
+    "keypoints_scores", "keypoints_spread"}]``."""
 
     def __init__(self, model: KeypointRCNN, transforms: Sequence[Transform],
-                 flip_perm: Sequence[int], *, combine: Combine = "avg",
-                 size_dependent: bool = False, max_instances: int | None = None,
-                 area_threshold: float = AREA_TH) -> None:
+                 flip_perm: Sequence[int], *, combine: Combine = _DEFAULTS.combine,
+                 size_dependent: bool = _DEFAULTS.size_dependent,
+                 max_instances: int | None = None,
+                 area_threshold: float = _DEFAULTS.size_dependent_area) -> None:
         """``max_instances``: keep only that many best-scoring detections per image (None:
         all). The keypoint ensemble costs one keypoint head per detection and pass, while
         calibrated selection keeps about the labeled set's instances per image; detections
@@ -75,7 +75,11 @@ class KeypointTTA:
                               f"base scale {self.identity.scale}")
 
     @torch.inference_mode()
-    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def __call__(self, images: list[Tensor], *, floor: ScoreFloor | None = None
+                 ) -> list[dict[str, Tensor]]:
+        """Detections with ensembled keypoints. ``floor`` (a calibrated job's, see
+        :mod:`distill.score_floor`) sees the identity pass's scores, and detections under
+        it get no keypoint ensemble and are dropped; None keeps every detection."""
         model = self.model
         original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
         # 1. identity pass: the full detector's boxes become the shared RoIs.
@@ -88,8 +92,7 @@ class KeypointTTA:
             cap = self.max_instances
             boxes, scores, labels = ([b[:cap] for b in boxes], [s[:cap] for s in scores],
                                      [lbl[:cap] for lbl in labels])
-        floor = current_floor()
-        if floor is not None:  # a calibrated job: skip what cannot be kept (tta/floor.py)
+        if floor is not None:  # a calibrated job: skip what cannot be kept
             floor.observe(scores)
             keep = [s >= floor.value() for s in scores]
             boxes, scores, labels = ([b[k] for b, k in zip(boxes, keep, strict=True)],
@@ -192,6 +195,35 @@ class KeypointTTA:
         return total, count + use.float()
 
 
+def heatmap_peaks(logits: Tensor) -> Tensor:
+    """(N, K, 2) position of each heatmap's maximum (the centre of its cell), as fractions
+    of the RoI's width and height; ``logits`` is (N, K, H, W)."""
+    n, k, h, w = logits.shape
+    index = logits.reshape(n, k, h * w).argmax(dim=2)
+    x = ((index % w).float() + 0.5) / w
+    y = (torch.div(index, w, rounding_mode="floor").float() + 0.5) / h
+    return torch.stack([x, y], dim=2)
+
+
+def keypoint_spread(peaks: list[Tensor], uses: list[Tensor]) -> Tensor:
+    """(N, K) spread of each keypoint's location across transforms.
+
+    ``peaks`` holds one (N, K, 2) position per transform, all in the same (identity) RoI
+    frame and unit (the keypoint ensemble passes :func:`heatmap_peaks` rescaled to
+    fractions of the RoI's longer side); ``uses`` one (N,) bool per transform, False
+    where a transform does not vote for an RoI (size-dependent selection). The spread
+    is the mean distance of the voting transforms' peaks from their mean, in that unit;
+    0 where fewer than two transforms vote.
+    """
+    stacked = torch.stack(peaks)  # (T, N, K, 2)
+    mask = torch.stack(uses).to(stacked.device).float()[:, :, None]  # (T, N, 1)
+    counts = mask.sum(dim=0).clamp(min=1)  # (N, 1)
+    mean = (stacked * mask[..., None]).sum(dim=0) / counts[..., None]
+    distance = (stacked - mean[None]).norm(dim=3)  # (T, N, K)
+    spread = (distance * mask).sum(dim=0) / counts
+    spread[mask.sum(dim=0).squeeze(1) < 2] = 0.0
+    return spread
+
 def _detect(model: KeypointRCNN, features: OrderedDict[str, Tensor], proposals: list[Tensor],
             image_sizes: list[tuple[int, int]]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """The box branch of ``RoIHeads.forward`` in eval mode, without the keypoint branch."""
@@ -209,3 +241,4 @@ def _keypoint_logits(model: KeypointRCNN, features: OrderedDict[str, Tensor], ro
     heads = model.roi_heads
     x = heads.keypoint_roi_pool(features, rois, image_sizes)
     return heads.keypoint_predictor(heads.keypoint_head(x))
+

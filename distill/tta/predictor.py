@@ -5,16 +5,16 @@ R-CNN module is wrapped), picks the shared-box heatmap path for a Keypoint R-CNN
 the whole-detector-per-transform path (pooling, fusion, and keypoint fusion for
 regressed keypoints) for everything else, and handles the device; a plain model is the
 ``identity`` preset (for a box teacher with ``nms`` pooling: raw pooling votes even one
-pass's boxes, as Detectron's BBOX_VOTE).
+pass's boxes, as Detectron's BBOX_VOTE). ``plain_predictor`` puts the model alone (its
+own test size and NMS) behind the same interface, for evaluation's single-pass baseline.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -26,6 +26,7 @@ from distill.card import ModelCard
 from distill.errors import ConfigError
 from distill.fusion.keypoints import KEYPOINT_FUSION
 from distill.options import KEYPOINT_CAP_FACTOR, KEYPOINT_CAP_MIN, InferenceOptions
+from distill.score_floor import ScoreFloor
 from distill.teachers.interface import Detector
 from distill.teachers.rcnn import RCNNDetector, as_detector
 from distill.tta.boxes import BoxTTA
@@ -50,6 +51,15 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+class Ensemble(Protocol):
+    """What a :class:`Predictor` wraps: images in, detections out, and the run's keypoint
+    floor as an argument (:mod:`distill.score_floor`; None: none). Only the heatmap
+    keypoint ensemble uses the floor; the other paths take it and leave it unused."""
+
+    def __call__(self, images: list[Tensor], *, floor: ScoreFloor | None = None
+                 ) -> list[dict[str, Tensor]]: ...
+
+
 @dataclass
 class Predictor:
     """Images in (any device, (3, H, W) floats in [0, 1]), CPU detections out.
@@ -58,14 +68,17 @@ class Predictor:
     plain model and a multi-transform ensemble interchangeably.
     """
 
-    wrapped: Callable[[list[Tensor]], list[dict[str, Tensor]]]
+    wrapped: Ensemble
     transforms: list[Transform]
     device: torch.device
     half: bool = False
     # Keypoint teachers without heatmaps: how their keypoints are fused (the info block).
     keypoint_fusion: str | None = None
 
-    def __call__(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def __call__(self, images: list[Tensor], *, floor: ScoreFloor | None = None
+                 ) -> list[dict[str, Tensor]]:
+        """Detections per image; ``floor`` goes to the wrapped ensemble (see
+        :class:`Ensemble`)."""
         if self.device.type == "cuda":
             # Page-locked host memory lets the copies overlap with the GPU's work.
             images = [img.pin_memory() if img.device.type == "cpu" else img for img in images]
@@ -73,7 +86,7 @@ class Predictor:
         with torch.inference_mode(), torch.autocast(
                 device_type=self.device.type, dtype=torch.float16,
                 enabled=self.half and self.device.type == "cuda"):
-            outputs = self.wrapped(images)
+            outputs = self.wrapped(images, floor=floor)
         return [{k: v.float().cpu() if v.is_floating_point() else v.cpu()
                  for k, v in out.items()} for out in outputs]
 
@@ -94,7 +107,7 @@ def build_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
     detector = as_detector(model).to(dev)
     transforms = _runnable(parse_preset(options.tta, card.min_size, card.max_size), detector,
                            options.tta)
-    wrapped: Callable[[list[Tensor]], list[dict[str, Tensor]]]
+    wrapped: Ensemble
     keypoint_fusion = None
     if card.task == "keypoints" and isinstance(detector, RCNNDetector):
         if not isinstance(detector.model, KeypointRCNN):
@@ -135,10 +148,17 @@ def plain_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
     if isinstance(model, RCNNDetector):
         model = model.model  # the module's own call: its test size, NMS and keypoints
     if isinstance(model, GeneralizedRCNN):
-        return Predictor(model.to(dev).eval(), transforms, dev)
+        module = model.to(dev).eval()
+
+        def own(images: list[Tensor], *, floor: ScoreFloor | None = None
+                ) -> list[dict[str, Tensor]]:
+            return module(images)  # one pass: no keypoint ensemble to skip
+
+        return Predictor(own, transforms, dev)
     detector = model.to(dev)
 
-    def single(images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def single(images: list[Tensor], *, floor: ScoreFloor | None = None
+               ) -> list[dict[str, Tensor]]:
         outputs = detector.detect(images, card.min_size, card.max_size, raw_cap=None)
         for out, image in zip(outputs, images, strict=True):  # as the ensemble clips
             out["boxes"] = clip_boxes_to_image(out["boxes"], tuple(image.shape[-2:]))
@@ -155,8 +175,5 @@ def keypoint_cap(card: ModelCard, setting: int | Literal["auto"]) -> int | None:
     """
     if setting != "auto":
         return setting or None
-    stats = card.labeled_stats
-    if stats is None or card.task != "keypoints":
-        return None
-    mean = stats.instances_per_image.get(str(card.categories[0]["id"]), 0.0)
-    return max(KEYPOINT_CAP_MIN, math.ceil(KEYPOINT_CAP_FACTOR * mean))
+    mean = card.keypoint_instances_per_image
+    return None if mean is None else max(KEYPOINT_CAP_MIN, math.ceil(KEYPOINT_CAP_FACTOR * mean))

@@ -1,5 +1,5 @@
 // The review page's entry point: sign-in and sign-out, the views, and their wiring.
-// Native ES modules, no build step, a strict CSP (service/ui.py):
+// Native ES modules, no build step, a strict CSP (service/static.py):
 //   api.js (the key, requests, errors in words, images), dom.js, jobs.js, upload.js,
 //   review.js (state, save, download, reset) with rule.js (the selection rule the API
 //   sends), panel.js, gallery.js, crops.js, zoom.js and draw.js.

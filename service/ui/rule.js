@@ -2,7 +2,7 @@
 // distill.calibrate.Selection.status (and of distill.pseudolabels.to_coco's candidate
 // count and _add_keypoints). The API sends the rule's values (the review document's
 // `rule`); this module is the page's only copy of how they apply. Keep it in step with
-// the Python original: tests/test_ui_browser.py compares the page with downloaded files.
+// the Python original: tests/ui/test_download.py compares the page with downloaded files.
 //
 // A rule: {score: {catId: threshold|null}, keypoint: threshold|null,
 //          ignore: {catId: threshold|null}, min_votes, excluded: Set(file),

@@ -12,25 +12,26 @@ distribution shifts by more than the margin along the way (``benchmarks/throughp
 checks the files).
 
 The price is in re-selection: a reviewer can lower a threshold afterwards only to
-about ``margin`` x the calibrated one, since nothing below the floor was kept. A
-caller that annotates with calibrated thresholds installs a floor around its
-inference with :func:`running_floor`; without one (evaluation, explicit thresholds)
-every detection is ensembled. The same context-variable pattern as
-``distill.interrupt``.
+about ``margin`` x the calibrated one, since nothing below the floor was kept.
+
+Selection logic, so it lives beside :mod:`distill.calibrate` rather than in ``tta/``.
+A caller that annotates with calibrated thresholds makes one floor per run
+(:func:`distill.annotate.score_floor`) and passes it down as an argument:
+``infer_to_log(..., floor=)`` -> ``Predictor(images, floor=)`` -> the heatmap
+keypoint ensemble (:class:`distill.tta.keypoints.KeypointTTA`), the one path where a
+detection's keypoints cost work of their own (the box path's regressed keypoints come
+with the detections, so it takes the argument and leaves it unused). Without one
+(evaluation, explicit thresholds) every detection is ensembled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from distill.card import ModelCard
-
-_current: ContextVar[ScoreFloor | None] = ContextVar("distill_score_floor", default=None)
 
 
 class ScoreFloor:
@@ -52,10 +53,8 @@ class ScoreFloor:
     def for_card(cls, card: ModelCard, margin: float) -> ScoreFloor | None:
         """The floor for a keypoint teacher's calibrated selection; None when there is
         nothing to estimate (a box teacher, no labeled statistics, or ``margin`` 0)."""
-        if card.task != "keypoints" or card.labeled_stats is None or margin <= 0:
-            return None
-        per_image = card.labeled_stats.instances_per_image.get(str(card.categories[0]["id"]))
-        return None if not per_image else cls(per_image, margin=margin)
+        per_image = card.keypoint_instances_per_image
+        return None if not per_image or margin <= 0 else cls(per_image, margin=margin)
 
     def observe(self, scores: Sequence[Tensor]) -> None:
         """Adds one batch: the detection scores of each image."""
@@ -79,17 +78,3 @@ class ScoreFloor:
         bin_index = len(self.counts) - 1 - int(reached[0])
         return self.margin * bin_index / len(self.counts)
 
-
-@contextmanager
-def running_floor(floor: ScoreFloor | None) -> Iterator[None]:
-    """Runs the block with ``floor`` applied by the keypoint ensemble (None: no floor)."""
-    token = _current.set(floor)
-    try:
-        yield
-    finally:
-        _current.reset(token)
-
-
-def current_floor() -> ScoreFloor | None:
-    """The floor installed by the innermost :func:`running_floor`, if any."""
-    return _current.get()

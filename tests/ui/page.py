@@ -1,15 +1,29 @@
 """Helpers of the browser tests: read what the review page shows (the DOM's data
 attributes) and what a downloaded COCO file holds, in the same terms, so that a test
-compares them; sign in; move a slider; download."""
+compares them; sign in; move a slider; download. Plus the constants the stack and the
+tests share."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import API_KEYS, ServiceStack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+EVIL = "<script>alert('x')</script>"
+MAX_FILES = 5  # small, so that the page's batches and a partly refused upload show
+SERVED = ("evil", "nostats", "person", "shapes")  # by the worker; "archive" by none
+# Each test module's pytestmark.
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and os.environ.get("CI") != "true",
+    reason="Debian's chromium is not installed (apt-get install chromium); CI installs it")
 
 Shown = dict[str, Counter[tuple[int, tuple[float, ...], int, int]]]
 
@@ -109,3 +123,16 @@ def download(page: Any) -> dict[str, Any]:
     page.wait_for_function("document.querySelector('#review').dataset.dirty === 'false'")
     coco: dict[str, Any] = json.loads(Path(info.value.path()).read_text())
     return coco
+
+
+def gallery_of(page: Any, doc: dict[str, Any]) -> None:
+    """Waits until the gallery has a card for every image of the review document."""
+    page.wait_for_function("n => document.querySelectorAll('#gallery .card').length === n",
+                           arg=len(doc["images"]))
+
+
+def screenshots_folder(tmp_path: Path) -> Path:
+    """``$DISTILL_SCREENSHOTS`` if set (the README's), else the test's temporary folder."""
+    folder = Path(os.environ.get("DISTILL_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
