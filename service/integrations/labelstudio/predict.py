@@ -5,9 +5,11 @@ The API runs no model. It fetches the tasks' images (:mod:`.media`), submits the
 job on the teacher's queue ahead of the bulk jobs waiting there, with the interactive
 preset (``DISTILL_LS_TTA``, ``flip`` by default), and waits for it at most
 ``DISTILL_LS_PREDICT_TIMEOUT_S`` (under Label Studio's own ``ML_TIMEOUT_PREDICT``). The
-job is calibrated over the request's images unless the config gives an explicit
-``model_score_threshold``; its COCO file becomes the regions through the file export's
-converter (:func:`distill.exports.labelstudio.image_regions`), and the job is deleted.
+job selects with the thresholds :mod:`.thresholds` chooses (a large request calibrated
+over its images, a small one with the teacher's last calibrated job's thresholds, an
+explicit ``model_score_threshold`` before either); its COCO file becomes the regions
+through the file export's converter (:func:`distill.exports.labelstudio.image_regions`),
+and the job is deleted.
 
 A task whose image cannot be fetched or read, or that the job did not finish in time,
 gets an entry without ``result`` whose ``error`` says why (:func:`error_prediction`), and
@@ -37,7 +39,7 @@ from distill.errors import DistillError
 from distill.exports._common import images_with_objects
 from distill.exports.labelstudio import image_regions, prediction
 from jobs import queueing
-from jobs.records import JobRecord, JobRequest, utcnow
+from jobs.records import JobRecord, utcnow
 from jobs.settings import Settings
 from jobs.store import JobStore
 from jobs.submit import Upload, submit_job
@@ -45,6 +47,7 @@ from jobs.teachers import TeacherRegistry
 from service.integrations.labelstudio.config import LabelingConfig
 from service.integrations.labelstudio.media import LabelStudio
 from service.integrations.labelstudio.safety import UnsafeURLError
+from service.integrations.labelstudio.thresholds import job_request
 from service.models import JobOut
 from service.uploads import RejectedError, probe_image
 from service.views import job_view
@@ -90,16 +93,18 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
     out: dict[str, dict[str, Any]] = {}
     if uploads:
         s = backend.settings
-        request = JobRequest(tta=s.ls_tta, fusion=s.fusion,
-                             score_threshold=config.score_threshold)
+        choice = job_request(s, backend.redis, teacher, backend.registry.get(teacher).sha256,
+                             config, len(uploads))
         try:
             record = submit_job(store=backend.store, redis=backend.redis, settings=s,
                                 registry=backend.registry, owner=owner, uploads=uploads,
-                                request=request, teacher=teacher, dataset=None,
+                                request=choice.request, teacher=teacher, dataset=None,
                                 interactive=True)
         finally:
             for u in uploads:
                 u.data.close()
+        log.info("job %s: %d task(s) for teacher %s, thresholds: %s", record.id,
+                 len(uploads), teacher, choice.source)
         view = _wait(backend, record, s.ls_predict_timeout_s)
         if view is not None:
             out = _collect(backend, record, view, config, version)
