@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     API_KEYS,
@@ -256,6 +257,8 @@ def test_one_task_uses_the_last_calibrated_job(label_studio: LabelStudioServer,
                     if r["type"] == "rectanglelabels")
     assert scores == batch[image.name]
     assert f"score thresholds of job {job['id']}" in (stack.root / "api.log").read_text()
+    with stack.client() as c:  # the later tests count the stack's jobs
+        assert c.delete(f"/jobs/{job['id']}").status_code in (200, 204)
 
 
 def test_keypoint_project(label_studio: LabelStudioServer, stack: ServiceStack,
@@ -360,6 +363,7 @@ def test_a_request_longer_than_label_studio_waits_is_delivered_later(
             project = _project(c, "distill late", BOX_CONFIG)
         ids = _tasks(label_studio, project, images[:5], [], "image", [])
         _connect(label_studio, project, f"{late.url}/ls/shapes")
+        delivered, failed = _delivery_metrics(stack.url, "shapes")
         _retrieve(label_studio, project, ids)
         got = wait_for(lambda: (p := _predictions(label_studio, ids)) and all(
             p.values()) and p, 120, "the late predictions to reach Label Studio", 1)
@@ -372,5 +376,23 @@ def test_a_request_longer_than_label_studio_waits_is_delivered_later(
         # through Label Studio's API, not in the answer to /predict
         assert f"{len(ids)} predictions delivered to Label Studio" in (
             stack.root / "api.log").read_text()
+        # and counted in /metrics (pushed to Redis, so either API shows them)
+        wait_for(lambda: _delivery_metrics(stack.url, "shapes")[0] >= delivered + len(ids),
+                 30, "the delivery in /metrics")
+        assert _delivery_metrics(stack.url, "shapes") == (delivered + len(ids), failed)
     finally:
         late.stop_api()
+
+
+def _delivery_metrics(url: str, teacher: str) -> tuple[float, float]:
+    """Predictions delivered to Label Studio and not delivered (all reasons), from /metrics."""
+    found = {"delivered": 0.0, "failed": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.labels.get("teacher") != teacher:
+                continue
+            if sample.name == "distill_labelstudio_predictions_delivered_total":
+                found["delivered"] += sample.value
+            elif sample.name == "distill_labelstudio_delivery_failures_total":
+                found["failed"] += sample.value
+    return found["delivered"], found["failed"]

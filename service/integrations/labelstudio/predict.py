@@ -16,8 +16,10 @@ gets an entry without ``result`` whose ``error`` says why (:func:`error_predicti
 the request still succeeds. A job that has not finished when the wait is over keeps
 running, visible in ``GET /jobs``, and a thread of the API writes its predictions to Label
 Studio's API (``POST /api/predictions``, with ``LABEL_STUDIO_URL`` and its key) when it
-finishes; without a key to write with, the job is cancelled. (A delivery in flight is
-lost if the API restarts; its tasks are predicted again by the next retrieval.)
+finishes; without a key to write with, the job is cancelled. What was delivered and what
+could not be, by reason, is counted in ``/metrics`` (:func:`jobs.metrics.record_delivery`).
+(A delivery in flight is lost if the API restarts; its tasks are predicted again by the
+next retrieval.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -39,6 +42,7 @@ from distill.errors import DistillError
 from distill.exports._common import images_with_objects
 from distill.exports.labelstudio import image_regions, prediction
 from jobs import queueing
+from jobs.metrics import record_delivery
 from jobs.records import JobRecord, utcnow
 from jobs.settings import Settings
 from jobs.store import JobStore
@@ -180,6 +184,7 @@ def _late(backend: Backend, record: JobRecord, config: LabelingConfig, version: 
     waited = f"not predicted within {backend.settings.ls_predict_timeout_s:g} s " \
              "(DISTILL_LS_PREDICT_TIMEOUT_S)"
     if not backend.studio.writable:
+        _count(backend, record, 0, Counter(no_key=len(task_ids)))
         record.cancelled_at = utcnow()  # as DELETE /jobs does
         backend.store.save_job(record)
         queueing.cancel(backend.redis, record.id)
@@ -193,18 +198,30 @@ def _late(backend: Backend, record: JobRecord, config: LabelingConfig, version: 
 def _deliver(backend: Backend, record: JobRecord, config: LabelingConfig, version: str,
              task_ids: dict[str, Any]) -> None:
     """Waits for the job, then writes each task's prediction with ``POST /api/predictions``
-    (the job stays in ``GET /jobs`` until then)."""
+    (the job stays in ``GET /jobs`` until then); counts what was delivered and what not,
+    by reason, in ``/metrics``."""
     view = _wait(backend, record, float(record.timeout_s) * (1 + backend.settings.job_retries))
     if view is None:
         log.warning("job %s: not done in time, its predictions are not delivered", record.id)
+        _count(backend, record, 0, Counter(timeout=len(task_ids)))
         return
-    delivered = 0
-    for name, pred in _collect(backend, record, view, config, version).items():
+    delivered, failed = 0, Counter[str]()
+    unreadable = {e.file_name for e in view.errors}
+    collected = _collect(backend, record, view, config, version)
+    for name, task in task_ids.items():
+        pred = collected.get(name) or {}
         if "result" not in pred:
+            failed["image" if view.status == "finished" and name in unreadable else "job"] += 1
             continue
         try:
-            backend.studio.post_json("/api/predictions", {"task": task_ids[name], **pred})
+            backend.studio.post_json("/api/predictions", {"task": task, **pred})
             delivered += 1
         except UnsafeURLError as exc:
-            log.warning("job %s: task %s: %s", record.id, task_ids[name], exc)
+            failed["post"] += 1
+            log.warning("job %s: task %s: %s", record.id, task, exc)
+    _count(backend, record, delivered, failed)
     log.info("job %s: %d predictions delivered to Label Studio", record.id, delivered)
+
+
+def _count(backend: Backend, record: JobRecord, delivered: int, failed: Counter[str]) -> None:
+    record_delivery(backend.redis, backend.settings.queue, record.teacher, delivered, failed)
