@@ -1,7 +1,7 @@
 """CVAT's COCO export merged into a labeled set (``distill cvat-merge``), on files shaped
 as CVAT writes them (datumaro's ``coco_instances`` / ``coco_person_keypoints``: every
 project label as a category, ``attributes`` per annotation, unannotated frames listed);
-tests/test_cvat_datumaro.py makes such an export with datumaro itself."""
+tests/test_cvat_datumaro.py makes such exports with datumaro itself."""
 
 from __future__ import annotations
 
