@@ -31,8 +31,8 @@ from distill.options import (
 
 # Modules that add subcommands through a `register(subparsers)` function; each imports its
 # heavy dependencies inside its commands, so that `distill serve` runs without torch.
-_PLUGINS = ("distill.teachers.cli", "distill.export_cli", "training.cli", "service.cli",
-            "worker.cli")
+_PLUGINS = ("distill.teachers.cli", "distill.export_cli", "distill.imports.cli", "training.cli",
+            "service.cli", "worker.cli")
 _OWN_PACKAGES = frozenset({"distill", "jobs", "service", "worker", "training"})
 _ENGINE_PACKAGES = frozenset({"torch", "torchvision", "pycocotools", "ensemble_boxes"})
 

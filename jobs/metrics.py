@@ -18,9 +18,14 @@ keys under ``distill:<queue prefix>:metrics:``:
   JSON ``[teacher, tta, part]`` with part ``count``, ``sum`` or a bucket bound (the
   cumulative count of images at or under it);
 - ``last_job``: teacher -> JSON summary of its last finished job (pseudo-labels kept and
-  thresholds per category name).
+  thresholds per category name);
+- ``labelstudio``: ``delivered:<teacher>`` and ``failed:<teacher>:<reason>`` -> Label
+  Studio predictions written through its API after ``/predict`` stopped waiting, and
+  those that could not be (:data:`DELIVERY_FAILURES`). The API's delivery threads push
+  these the same way, so that API replicas add up and a restarted API loses nothing.
 
-:func:`record_job` never raises: a metrics failure must not fail a job.
+:func:`record_job` and :func:`record_delivery` never raise: a metrics failure must not
+fail a job or a delivery.
 """
 
 from __future__ import annotations
@@ -81,14 +86,23 @@ class LastJob:
     keypoint_thresholds: dict[str, float]
 
 
+# Why a Label Studio task's prediction was not delivered: Label Studio refused or could
+# not be reached (post), the teacher could not read the task's image (image), the job
+# failed or its result was gone (job), it did not end in time (timeout), or there was no
+# key to write with, so the job was cancelled (no_key).
+DELIVERY_FAILURES: tuple[str, ...] = ("post", "image", "job", "timeout", "no_key")
+
+
 @dataclass
 class WorkerMetrics:
-    """Everything the workers pushed, as read at scrape time."""
+    """Everything the workers (and the API's deliveries) pushed, as read at scrape time."""
 
     annotated: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
     image_seconds: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     last_jobs: dict[str, LastJob] = field(default_factory=dict)
+    delivered: dict[str, int] = field(default_factory=dict)  # teacher -> predictions
+    delivery_failures: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def record_job(redis: Redis, prefix: str, *, teacher: str, tta: str, images_done: int,
@@ -123,6 +137,23 @@ def record_job(redis: Redis, prefix: str, *, teacher: str, tta: str, images_done
         log.warning("could not record the metrics of job %s", job_id, exc_info=True)
 
 
+def record_delivery(redis: Redis, prefix: str, teacher: str, delivered: int,
+                    failed: Counter[str]) -> None:
+    """Adds predictions delivered to Label Studio and those not delivered, by reason (one
+    of :data:`DELIVERY_FAILURES`); logs, never raises."""
+    try:
+        key = metrics_prefix(prefix) + "labelstudio"
+        pipe = redis.pipeline(transaction=True)
+        pipe.hincrby(key, f"delivered:{teacher}", delivered)
+        for reason, n in failed.items():
+            if reason in DELIVERY_FAILURES and n:
+                pipe.hincrby(key, f"failed:{teacher}:{reason}", n)
+        pipe.execute()
+    except Exception:  # metrics must not fail a delivery, whatever went wrong
+        log.warning("could not record a Label Studio delivery of teacher %s", teacher,
+                    exc_info=True)
+
+
 def last_job_summary(coco: dict[str, Any], job_id: str | None = None) -> dict[str, Any]:
     """Pseudo-labels kept and thresholds of a COCO output, by category name.
 
@@ -150,9 +181,9 @@ def read_metrics(redis: Redis, prefix: str) -> WorkerMetrics:
     Redis is unreachable; malformed entries are skipped)."""
     key = metrics_prefix(prefix)
     pipe = redis.pipeline(transaction=False)
-    for name in ("images", "image_seconds", "last_job"):
+    for name in ("images", "image_seconds", "last_job", "labelstudio"):
         pipe.hgetall(key + name)
-    images, seconds, last = (_decoded(h) for h in pipe.execute())
+    images, seconds, last, studio = (_decoded(h) for h in pipe.execute())
     out = WorkerMetrics()
     for name, value in images.items():
         kind, _, teacher = name.partition(":")
@@ -176,6 +207,13 @@ def read_metrics(redis: Redis, prefix: str) -> WorkerMetrics:
         # A bucket is written only by observations at or under it, so one never written
         # holds none; bounds of another version's buckets are dropped.
         hist.buckets = {le: hist.buckets.get(le, 0) for le in BUCKETS}
+    for name, value in studio.items():
+        kind, _, rest = name.partition(":")
+        teacher, _, reason = rest.rpartition(":") if kind == "failed" else (rest, "", "")
+        if kind == "delivered":
+            out.delivered[rest] = int(value)
+        elif kind == "failed" and reason in DELIVERY_FAILURES:
+            out.delivery_failures[(teacher, reason)] = int(value)
     for teacher, raw in last.items():
         try:
             data = json.loads(raw)

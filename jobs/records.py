@@ -83,6 +83,9 @@ class JobRequest(BaseModel):
         default=None, validation_alias=AliasChoices("keypoint_threshold", "keypoint_thresh"))
     min_votes: int = 0  # box teachers: transforms that must agree on a kept instance
     ignore_factor: float = 0.0  # calibrated ignore regions (SelectionConfig); 0: none
+    # Explicit thresholds per category id (null: the category keeps nothing), as another
+    # job calibrated them (jobs.calibration); a category left out keeps nothing.
+    score_thresholds: dict[str, float | None] = Field(default_factory=dict)
 
 
 class JobRecord(BaseModel):

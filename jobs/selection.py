@@ -42,9 +42,13 @@ def selection_for(request: JobRequest, query: SelectionQuery | None = None,
     (``job``: its explicit thresholds or calibration)."""
     query = query or SelectionQuery()
     if not query.empty or saved is None:
+        # A query's score threshold replaces the job's, per-category ones included.
+        per_category = {} if query.score_threshold is not None else {
+            int(k): (math.inf if v is None else v) for k, v in request.score_thresholds.items()}
         return SelectionConfig(
             score_threshold=(query.score_threshold if query.score_threshold is not None
                              else request.score_threshold),
+            category_thresholds=per_category,
             keypoint_threshold=(query.keypoint_threshold if query.keypoint_threshold
                                 is not None else request.keypoint_threshold),
             min_votes=request.min_votes, ignore_factor=request.ignore_factor,

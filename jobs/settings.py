@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     keypoint_floor: float = Field(default=_INFER["keypoint_floor"], ge=0, le=1)
     torch_threads: int | None = Field(default=None, ge=1)  # None: half the cores (threads.py)
 
+    # Calibration over fewer images says little about the teacher: a job of at least this
+    # many images is remembered as the teacher's last calibration (jobs.calibration), and
+    # a smaller Label Studio request is selected with that instead of calibrating itself.
+    calibrate_min_images: int = Field(default=20, ge=1)
+
     # Job lifecycle.
     job_timeout_base_s: int = Field(default=300, ge=1)
     job_timeout_per_pass_s: float = Field(default=10.0, gt=0)  # per image and transform

@@ -6,8 +6,9 @@ nothing):
 
 - the store: jobs by teacher and state (the API's view, :func:`service.views.job_status`,
   without asking RQ per job: a job requeued after its worker died counts as running);
-- Redis: queue depth and live workers per teacher, and what the workers pushed when
-  their jobs finished (:mod:`jobs.metrics`: why they push rather than serve a port);
+- Redis: queue depth and live workers per teacher, what the workers pushed when their
+  jobs finished (:mod:`jobs.metrics`: why they push rather than serve a port), and what
+  the API's Label Studio deliveries pushed;
 - the API process itself (``process_*``, ``python_*``).
 
 No API key: the endpoint is for Prometheus on the internal network (compose's
@@ -46,7 +47,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 
 from jobs import queueing
-from jobs.metrics import read_metrics
+from jobs.metrics import DELIVERY_FAILURES, read_metrics
 from jobs.records import JobStatus
 from jobs.store import DamagedRecordError, JobStore
 from service.deps import RedisDep, RegistryDep, SettingsDep, StoreDep
@@ -75,6 +76,12 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                    ("teacher", "category", "kind")),
     "distill_last_job_finished_timestamp_seconds": ("gauge", "When the teacher's last job "
                                                     "finished (Unix time)", ("teacher",)),
+    "distill_labelstudio_predictions_delivered": (
+        "counter", "Label Studio predictions written through its API (POST /api/predictions) "
+        "after /predict stopped waiting", ("teacher",)),
+    "distill_labelstudio_delivery_failures": (
+        "counter", "Label Studio predictions that could not be delivered, by reason (post, "
+        "image, job, timeout, no_key)", ("teacher", "reason")),
     "distill_redis_up": ("gauge", "1 when Redis answered this scrape", ()),
 }
 _SUFFIXES = {"gauge": ("",), "counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
@@ -212,7 +219,18 @@ class ServiceCollector(Collector):
                                  ("keypoint", last.keypoint_thresholds)):
                 for category, value in sorted(values.items()):
                     thresholds.add_metric([teacher, category, kind], value)
-        yield from (depth, live, annotated, failed, seconds, kept, thresholds, finished)
+        delivered, undelivered = (_counter("distill_labelstudio_predictions_delivered"),
+                                  _counter("distill_labelstudio_delivery_failures"))
+        # Zeros for every registered teacher and reason: a rate over a series that appears
+        # only with its first failure would miss that failure.
+        for teacher in sorted(set(registered) | set(pushed.delivered)
+                              | {t for t, _ in pushed.delivery_failures}):
+            delivered.add_metric([teacher], pushed.delivered.get(teacher, 0))
+            for reason in DELIVERY_FAILURES:
+                undelivered.add_metric([teacher, reason],
+                                       pushed.delivery_failures.get((teacher, reason), 0))
+        yield from (depth, live, annotated, failed, seconds, kept, thresholds, finished,
+                    delivered, undelivered)
 
 
 _registry_lock = threading.Lock()

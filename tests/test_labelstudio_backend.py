@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     API_KEYS,
@@ -61,6 +62,9 @@ KEYPOINT_CONFIG = f"""<View>
 # (about 15 s of a tiny teacher's flip passes on 2 busy cores, and 15 s more for Label
 # Studio to store them).
 BOX_UPLOADS, BOX_LOCAL, KP_UPLOADS = 100, 4, 6
+# Jobs of at least this many images are remembered as calibrations; smaller /predict
+# requests (the keypoint project's 8 tasks, a single task) are selected with them.
+CALIBRATE_MIN = 10
 
 
 @dataclass
@@ -108,7 +112,8 @@ def stack(make_stack: Callable[..., ServiceStack], teacher_checkpoint: Path,
     make_teacher(root / "boxes.pt", synthetic["labeled"].boxes_json, task="boxes")
     s = make_stack(api=True, workers=0, one_teacher=False,
                    teachers=f"person={teacher_checkpoint},shapes={root / 'boxes.pt'}",
-                   label_studio_url=label_studio.url, label_studio_api_key=TOKEN)
+                   label_studio_url=label_studio.url, label_studio_api_key=TOKEN,
+                   calibrate_min_images=CALIBRATE_MIN)
     s.start_worker()
     yield s
     s.close()
@@ -210,6 +215,50 @@ def test_box_project(label_studio: LabelStudioServer, stack: ServiceStack,
     assert labels and labels <= {"Person", "Ball", "Flyer"}  # cone: not in the config
     with stack.client() as c:  # the interactive jobs were deleted
         assert c.get("/jobs").json()["jobs"] == []
+
+
+
+def _kept_scores(coco: dict[str, Any], names: set[str]) -> dict[str, list[float]]:
+    """Per file name, the sorted scores of the kept instances of categories ``names``."""
+    cats = {c["id"]: c["name"] for c in coco["categories"]}
+    files = {i["id"]: i["file_name"] for i in coco["images"]}
+    out: dict[str, list[float]] = {name: [] for name in files.values()}
+    for a in coco["annotations"]:
+        if not a["iscrowd"] and cats[a["category_id"]] in names:
+            out[files[a["image_id"]]].append(round(a["score"], 4))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_one_task_uses_the_last_calibrated_job(label_studio: LabelStudioServer,
+                                               stack: ServiceStack, images: list[Path]) -> None:
+    """A task retrieved on its own is selected with the thresholds of the teacher's last
+    calibrated job (a batch of 12 through /annotate, the same preset), not calibrated on
+    its one image: it gets exactly what that job kept on the same image. (A one-image
+    job, under CALIBRATE_MIN, is not remembered.)"""
+    in_config = {"person", "ball", "kite"}  # BOX_CONFIG's labels (cone is not one)
+    job = stack.submit(images[:12], teacher="shapes", tta="flip")
+    stack.wait_job(job["id"])
+    with stack.client() as c:
+        batch = _kept_scores(c.get(f"/jobs/{job['id']}/annotations").json(), in_config)
+        image = max(images[:12], key=lambda p: len(batch[p.name]))
+        alone = stack.submit([image], teacher="shapes", tta="flip")  # calibrated on its own
+        stack.wait_job(alone["id"])
+        own = _kept_scores(c.get(f"/jobs/{alone['id']}/annotations").json(), in_config)
+        assert c.delete(f"/jobs/{alone['id']}").status_code in (200, 204)
+    # The test can fail: calibrating the one image keeps another set than the batch did.
+    assert own[image.name] != batch[image.name], "pick an image where they differ"
+    with label_studio.client() as c:
+        project = _project(c, "distill one task", BOX_CONFIG)
+    ids = _tasks(label_studio, project, [image], [], "image", [])
+    _connect(label_studio, project, f"{stack.url}/ls/shapes")
+    _retrieve(label_studio, project, ids)
+    (prediction,) = _predictions(label_studio, ids)[ids[0]]
+    scores = sorted(round(r["score"], 4) for r in _check_scores(prediction)
+                    if r["type"] == "rectanglelabels")
+    assert scores == batch[image.name]
+    assert f"score thresholds of job {job['id']}" in (stack.root / "api.log").read_text()
+    with stack.client() as c:  # the later tests count the stack's jobs
+        assert c.delete(f"/jobs/{job['id']}").status_code in (200, 204)
 
 
 def test_keypoint_project(label_studio: LabelStudioServer, stack: ServiceStack,
@@ -314,6 +363,7 @@ def test_a_request_longer_than_label_studio_waits_is_delivered_later(
             project = _project(c, "distill late", BOX_CONFIG)
         ids = _tasks(label_studio, project, images[:5], [], "image", [])
         _connect(label_studio, project, f"{late.url}/ls/shapes")
+        delivered, failed = _delivery_metrics(stack.url, "shapes")
         _retrieve(label_studio, project, ids)
         got = wait_for(lambda: (p := _predictions(label_studio, ids)) and all(
             p.values()) and p, 120, "the late predictions to reach Label Studio", 1)
@@ -326,5 +376,23 @@ def test_a_request_longer_than_label_studio_waits_is_delivered_later(
         # through Label Studio's API, not in the answer to /predict
         assert f"{len(ids)} predictions delivered to Label Studio" in (
             stack.root / "api.log").read_text()
+        # and counted in /metrics (pushed to Redis, so either API shows them)
+        wait_for(lambda: _delivery_metrics(stack.url, "shapes")[0] >= delivered + len(ids),
+                 30, "the delivery in /metrics")
+        assert _delivery_metrics(stack.url, "shapes") == (delivered + len(ids), failed)
     finally:
         late.stop_api()
+
+
+def _delivery_metrics(url: str, teacher: str) -> tuple[float, float]:
+    """Predictions delivered to Label Studio and not delivered (all reasons), from /metrics."""
+    found = {"delivered": 0.0, "failed": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.labels.get("teacher") != teacher:
+                continue
+            if sample.name == "distill_labelstudio_predictions_delivered_total":
+                found["delivered"] += sample.value
+            elif sample.name == "distill_labelstudio_delivery_failures_total":
+                found["failed"] += sample.value
+    return found["delivered"], found["failed"]

@@ -23,7 +23,7 @@ from redis.retry import Retry
 
 from distill.logs import JsonFormatter, TextFormatter, log_context
 from jobs.logs import current_job_id, job_context
-from jobs.metrics import BUCKETS, read_metrics, record_job
+from jobs.metrics import BUCKETS, read_metrics, record_delivery, record_job
 from service.metrics import FAMILIES, series_names
 from tests.conftest import REPO, RedisServer, ServiceStack, free_port, wait_for
 
@@ -105,6 +105,22 @@ def test_record_job_adds_up_and_never_raises(redis_server: RedisServer) -> None:
     redis.close()
 
 
+def test_label_studio_deliveries_add_up_and_never_raise(redis_server: RedisServer) -> None:
+    redis = Redis.from_url(redis_server.url)
+    prefix = f"unit{free_port()}"
+    record_delivery(redis, prefix, "t", 5, Counter(post=2, image=1))
+    record_delivery(redis, prefix, "t", 3, Counter(timeout=4, bogus=9))  # unknown: dropped
+    record_delivery(redis, prefix, "u:v", 0, Counter(no_key=2))
+    pushed = read_metrics(redis, prefix)
+    assert pushed.delivered == {"t": 8, "u:v": 0}
+    assert pushed.delivery_failures == {("t", "post"): 2, ("t", "image"): 1,
+                                        ("t", "timeout"): 4, ("u:v", "no_key"): 2}
+    dead = Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    record_delivery(dead, prefix, "t", 1, Counter())
+    redis.delete(*redis.keys(f"distill:{prefix}:metrics:*"))
+    redis.close()
+
+
 @pytest.fixture(scope="module")
 def stack(make_stack: Callable[..., ServiceStack]) -> ServiceStack:
     return make_stack(api=True, workers=1, log_format="json")
@@ -173,6 +189,11 @@ def test_metrics_and_json_logs_after_a_job(stack: ServiceStack,
     assert _value(samples, "distill_live_workers", teacher=teacher) == 1
     assert _value(samples, "distill_queue_depth", teacher=teacher) == 0
     assert _value(samples, "distill_redis_up") == 1
+    # Nothing delivered to Label Studio yet, but the series are there for rate().
+    assert _value(samples, "distill_labelstudio_predictions_delivered_total",
+                  teacher=teacher) == 0
+    assert _value(samples, "distill_labelstudio_delivery_failures_total", teacher=teacher,
+                  reason="post") == 0
 
     # Logs: every line of both processes is JSON; the worker's lines about the job carry
     # its id, RQ's own included; uvicorn's access log goes through the same format.

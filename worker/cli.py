@@ -136,7 +136,8 @@ def run_worker(settings: Settings, teachers: dict[str, Path], *, burst: bool = F
     store = open_store(settings)
     install(Runtime(pools, queues, store, name, redis=handle.redis,
                     queue_prefix=settings.queue, cache=claim_cache(cache_dir(settings), name),
-                    references=references(settings)))
+                    references=references(settings),
+                    calibrate_min_images=settings.calibrate_min_images))
     registry = TeacherRegistry({**teacher_paths(settings), **teachers})
 
     def make_worker(worker_name: str) -> DistillWorker:

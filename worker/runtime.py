@@ -103,6 +103,9 @@ class Runtime:
     # each job), and how it lists and reads images referenced in place (None: it cannot).
     cache: Path = Path("data/cache")
     references: References | None = None
+    # A job annotating at least this many images is remembered as its teacher's last
+    # calibration (jobs.calibration; DISTILL_CALIBRATE_MIN_IMAGES).
+    calibrate_min_images: int = 20
 
 
 _runtime: Runtime | None = None

@@ -27,6 +27,7 @@ from distill.errors import DistillError
 from distill.interrupt import interruptible
 from distill.predictions import ImageRecord
 from distill.pseudolabels import finalize
+from jobs.calibration import remember
 from jobs.datasets import job_ended
 from jobs.logs import job_context
 from jobs.metrics import record_job
@@ -158,7 +159,9 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
     log.info("job %s finished: %d images, %d failed, %d annotations", job_id, state.done,
              state.failed, state.annotations)
     job_ended(store, rt.redis, rt.queue_prefix, record)
-    if rt.redis is not None:  # never raises: metrics must not fail a finished job
+    if rt.redis is not None:  # neither raises: metrics must not fail a finished job
+        remember(rt.redis, rt.queue_prefix, record, pool.name, pool.sha256, coco,
+                 state.done, rt.calibrate_min_images)
         record_job(rt.redis, rt.queue_prefix, teacher=pool.name, tta=record.request.tta,
                    images_done=state.done, images_failed=state.failed,
                    seconds=time.monotonic() - started, coco=coco,

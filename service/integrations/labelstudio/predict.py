@@ -5,17 +5,21 @@ The API runs no model. It fetches the tasks' images (:mod:`.media`), submits the
 job on the teacher's queue ahead of the bulk jobs waiting there, with the interactive
 preset (``DISTILL_LS_TTA``, ``flip`` by default), and waits for it at most
 ``DISTILL_LS_PREDICT_TIMEOUT_S`` (under Label Studio's own ``ML_TIMEOUT_PREDICT``). The
-job is calibrated over the request's images unless the config gives an explicit
-``model_score_threshold``; its COCO file becomes the regions through the file export's
-converter (:func:`distill.exports.labelstudio.image_regions`), and the job is deleted.
+job selects with the thresholds :mod:`.thresholds` chooses (a large request calibrated
+over its images, a small one with the teacher's last calibrated job's thresholds, an
+explicit ``model_score_threshold`` before either); its COCO file becomes the regions
+through the file export's converter (:func:`distill.exports.labelstudio.image_regions`),
+and the job is deleted.
 
 A task whose image cannot be fetched or read, or that the job did not finish in time,
 gets an entry without ``result`` whose ``error`` says why (:func:`error_prediction`), and
 the request still succeeds. A job that has not finished when the wait is over keeps
 running, visible in ``GET /jobs``, and a thread of the API writes its predictions to Label
 Studio's API (``POST /api/predictions``, with ``LABEL_STUDIO_URL`` and its key) when it
-finishes; without a key to write with, the job is cancelled. (A delivery in flight is
-lost if the API restarts; its tasks are predicted again by the next retrieval.)
+finishes; without a key to write with, the job is cancelled. What was delivered and what
+could not be, by reason, is counted in ``/metrics`` (:func:`jobs.metrics.record_delivery`).
+(A delivery in flight is lost if the API restarts; its tasks are predicted again by the
+next retrieval.)
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -37,7 +42,8 @@ from distill.errors import DistillError
 from distill.exports._common import images_with_objects
 from distill.exports.labelstudio import image_regions, prediction
 from jobs import queueing
-from jobs.records import JobRecord, JobRequest, utcnow
+from jobs.metrics import record_delivery
+from jobs.records import JobRecord, utcnow
 from jobs.settings import Settings
 from jobs.store import JobStore
 from jobs.submit import Upload, submit_job
@@ -45,6 +51,7 @@ from jobs.teachers import TeacherRegistry
 from service.integrations.labelstudio.config import LabelingConfig
 from service.integrations.labelstudio.media import LabelStudio
 from service.integrations.labelstudio.safety import UnsafeURLError
+from service.integrations.labelstudio.thresholds import job_request
 from service.models import JobOut
 from service.uploads import RejectedError, probe_image
 from service.views import job_view
@@ -90,16 +97,18 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
     out: dict[str, dict[str, Any]] = {}
     if uploads:
         s = backend.settings
-        request = JobRequest(tta=s.ls_tta, fusion=s.fusion,
-                             score_threshold=config.score_threshold)
+        choice = job_request(s, backend.redis, teacher, backend.registry.get(teacher).sha256,
+                             config, len(uploads))
         try:
             record = submit_job(store=backend.store, redis=backend.redis, settings=s,
                                 registry=backend.registry, owner=owner, uploads=uploads,
-                                request=request, teacher=teacher, dataset=None,
+                                request=choice.request, teacher=teacher, dataset=None,
                                 interactive=True)
         finally:
             for u in uploads:
                 u.data.close()
+        log.info("job %s: %d task(s) for teacher %s, thresholds: %s", record.id,
+                 len(uploads), teacher, choice.source)
         view = _wait(backend, record, s.ls_predict_timeout_s)
         if view is not None:
             out = _collect(backend, record, view, config, version)
@@ -175,6 +184,7 @@ def _late(backend: Backend, record: JobRecord, config: LabelingConfig, version: 
     waited = f"not predicted within {backend.settings.ls_predict_timeout_s:g} s " \
              "(DISTILL_LS_PREDICT_TIMEOUT_S)"
     if not backend.studio.writable:
+        _count(backend, record, 0, Counter(no_key=len(task_ids)))
         record.cancelled_at = utcnow()  # as DELETE /jobs does
         backend.store.save_job(record)
         queueing.cancel(backend.redis, record.id)
@@ -188,18 +198,30 @@ def _late(backend: Backend, record: JobRecord, config: LabelingConfig, version: 
 def _deliver(backend: Backend, record: JobRecord, config: LabelingConfig, version: str,
              task_ids: dict[str, Any]) -> None:
     """Waits for the job, then writes each task's prediction with ``POST /api/predictions``
-    (the job stays in ``GET /jobs`` until then)."""
+    (the job stays in ``GET /jobs`` until then); counts what was delivered and what not,
+    by reason, in ``/metrics``."""
     view = _wait(backend, record, float(record.timeout_s) * (1 + backend.settings.job_retries))
     if view is None:
         log.warning("job %s: not done in time, its predictions are not delivered", record.id)
+        _count(backend, record, 0, Counter(timeout=len(task_ids)))
         return
-    delivered = 0
-    for name, pred in _collect(backend, record, view, config, version).items():
+    delivered, failed = 0, Counter[str]()
+    unreadable = {e.file_name for e in view.errors}
+    collected = _collect(backend, record, view, config, version)
+    for name, task in task_ids.items():
+        pred = collected.get(name) or {}
         if "result" not in pred:
+            failed["image" if view.status == "finished" and name in unreadable else "job"] += 1
             continue
         try:
-            backend.studio.post_json("/api/predictions", {"task": task_ids[name], **pred})
+            backend.studio.post_json("/api/predictions", {"task": task, **pred})
             delivered += 1
         except UnsafeURLError as exc:
-            log.warning("job %s: task %s: %s", record.id, task_ids[name], exc)
+            failed["post"] += 1
+            log.warning("job %s: task %s: %s", record.id, task, exc)
+    _count(backend, record, delivered, failed)
     log.info("job %s: %d predictions delivered to Label Studio", record.id, delivered)
+
+
+def _count(backend: Backend, record: JobRecord, delivered: int, failed: Counter[str]) -> None:
+    record_delivery(backend.redis, backend.settings.queue, record.teacher, delivered, failed)
