@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: setup test lint types unit demo bench bench-tta bench-onnx bench-service bench-load bench-distill schemathesis clean
+.PHONY: setup test lint types unit demo bench bench-tta bench-onnx bench-service bench-load bench-train bench-distill schemathesis clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-load: $(STAMP)
 ## schemathesis: every schemathesis check against the real API (own venv, ~2 min)
 schemathesis: $(STAMP)
 	bash tests/contract/schemathesis.sh
+
+## bench-train: training iterations per second on this CPU (boxes, keypoints; one thread)
+bench-train: $(STAMP)
+	$(BIN)/python benchmarks/train_speed.py --data $(OUT)/speed-data
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/distill_experiment.py

@@ -39,7 +39,7 @@ from training.trainer import train
 
 def _data(folder: Path, labeled: int) -> Path:
     if not (folder / "annotations" / "labeled_boxes.json").is_file():
-        subprocess.run([sys.executable, "-m", "distill.cli", "synth", "--out", str(folder),
+        subprocess.run([sys.executable, "-m", "distill.cli", "synth", str(folder),
                         "--labeled", str(labeled), "--unlabeled", "0", "--test", "0"],
                        check=True)
     return folder
