@@ -88,6 +88,20 @@ def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
         dataset = options.dataset or (f"{out.stem[:40]}-{uuid.uuid4().hex[:8]}" if multi else None)
         state = ClientState(url=url, dataset=dataset, form=form)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        coco = _run(url, headers, root, files, state, state_path, options)
+    except httpx.TransportError as exc:  # refused, DNS, timeout: words, not a traceback
+        raise DistillError(f"cannot reach the service at {url} ({type(exc).__name__}: "
+                           f"{exc}); is it running? The submitted batches are remembered "
+                           f"in {state_path}: rerun the same command to continue") from exc
+    write_json_atomic(out, coco)
+    return coco
+
+
+def _run(url: str, headers: dict[str, str], root: Path, files: list[Path],
+         state: ClientState, state_path: Path, options: ClientOptions) -> Any:
+    """Submits what is not submitted yet, waits, downloads; the state file is saved after
+    every submitted batch."""
     with httpx.Client(base_url=url, headers=headers, timeout=120.0) as http:
         _drop_resubmittable(http, state)
         submitted = {name for b in state.batches for name in b["files"]}
@@ -102,11 +116,8 @@ def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
             state.save(state_path)
         _wait(http, state, options, total=sum(len(b["files"]) for b in state.batches))
         if len(state.batches) == 1 and state.dataset is None:
-            coco = _get_json(http, f"/jobs/{state.batches[0]['job']}/annotations")
-        else:
-            coco = _get_json(http, f"/datasets/{state.dataset}/annotations")
-    write_json_atomic(out, coco)
-    return coco
+            return _get_json(http, f"/jobs/{state.batches[0]['job']}/annotations")
+        return _get_json(http, f"/datasets/{state.dataset}/annotations")
 
 
 def _name(root: Path, path: Path) -> str:

@@ -14,6 +14,7 @@ from pycocotools.coco import COCO
 
 from distill.annotate import annotate_folder
 from distill.options import InferenceOptions
+from distill.processes import free_port
 from service.client import ClientOptions, annotate_folder_remote
 from tests.conftest import API_KEYS, REPO, ServiceStack
 
@@ -75,3 +76,21 @@ def test_client_batches_downloads_and_resumes(live_service: ServiceStack,
     # Everything submitted: a rerun only downloads again.
     annotate_folder_remote(live_service.url, API_KEYS[0], folder, out, options)
     assert _job_count(live_service) == before + 4
+
+
+def test_client_says_when_the_service_cannot_be_reached(tmp_path: Path,
+                                                        unlabeled_images: list[Path]) -> None:
+    """Connection refused: one line naming the URL and how to resume, exit 2, no traceback."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(unlabeled_images[0], folder / unlabeled_images[0].name)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "client", "annotate", str(folder), "--url", url,
+         "--out", str(tmp_path / "out.json"), "--quiet"], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot reach the service at {url}" in done.stderr
+    assert "rerun the same command" in done.stderr
+    assert "Traceback" not in done.stderr
