@@ -18,6 +18,7 @@ from datetime import timedelta
 from redis import Redis
 
 from jobs import queueing
+from jobs.datasets import forget_if_empty
 from jobs.keys import redis_key
 from jobs.records import ended_at, is_over, utcnow
 from jobs.settings import Settings
@@ -61,15 +62,21 @@ def requeue_lost_jobs(store: JobStore, redis: Redis, settings: Settings,
 
 
 def delete_expired_jobs(store: JobStore, retention: timedelta) -> int:
-    """Deletes jobs that ended (finished, failed, cancelled) longer than ``retention`` ago;
-    a queued or running job is never deleted, however old."""
+    """Deletes jobs that ended (finished, failed, cancelled) longer than ``retention`` ago,
+    and the stored files of datasets left without a job; a queued or running job is never
+    deleted, however old."""
     cutoff = utcnow() - retention
     deleted = 0
+    datasets: set[tuple[str, str]] = set()
     for record in store.list_jobs():
         ended = ended_at(record, store.load_state(record.id))
         if ended is not None and ended < cutoff:
             store.delete_job(record.id)
             deleted += 1
+            if record.dataset is not None:
+                datasets.add((record.owner, record.dataset))
+    for owner, dataset in sorted(datasets):  # their stored files go with their last job
+        forget_if_empty(store, owner, dataset)
     if deleted:
         log.info("retention: deleted %d jobs that ended before %s", deleted,
                  cutoff.isoformat(timespec="seconds"))

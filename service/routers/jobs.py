@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
 from jobs import queueing
+from jobs.datasets import forget_if_empty
 from jobs.records import utcnow
 from jobs.settings import DATASET_PATTERN
 from service.annotations import NotAvailableError, build_coco
@@ -111,4 +112,5 @@ def delete_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: Setti
         store.delete_artifacts(record.id)
         return Deleted(id=record.id, previous_status=view.status, status="cancelled")
     store.delete_job(record.id)
+    forget_if_empty(store, record.owner, record.dataset)  # the dataset's file, with its last job
     return Deleted(id=record.id, previous_status=view.status, status="deleted")
