@@ -37,6 +37,10 @@ from distill.fileio import atomic_writer
 from jobs.s3 import call, error_code, make_client, parse_s3_uri
 
 MAX_REDIRECTS = 5
+# Keys asked for per listing page. AWS S3 answers at most 1,000 whatever is asked; servers
+# that honour more (moto does) save their fixed cost per page, which in moto is a scan of
+# the whole bucket: 100,000 keys list in a third of the time in pages of 10,000.
+LIST_PAGE = 10_000
 _TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 
@@ -154,7 +158,7 @@ class References:
         """The objects under an ``s3://`` prefix in key order, a page at a time (after the
         key ``start_after``, to resume); with ``recursive`` False, only the top level."""
         bucket, prefix = parse_s3_uri(uri)
-        args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        args: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE}
         if not recursive:
             args["Delimiter"] = "/"
         if start_after:
