@@ -103,6 +103,12 @@ class PlanOut(BaseModel):
     links: PlanLinks
 
 
+# POST /annotate's JSON body, its answer and the error only it answers with, for the
+# OpenAPI document: this route is left out of it (service.openapi adds them to the form's).
+OPENAPI_JSON_BODY = (ReferenceRequest, PlanOut, {
+    "403": "references are refused: this service allows none (DISTILL_REFERENCE_ALLOW)"})
+
+
 @router.post("/annotate", status_code=status.HTTP_202_ACCEPTED, response_model=PlanOut,
              include_in_schema=False)
 def annotate_references(body: ReferenceRequest, response: Response, owner: OwnerDep,
