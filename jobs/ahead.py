@@ -41,7 +41,8 @@ def ahead(items: Iterator[_T], chunk: int = 1000, depth: int = 3
             if put(piece):
                 put(None)
         except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
+            if put(piece):  # after the items that came before it
+                put(exc)
 
     thread = threading.Thread(target=produce, name="plan-listing", daemon=True)
     thread.start()
