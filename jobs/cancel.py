@@ -30,12 +30,16 @@ def cancel_job(store: JobStore, redis: Redis, record: JobRecord) -> None:
     store.delete_artifacts(record.id)
 
 
-def cancel_jobs(store: JobStore, redis: Redis, job_ids: Iterable[str]) -> int:
-    """Cancels those of the jobs that exist and are not over; returns how many. Safe to run
-    twice, or in two processes at once: each step is idempotent."""
+def cancel_jobs(store: JobStore, redis: Redis, job_ids: Iterable[str], *,
+                plan: str | None = None) -> int:
+    """Cancels those of the jobs that exist and are not over (with ``plan``, only the batches
+    of that plan); returns how many. Safe to run twice, or in two processes at once: each
+    step is idempotent."""
     def one(job_id: str) -> bool:
         record = store.load_job(job_id)
-        if record is None or is_over(record, store.load_state(job_id)):
+        if record is None or (plan is not None and record.plan != plan):
+            return False
+        if is_over(record, store.load_state(job_id)):
             return False
         cancel_job(store, redis, record)
         return True

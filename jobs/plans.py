@@ -216,9 +216,14 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
 
 def _sweep(store: JobStore, redis: Redis, plan: PlanRecord, state: PlanState, upto: int
            ) -> PlanState:
-    """Cancels the plan's batches ``0 .. upto - 1`` that exist and are not over, and marks
-    the plan cancelled (a batch that finished stays finished, as with DELETE /jobs)."""
-    cancelled = cancel_jobs(store, redis, (batch_id(plan.id, n) for n in range(upto)))
+    """Cancels the plan's batches that exist and are not over, and marks the plan cancelled
+    (a batch that finished stays finished, as with DELETE /jobs). The batches are
+    ``0 .. upto - 1`` and, in case a lost run got further than its stored state says
+    (batches of names the dataset held make no job, so their numbers run ahead of the
+    commits), those of the plan in the dataset's index."""
+    ids = {batch_id(plan.id, n) for n in range(upto)}
+    ids.update(store.index_ids(plan.owner, plan.dataset))
+    cancelled = cancel_jobs(store, redis, sorted(ids), plan=plan.id)
     if state.status != "cancelled":
         state.status, state.finished_at = "cancelled", utcnow()
     state.error = None
@@ -314,4 +319,3 @@ def _references(plan: PlanRecord, listed: int, cursor: str | None, refs: Referen
         name = safe_path(path.lstrip("/") if not uri.startswith("s3://")
                          else uri.split("/", 3)[-1], n)
         yield _Ref(name, identity(uri), uri, 0, str(n))
-
