@@ -4,15 +4,19 @@ The dataset's COCO file and the list of jobs it was made over
 (:mod:`jobs.datasets`) are written beside the jobs, so deleting the jobs alone
 would leave them behind for ever; the local directory and a real S3 endpoint
 (moto's server in its own process) must both drop them with the last job, and
-keep them while any job of the dataset is left.
+keep them while any job of the dataset is left. The same holds when a key
+deletes its jobs itself (``DELETE /jobs/{id}`` on a live API).
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from jobs.datasets import COCO, JOBS, dataset_key
 from jobs.maintenance import delete_expired_jobs
@@ -20,7 +24,7 @@ from jobs.records import JobRecord, JobRequest, JobState, JobStatus, utcnow
 from jobs.s3 import S3Storage
 from jobs.storage import LocalStorage, Storage
 from jobs.store import JobStore
-from tests.conftest import S3Server
+from tests.conftest import S3Server, ServiceStack
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -74,3 +78,26 @@ def test_retention_keeps_the_files_of_a_dataset_that_still_holds_a_job(
     store.save_json(dataset_key("owner1", "ds", COCO), {"images": []})
     assert delete_expired_jobs(store, timedelta(days=7)) == 1
     assert store.storage.exists(dataset_key("owner1", "ds", COCO))
+
+
+def test_deleting_a_datasets_last_job_removes_its_files(
+        make_stack: Callable[..., ServiceStack]) -> None:
+    stack = make_stack(api=True, workers=0)
+    store = JobStore(stack.data_dir)
+    png = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(png, format="PNG")
+    ids = []
+    with stack.client() as c:
+        for name in ("a.png", "b.png"):
+            resp = c.post("/annotate", data={"dataset": "mine"},
+                          files=[("files", (name, png.getvalue(), "image/png"))])
+            assert resp.status_code == 202, resp.text
+            ids.append(resp.json()["id"])
+        owner = store.load_job(ids[0]).owner  # type: ignore[union-attr]
+        for job_id in ids:  # as a worker would leave them: finished
+            store.save_state(job_id, JobState(status=JobStatus.FINISHED, finished_at=utcnow()))
+        store.save_json(dataset_key(owner, "mine", COCO), {"images": []})
+        assert c.delete(f"/jobs/{ids[0]}").json()["status"] == "deleted"
+        assert store.storage.exists(dataset_key(owner, "mine", COCO))  # one job is left
+        assert c.delete(f"/jobs/{ids[1]}").json()["status"] == "deleted"
+    assert not store.storage.exists(dataset_key(owner, "mine", COCO))
