@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,9 @@ class References:
     allow: list[str]
     endpoint_url: str | None = None
     max_bytes: int = 32 * 1024 * 1024
+    # What https certificates are checked against (httpx's ``verify``: the system's CAs by
+    # default; tests pass a context that trusts their own CA).
+    verify: ssl.SSLContext | bool = field(default=True, repr=False)
     _client: Any = field(default=None, repr=False)
     _hosts: dict[tuple[str, str], str | None] = field(default_factory=dict, repr=False)
 
@@ -202,7 +206,8 @@ class References:
         self._write(uri, obj["Body"].iter_chunks(1 << 20), target)
 
     def _fetch_url(self, url: str, target: Path) -> None:
-        with httpx.Client(timeout=_TIMEOUT, follow_redirects=False, trust_env=False) as http:
+        with httpx.Client(timeout=_TIMEOUT, follow_redirects=False, trust_env=False,
+                          verify=self.verify) as http:
             for _ in range(MAX_REDIRECTS + 1):
                 # Resolved afresh (not the API's cached check) and connected to as checked:
                 # no second lookup that a rebinding name could answer otherwise.
