@@ -53,6 +53,19 @@ def current_file(store: JobStore, owner: str, dataset: str) -> str | None:
     return dataset_key(owner, dataset, COCO)
 
 
+def forget_if_empty(store: JobStore, owner: str, dataset: str | None) -> bool:
+    """Removes a dataset's stored files (its COCO file and the list it was made over) once
+    the dataset holds no job any more (retention or a DELETE removed the last one): a file
+    over deleted jobs would otherwise outlive them, out of every retention. True if it did."""
+    if dataset is None or store.index_ids(owner, dataset):
+        return False
+    check_name(owner, dataset)
+    # A job added meanwhile finds no file and is served from the logs, as before any was
+    # written: removing too much here costs a rebuild, never a wrong file.
+    store.storage.delete_tree(join("datasets", owner, dataset))
+    return True
+
+
 def write_file(store: JobStore, owner: str, dataset: str) -> bool:
     """Writes the dataset's file if every job of it is over and one finished; True if it
     did (the COCO file first, then the list that makes it current)."""

@@ -6,10 +6,16 @@ walks the images list), names the images by the upload rule
 (:func:`jobs.submit.assign_names`, identity = URI + ETag + size) and commits
 and queues one batch job per ``batch_size`` images, recording its place in
 ``plans/<id>/state.json`` (the worker's file) about once a second, batches
-being committed a few at a time meanwhile. So 100,000
+being committed a few at a time meanwhile and the next page of the listing
+fetched while one is split. So 100,000
 objects never sit in the API's memory or in one request, and a plan whose
 worker died resumes after its last batch: batch job ids are derived from the
 plan id and the batch number, so a batch is never made twice.
+
+A plan is cancelled by the API's ``plans/<id>/cancelled`` marker: the worker
+running it looks for it each time it stores its state, stops listing and
+cancels every batch it made (:mod:`jobs.cancel`); a plan that is not running
+(queued, finished, died) is cancelled the same way by a run that only sweeps.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from redis import Redis
 
 from distill.images import IMAGE_SUFFIXES
 from jobs import queueing
+from jobs.ahead import ahead
+from jobs.cancel import cancel_jobs
 from jobs.datasets import plan_ended
 from jobs.names import safe_path
 from jobs.records import JobRecord, JobRequest, Renamed, StoredFile, utcnow
@@ -39,9 +47,12 @@ from jobs.store import JOB_ID_RE, JobStore, MalformedIdError
 from jobs.submit import Taken, assign_names, taken_names
 
 log = logging.getLogger(__name__)
-PlanStatus = Literal["queued", "running", "finished", "failed"]
+PlanStatus = Literal["queued", "running", "finished", "failed", "cancelled"]
 SAVE_EVERY_S = 1.0
 IN_FLIGHT = 16
+# Batches that may exist beyond the stored state: those committed since it was stored.
+UNSETTLED = 4 * IN_FLIGHT
+CANCELLED = "cancelled"
 
 
 class PlanRecord(BaseModel):
@@ -114,6 +125,21 @@ def save_plan(store: JobStore, plan: PlanRecord) -> None:
     store.storage.put(plan_key(plan.id, "plan.json"), plan.model_dump_json().encode())
 
 
+def cancel_plan(store: JobStore, plan_id: str) -> None:
+    """Marks a plan cancelled (the API's file); a worker then stops it and cancels its
+    batches (:func:`run_plan`, queued by the caller)."""
+    store.storage.put(plan_key(plan_id, CANCELLED), b"")
+
+
+def is_cancelled(store: JobStore, plan_id: str) -> bool:
+    """Whether the API cancelled the plan (one small lookup)."""
+    return store.storage.exists(plan_key(plan_id, CANCELLED))
+
+
+class _CancelledError(Exception):
+    """The plan was cancelled while it ran."""
+
+
 def _save_state(store: JobStore, plan_id: str, state: PlanState) -> None:
     state.updated_at = utcnow()
     store.storage.put(plan_key(plan_id, "state.json"), state.model_dump_json().encode())
@@ -137,7 +163,9 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
     if loaded is None:
         raise ReferenceError(f"no plan {plan_id}")
     plan, state = loaded
-    if state.status in ("finished", "failed"):
+    if is_cancelled(store, plan_id):
+        return _sweep(store, redis, plan, state, state.batches + UNSETTLED)
+    if state.status in ("finished", "failed", "cancelled"):
         return state
     state.status, state.error = "running", None
     _save_state(store, plan_id, state)
@@ -150,8 +178,9 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         batches.add(batch, taken)
         batch.clear()
 
+    listing = ahead(_references(plan, state.listed, state.cursor, refs))
     try:
-        for ref in _references(plan, state, refs):
+        for ref in listing:
             if ref is None:
                 state.skipped += 1
                 continue
@@ -169,12 +198,37 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         state.status, state.error, state.finished_at = "failed", str(exc), utcnow()
         _save_state(store, plan_id, state)
         return state
+    except _CancelledError:
+        batches.close()
+        return _sweep(store, redis, plan, state, state.batches)
+    finally:
+        listing.close()
     batches.close()
     state.status, state.finished_at = "finished", utcnow()
     _save_state(store, plan_id, state)
+    if is_cancelled(store, plan_id):  # cancelled after the last look: the API found it
+        return _sweep(store, redis, plan, state, state.batches)  # running, so sweep here
     plan_ended(store, redis, queue_prefix, plan_id)  # its batches may all have ended already
     log.info("plan %s: %d images in %d batch jobs of dataset %s (%d objects skipped)",
              plan_id, state.listed, state.jobs, plan.dataset, state.skipped)
+    return state
+
+
+def _sweep(store: JobStore, redis: Redis, plan: PlanRecord, state: PlanState, upto: int
+           ) -> PlanState:
+    """Cancels the plan's batches that exist and are not over, and marks the plan cancelled
+    (a batch that finished stays finished, as with DELETE /jobs). The batches are
+    ``0 .. upto - 1`` and, in case a lost run got further than its stored state says
+    (batches of names the dataset held make no job, so their numbers run ahead of the
+    commits), those of the plan in the dataset's index."""
+    ids = {batch_id(plan.id, n) for n in range(upto)}
+    ids.update(store.index_ids(plan.owner, plan.dataset))
+    cancelled = cancel_jobs(store, redis, sorted(ids), plan=plan.id)
+    if state.status != "cancelled":
+        state.status, state.finished_at = "cancelled", utcnow()
+    state.error = None
+    _save_state(store, plan.id, state)
+    log.info("plan %s cancelled: %d of its batch jobs cancelled", plan.id, cancelled)
     return state
 
 
@@ -209,8 +263,10 @@ class _Batches:
 
     def close(self) -> None:
         """Waits for every commit and stores the state."""
-        self._settle()
-        self.pool.shutdown()
+        try:
+            self._settle(check=False)
+        finally:
+            self.pool.shutdown()
 
     def _made_before(self, n: int) -> bool:
         if self.check_below is not None and n >= self.check_below:
@@ -233,27 +289,30 @@ class _Batches:
         queueing.enqueue(self.redis, self.queue, job_id, timeout_s=plan.job_timeout_s,
                          retries=plan.retries)
 
-    def _settle(self) -> None:
+    def _settle(self, *, check: bool = True) -> None:
         for future in self.pending:
             future.result()  # a failed commit fails the attempt; RQ retries the plan
         self.pending.clear()
         _save_state(self.store, self.plan.id, self.state)
         self.saved = time.monotonic()
+        if check and is_cancelled(self.store, self.plan.id):
+            raise _CancelledError(self.plan.id)
 
 
-def _references(plan: PlanRecord, state: PlanState, refs: References
+def _references(plan: PlanRecord, listed: int, cursor: str | None, refs: References
                 ) -> Iterator[_Ref | None]:
-    """The plan's images after its cursor; None for a listed object that is no image."""
+    """The plan's images after ``cursor`` (``listed`` images before it); None for a listed
+    object that is no image. It runs ahead in a thread: it never reads the live state."""
     if plan.source is not None:
         for n, obj in enumerate(refs.list_source(plan.source, recursive=plan.recursive,
-                                                 start_after=state.cursor)):
+                                                 start_after=cursor)):
             if PurePosixPath(obj.relative).suffix.lower() not in IMAGE_SUFFIXES:
                 yield None
                 continue
-            yield _Ref(safe_path(obj.relative, state.listed + n), identity(
+            yield _Ref(safe_path(obj.relative, listed + n), identity(
                 obj.uri, obj.etag, obj.size), obj.uri, obj.size, obj.uri.split("/", 3)[3])
         return
-    start = 0 if state.cursor is None else int(state.cursor) + 1
+    start = 0 if cursor is None else int(cursor) + 1
     for n in range(start, len(plan.images)):
         uri = plan.images[n]
         path = unquote(urlsplit(uri).path) if "://" in uri else uri

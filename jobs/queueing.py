@@ -43,13 +43,16 @@ def plan_queue(prefix: str) -> str:
     return f"{prefix}.:plans"
 
 
-def enqueue_plan(redis: Redis, prefix: str, plan_id: str, *, timeout_s: int, retries: int
-                 ) -> Job:
-    """Queues the planning of a by-reference request (it resumes where a lost run stopped)."""
+def enqueue_plan(redis: Redis, prefix: str, plan_id: str, *, timeout_s: int, retries: int,
+                 cancel: bool = False) -> Job:
+    """Queues the planning of a by-reference request (it resumes where a lost run stopped),
+    or with ``cancel`` a run that only cancels the batches of a cancelled plan (its own RQ
+    job, so that a plan still running is not replaced in Redis)."""
+    job_id = f"plan-{plan_id}-cancel" if cancel else f"plan-{plan_id}"
     return Queue(plan_queue(prefix), connection=redis).enqueue_call(
-        PLAN_TASK, args=(plan_id,), job_id=f"plan-{plan_id}", timeout=timeout_s,
+        PLAN_TASK, args=(plan_id,), job_id=job_id, timeout=timeout_s,
         result_ttl=RESULT_TTL_S, retry=Retry(max=retries) if retries > 0 else None,
-        description=f"plan {plan_id}")
+        description=f"{'cancel ' if cancel else ''}plan {plan_id}")
 
 
 def presence_prefix(queue: str) -> str:
@@ -80,6 +83,17 @@ def rq_status(redis: Redis, job_id: str) -> str | None:
         return str(Job.fetch(job_id, connection=redis).get_status(refresh=False))
     except NoSuchJobError:
         return None
+
+
+def rq_statuses(redis: Redis, job_ids: list[str]) -> dict[str, str | None]:
+    """RQ's view of many jobs in one round trip (None: Redis does not know the job)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(Job.key_for(job_id), "status")
+        found = pipe.execute()
+    return {job_id: None if raw is None else (raw.decode() if isinstance(raw, bytes) else
+                                              str(raw))
+            for job_id, raw in zip(job_ids, found, strict=True)}
 
 
 def rq_failure(redis: Redis, job_id: str) -> str | None:

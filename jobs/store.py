@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -231,9 +231,11 @@ class JobStore:
         """The ids of every job folder (staging and deleted ones left out)."""
         return [n for n in self.storage.children("jobs") if JOB_ID_RE.match(n)]
 
-    def list_jobs(self) -> Iterator[JobRecord]:
-        """Every committed job, oldest first (a full scan: for maintenance, not requests)."""
-        records = [r for r in map(self._load_listed, self.job_ids()) if r is not None]
+    def list_jobs(self, ids: Iterable[str] | None = None) -> Iterator[JobRecord]:
+        """Every committed job (or those of ``ids`` that exist), oldest first (a full scan:
+        for maintenance, not requests)."""
+        ids = self.job_ids() if ids is None else ids
+        records = [r for r in map(self._load_listed, ids) if r is not None]
         yield from sorted(records, key=lambda r: (r.created_at, r.id))
 
     # -- deleting ---------------------------------------------------------------------

@@ -96,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     mount_ui(app)
-    app.openapi = lambda: multipart_without_nulls(app)  # type: ignore[method-assign]
+    app.openapi = lambda: multipart_without_nulls(  # type: ignore[method-assign]
+        app, {"/annotate": references.OPENAPI_JSON_BODY})
     return app
 
 

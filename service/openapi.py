@@ -5,6 +5,11 @@ sent or absent. FastAPI still types ``Form() = None`` fields as ``anyOf [T,
 null]``, which invites generated clients (and schemathesis) to send the text
 ``"null"``. Here the ``null`` alternative is dropped from every multipart
 body schema; the fields stay optional.
+
+A path that takes a JSON body beside its multipart form (``POST /annotate``:
+references or uploads) is served by two routes, and an OpenAPI path has one
+operation per method; the JSON route is left out of the generated document and
+its body and answer are added to the form's operation here.
 """
 
 from __future__ import annotations
@@ -13,10 +18,20 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+REF = "#/components/schemas/{model}"
+# path -> (the JSON body of its POST, the 202 answer to it, error codes only it answers
+# with and what they mean)
+JsonBody = tuple[type[BaseModel], type[BaseModel], dict[str, str]]
+JsonBodies = dict[str, JsonBody]
 
 
-def multipart_without_nulls(app: FastAPI) -> dict[str, Any]:
-    """``app.openapi()`` with ``null`` removed from multipart request-body properties."""
+def multipart_without_nulls(app: FastAPI, json_bodies: JsonBodies | None = None
+                            ) -> dict[str, Any]:
+    """``app.openapi()`` with ``null`` removed from multipart request-body properties, and
+    with the JSON bodies ``json_bodies`` names beside the forms of their paths."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description,
@@ -30,8 +45,31 @@ def multipart_without_nulls(app: FastAPI) -> dict[str, Any]:
                 body = components[ref.rsplit("/", 1)[-1]]
                 for prop in body.get("properties", {}).values():
                     _drop_null(prop)
+    for path, extra in (json_bodies or {}).items():
+        _add_json_body(schema, path, *extra)
     app.openapi_schema = schema
     return schema
+
+
+def _add_json_body(schema: dict[str, Any], path: str, body: type[BaseModel],
+                   answer: type[BaseModel], errors: dict[str, str]) -> None:
+    """Adds ``body`` as the ``application/json`` request body of ``POST path``, ``answer``
+    as another form its 202 answer can take (the form's models are kept) and ``errors``
+    (with the error body every other error has)."""
+    operation = schema["paths"][path]["post"]
+    _, top = models_json_schema([(body, "validation"), (answer, "serialization")],
+                                ref_template=REF)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in top.get("$defs", {}).items():
+        components.setdefault(name, definition)  # a model both routes use is the same one
+    operation["requestBody"]["content"]["application/json"] = {
+        "schema": {"$ref": REF.format(model=body.__name__)}}
+    accepted = operation["responses"]["202"]["content"]["application/json"]
+    accepted["schema"] = {"anyOf": [accepted["schema"],
+                                    {"$ref": REF.format(model=answer.__name__)}]}
+    error = {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}
+    for code, text in errors.items():
+        operation["responses"].setdefault(code, {"description": text, "content": error})
 
 
 def _drop_null(prop: dict[str, Any]) -> None:

@@ -210,8 +210,11 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
     for n in range(30):
         assert boxes(coco, f"cam{n % 2}/img_{n:02d}.png") == \
             boxes(mine, unlabeled_images[n % 12].name), n
-    # No image bytes on the API's or the worker's local disk.
-    assert not [p for p in stack.root.rglob("*") if p.suffix in (".png", ".img")]
+    # No image bytes on the API's or the worker's local disk, once the worker is done with
+    # the job (its state says finished before the worker has written the dataset's file
+    # and left the job's cache folder).
+    wait_for(lambda: not [p for p in stack.root.rglob("*") if p.suffix in (".png", ".img")],
+             30, "the worker to clear its cache")
 
 
 def test_a_restarted_plan_makes_no_batch_twice(s3_server: S3Server, redis_server: Any,

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
-from jobs import queueing
-from jobs.records import utcnow
+from jobs.cancel import cancel_job
+from jobs.datasets import forget_if_empty
 from jobs.settings import DATASET_PATTERN
 from service.annotations import NotAvailableError, build_coco
 from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
@@ -105,10 +105,8 @@ def delete_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: Setti
     status ``cancelled``. A finished, failed or cancelled job is deleted entirely."""
     view = job_view(store, redis, record, settings.queue)
     if not view.status.is_terminal:
-        record.cancelled_at = utcnow()
-        store.save_job(record)  # the worker checks this between batches
-        queueing.cancel(redis, record.id)
-        store.delete_artifacts(record.id)
+        cancel_job(store, redis, record)
         return Deleted(id=record.id, previous_status=view.status, status="cancelled")
     store.delete_job(record.id)
+    forget_if_empty(store, record.owner, record.dataset)  # the dataset's file, with its last job
     return Deleted(id=record.id, previous_status=view.status, status="deleted")

@@ -1,6 +1,6 @@
 """POST /annotate with a JSON body: images referenced where they are (``s3://`` prefixes or
 a list of ``s3://`` / ``https://`` URIs), split into batch jobs of one dataset by a plan
-that a worker runs; GET /plans/{id}: how far the split got.
+that a worker runs; GET /plans/{id}: how far the split got; DELETE /plans/{id}: cancel it.
 
 The request is checked here (allow-list, internal addresses, the source listable,
 the teacher and preset, the key's quota) and stored as a plan in one small write;
@@ -21,7 +21,7 @@ from starlette.types import Scope
 from distill.errors import ConfigError
 from distill.options import Fusion
 from jobs import queueing
-from jobs.plans import PlanRecord, PlanState, load_plan, save_plan
+from jobs.plans import PlanRecord, PlanState, cancel_plan, load_plan, save_plan
 from jobs.records import JobRequest, new_job_id, utcnow
 from jobs.references import ReferenceError, ReferencesRefusedError
 from jobs.settings import DATASET_PATTERN, TEACHER_NAME_PATTERN, job_timeout
@@ -103,6 +103,12 @@ class PlanOut(BaseModel):
     links: PlanLinks
 
 
+# POST /annotate's JSON body, its answer and the error only it answers with, for the
+# OpenAPI document: this route is left out of it (service.openapi adds them to the form's).
+OPENAPI_JSON_BODY = (ReferenceRequest, PlanOut, {
+    "403": "references are refused: this service allows none (DISTILL_REFERENCE_ALLOW)"})
+
+
 @router.post("/annotate", status_code=status.HTTP_202_ACCEPTED, response_model=PlanOut,
              include_in_schema=False)
 def annotate_references(body: ReferenceRequest, response: Response, owner: OwnerDep,
@@ -164,11 +170,36 @@ def get_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits)")
     if loaded is None or loaded[0].owner != owner:
         raise problem(404, f"no plan {plan_id!r}")
     plan, state = loaded
-    if state.status not in ("finished", "failed"):
+    if state.status not in ("finished", "failed", "cancelled"):
         rq = queueing.rq_status(redis, f"plan-{plan_id}")
         if rq == "failed":
             state.status = "failed"
             state.error = queueing.rq_failure(redis, f"plan-{plan_id}") or "failed in the queue"
+    return _view(plan, state)
+
+
+@plans.delete("/plans/{plan_id}", response_model=PlanOut, status_code=status.HTTP_202_ACCEPTED,
+              summary="Cancel a by-reference request and the batch jobs it made",
+              responses=responses(401, 404, 422, 503))
+def delete_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits)")],
+                owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep
+                ) -> PlanOut:
+    """The plan stops listing (within about a second) and every batch job it made that is
+    not over is cancelled, as ``DELETE /jobs/{id}`` cancels one; batches that finished stay.
+    A worker does it: the plan's status becomes ``cancelled`` once it is done."""
+    loaded = load_plan(store, plan_id)
+    if loaded is None or loaded[0].owner != owner:
+        raise problem(404, f"no plan {plan_id!r}")
+    plan, state = loaded
+    cancel_plan(store, plan_id)  # the running plan looks for it each time it saves its state
+    try:
+        queueing.cancel(redis, f"plan-{plan_id}")  # a plan not started never lists
+        # A plan that is not running (queued, over, its worker gone) is swept by this run.
+        queueing.enqueue_plan(redis, settings.queue, plan_id, timeout_s=3600,
+                              retries=settings.job_retries, cancel=True)
+    except RedisError as exc:
+        raise problem(503, f"the queue (Redis) is unreachable: {exc}; the plan is marked "
+                           "cancelled and stops when a worker runs it") from exc
     return _view(plan, state)
 
 
