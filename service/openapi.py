@@ -10,6 +10,9 @@ A path that takes a JSON body beside its multipart form (``POST /annotate``:
 references or uploads) is served by two routes, and an OpenAPI path has one
 operation per method; the JSON route is left out of the generated document and
 its body and answer are added to the form's operation here.
+
+Every operation that reads a JSON body answers 400 when the body is not JSON at all
+(FastAPI's parser, before validation's 422); that answer is documented here, once.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ def multipart_without_nulls(app: FastAPI, json_bodies: JsonBodies | None = None
                     _drop_null(prop)
     for path, extra in (json_bodies or {}).items():
         _add_json_body(schema, path, *extra)
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            if "application/json" in op.get("requestBody", {}).get("content", {}):
+                op["responses"].setdefault("400", {
+                    "description": "the body is not JSON",
+                    "content": {"application/json": {
+                        "schema": {"$ref": REF.format(model="ErrorBody")}}}})
     app.openapi_schema = schema
     return schema
 

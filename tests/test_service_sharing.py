@@ -185,8 +185,11 @@ def test_one_error_shape_declared_in_the_openapi_document(
     ]
     with stack.client() as c:
         bodies.append(c.post("/annotate", data={"tta": "flip"}))     # 422: files missing
+        bodies.append(c.put("/jobs/" + "0" * 32 + "/selection", content=b"\xff{",
+                            headers={"Content-Type": "application/json"}))  # 400: not JSON
+    assert bodies[-1].status_code == 400, bodies[-1].text
     for resp in bodies:
-        assert resp.status_code in (401, 404, 422), resp.text
+        assert resp.status_code in (400, 401, 404, 422), resp.text
         detail = resp.json()["detail"]
         assert isinstance(detail, dict) and isinstance(detail["message"], str), resp.text
     spec = _get(stack, "/openapi.json").json()
@@ -196,6 +199,8 @@ def test_one_error_shape_declared_in_the_openapi_document(
             if path in ("/healthz", "/readyz"):
                 continue
             assert "401" in op["responses"], f"{method} {path} does not declare 401"
+            if "application/json" in op.get("requestBody", {}).get("content", {}):
+                assert "400" in op["responses"], f"{method} {path} does not declare 400"
             for code, response in op["responses"].items():
                 if code.startswith(("4", "5")):
                     schema = response["content"]["application/json"]["schema"]

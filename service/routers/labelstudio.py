@@ -83,8 +83,9 @@ def _teacher(registry: Any, name: str | None) -> str:
     return resolved
 
 
-# Health and webhook take no key: they stay out of the OpenAPI document (like /metrics),
-# whose every route needs one; they are Label Studio's, not for clients.
+# Without a teacher in the path, ``teacher`` is an optional query parameter (an unknown
+# one: 404, as in the path). Health and webhook take no key: they stay out of the OpenAPI
+# document (like /metrics), whose every route needs one; they are Label Studio's.
 @router.get("/", include_in_schema=False)
 @router.get("/health", include_in_schema=False)
 @router.get("/{teacher}/", include_in_schema=False)
@@ -97,7 +98,7 @@ def health(registry: RegistryDep, teacher: TeacherPath | None = None) -> dict[st
 
 
 @router.post("/setup", summary="Label Studio: connect a project",
-             responses=responses(401, 422))
+             responses=responses(401, 404, 422))
 @router.post("/{teacher}/setup", summary="Label Studio: connect a project (one teacher)",
              responses=responses(401, 404, 422))
 def setup(owner: LSOwnerDep, registry: RegistryDep, body: JSONBody,
@@ -114,7 +115,7 @@ def setup(owner: LSOwnerDep, registry: RegistryDep, body: JSONBody,
 
 
 @router.post("/predict", summary="Label Studio: predictions for tasks",
-             responses=responses(401, 422, 429, 503))
+             responses=responses(401, 404, 422, 429, 503))
 @router.post("/{teacher}/predict", summary="Label Studio: predictions for tasks (one teacher)",
              responses=responses(401, 404, 422, 429, 503))
 def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, redis: RedisDep,
@@ -161,7 +162,7 @@ async def webhook(request: Request, teacher: TeacherPath | None = None) -> JSONR
 
 
 @router.get("/versions", summary="Label Studio: model versions",
-            responses=responses(401, 422))
+            responses=responses(401, 404, 422))
 @router.get("/{teacher}/versions", summary="Label Studio: model versions (one teacher)",
             responses=responses(401, 404, 422))
 def versions(owner: LSOwnerDep, registry: RegistryDep, teacher: TeacherPath | None = None
