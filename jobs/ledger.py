@@ -22,13 +22,16 @@ increments, so a rebuild that read a job about to be deleted never marks itself 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 
 from redis import Redis
+from redis.exceptions import LockError
 
+from distill.errors import DistillError
 from jobs.keys import redis_key
-from jobs.records import JobRecord, is_over
+from jobs.records import JobRecord, is_over, utcnow
 from jobs.store import DamagedRecordError, JobStore
 
 Taken = dict[str, tuple[str, str | None]]  # name -> (identity, job id or None: this batch)
@@ -36,6 +39,7 @@ Taken = dict[str, tuple[str, str | None]]  # name -> (identity, job id or None: 
 # is dropped only once no commit can take that long (a crash between adding and
 # committing).
 UNCOMMITTED_GRACE_S = 3600
+NAMING_LOCK_S = 30  # naming takes milliseconds once the names are built (outside the lock)
 _CHUNK = 5000  # names per script call: a 100,000-image dataset is not one huge command
 
 # Merges name -> value pairs into a hash, a larger value (a newer job) winning; with
@@ -68,6 +72,10 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class NamingBusyError(DistillError):
+    """Another request held a dataset's naming lock for too long."""
+
+
 # -- writes -------------------------------------------------------------------------------
 def job_accepted(redis: Redis, queue: str, record: JobRecord) -> None:
     """Adds a job about to be committed to its owner's pending images and its dataset's
@@ -86,13 +94,45 @@ def job_over(redis: Redis, queue: str, owner: str, job_id: str) -> None:
     redis.hdel(_pending_key(queue, owner), job_id)
 
 
-def job_removed(redis: Redis, queue: str, record: JobRecord) -> None:
-    """Forgets a job deleted from the store (call it before and after the deletion: a
-    rebuild in between is then never marked built)."""
+def names_reserved(redis: Redis, queue: str, owner: str, dataset: str | None, job_id: str,
+                   files: Iterable[tuple[str, str]]) -> None:
+    """Enters a job's names (name, sha256) before its images are stored, under the naming
+    lock, so that the next POST into the dataset sees them; the commit writes them again
+    with the record's own entry (later, so it wins)."""
+    if dataset is not None:
+        entry = f"{utcnow().strftime('%Y%m%dT%H%M%S%f')}-{job_id}"
+        _merge(redis, _names_key(queue, owner, dataset), "",
+               _holders_of([(entry, name, sha) for name, sha in files]).items())
+
+
+@contextlib.contextmanager
+def naming(redis: Redis, queue: str, owner: str, dataset: str | None) -> Iterator[None]:
+    """One POST at a time names images into a dataset (from reading the names to
+    :func:`names_reserved`: milliseconds), so two never take one name. Raises
+    :class:`NamingBusyError` when the lock is not had within ``NAMING_LOCK_S``."""
+    if dataset is None:
+        yield
+        return
+    lock = redis.lock(f"{_names_key(queue, owner, dataset)}:lock", timeout=NAMING_LOCK_S,
+                      blocking_timeout=NAMING_LOCK_S)
+    if not lock.acquire():
+        raise NamingBusyError(f"dataset {dataset!r} is being named by another request for "
+                              f"more than {NAMING_LOCK_S}s; retry")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(LockError):  # expired: the next request has it already
+            lock.release()
+
+
+def job_removed(redis: Redis, queue: str, owner: str, dataset: str | None, job_id: str
+                ) -> None:
+    """Forgets a job deleted from the store, or never committed (call it before and after a
+    deletion: a rebuild in between is then never marked built)."""
     pipe = redis.pipeline(transaction=True)
-    pipe.hdel(_pending_key(queue, record.owner), record.id)
-    if record.dataset is not None:
-        names = _names_key(queue, record.owner, record.dataset)
+    pipe.hdel(_pending_key(queue, owner), job_id)
+    if dataset is not None:
+        names = _names_key(queue, owner, dataset)
         pipe.incr(f"{names}:gen")
         pipe.delete(names, f"{names}:built")
     pipe.execute()
@@ -101,10 +141,10 @@ def job_removed(redis: Redis, queue: str, record: JobRecord) -> None:
 def remove_job(store: JobStore, redis: Redis | None, queue: str, record: JobRecord) -> None:
     """Deletes a job from the store and from what Redis keeps of it."""
     if redis is not None:
-        job_removed(redis, queue, record)
+        job_removed(redis, queue, record.owner, record.dataset, record.id)
     store.delete_job(record.id)
     if redis is not None:
-        job_removed(redis, queue, record)
+        job_removed(redis, queue, record.owner, record.dataset, record.id)
 
 
 # -- reads --------------------------------------------------------------------------------
@@ -191,13 +231,16 @@ return 1
 
 def _holders(records: Iterable[JobRecord]) -> dict[str, str]:
     """name -> "<entry> <sha256>" of the newest job holding each name."""
+    return _holders_of((_entry(r), f.name, f.sha256) for r in records for f in r.files)
+
+
+def _holders_of(files: Iterable[tuple[str, str, str]]) -> dict[str, str]:
+    """(entry, name, sha256) -> name -> "<entry> <sha256>", the largest (newest) winning."""
     holders: dict[str, str] = {}
-    for record in records:
-        entry = _entry(record)
-        for f in record.files:
-            value = f"{entry} {f.sha256}"
-            if holders.get(f.name, "") < value:
-                holders[f.name] = value
+    for entry, name, sha256 in files:
+        value = f"{entry} {sha256}"
+        if holders.get(name, "") < value:
+            holders[name] = value
     return holders
 
 

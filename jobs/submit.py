@@ -26,7 +26,16 @@ from distill.errors import ConfigError, DistillError
 from distill.options import PRESETS
 from distill.tta.transforms import Transform, parse_preset
 from jobs import queueing
-from jobs.ledger import Taken, job_accepted, job_removed, pending_images, taken_names
+from jobs.ledger import (
+    NamingBusyError,
+    Taken,
+    job_accepted,
+    job_removed,
+    names_reserved,
+    naming,
+    pending_images,
+    taken_names,
+)
 from jobs.records import (
     JobRecord,
     JobRequest,
@@ -129,6 +138,19 @@ def name_uploads(uploads: list[Upload], store: JobStore, redis: Redis, queue: st
     return assign_names(uploads, taken)
 
 
+def name_and_reserve(uploads: list[Upload], store: JobStore, redis: Redis, queue: str,
+                     owner: str, dataset: str | None, job_id: str
+                     ) -> tuple[list[Upload], list[Renamed]]:
+    """:func:`name_uploads` for the job ``job_id``, its names entered in the dataset's before
+    the lock is released: two requests into one dataset never both take a name. Raises
+    RedisError, NamingBusyError."""
+    taken_names(store, redis, queue, owner, dataset, [])  # a rebuild, if any, outside the lock
+    with naming(redis, queue, owner, dataset):
+        named, renamed = name_uploads(uploads, store, redis, queue, owner, dataset)
+        names_reserved(redis, queue, owner, dataset, job_id, ((u.name, u.sha256) for u in named))
+    return named, renamed
+
+
 _Named = TypeVar("_Named", bound=Named)
 
 
@@ -166,7 +188,7 @@ def commit_job(store: JobStore, redis: Redis, queue: str, staging: str, record: 
         store.commit(staging, record)
     except BaseException:
         with contextlib.suppress(RedisError):
-            job_removed(redis, queue, record)
+            job_removed(redis, queue, record.owner, record.dataset, record.id)
         raise
 
 
@@ -187,6 +209,7 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
                           f"more than the limit of {settings.max_megapixel_passes:g} "
                           "(DISTILL_MAX_MEGAPIXEL_PASSES): send fewer or smaller images, or a "
                           "preset with fewer passes")
+    job_id = new_job_id()
     try:
         pending = pending_images(store, redis, settings.queue, owner)
         if pending + len(uploads) > settings.max_pending_images:
@@ -194,11 +217,13 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
                 f"this key has {pending} images queued or running; with {len(uploads)} more "
                 f"it would pass the limit of {settings.max_pending_images} "
                 "(DISTILL_MAX_PENDING_IMAGES)")
-        named, renamed = name_uploads(uploads, store, redis, settings.queue, owner, dataset)
+        named, renamed = name_and_reserve(uploads, store, redis, settings.queue, owner,
+                                          dataset, job_id)
     except RedisError as exc:
         raise QueueUnavailableError(
             f"the queue (Redis) is unreachable, nothing was queued: {exc}") from exc
-    job_id = new_job_id()
+    except NamingBusyError as exc:
+        raise QueueUnavailableError(f"nothing was queued: {exc}") from exc
     staging = store.staging(job_id)
     try:
         stored: list[StoredFile] = []
@@ -216,12 +241,13 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
             request=request, timeout_s=job_timeout(settings, len(stored), len(transforms)),
             teacher=name, teacher_sha256=registry.get(name).sha256, renamed=renamed)
         commit_job(store, redis, settings.queue, staging, record)
-    except RedisError as exc:
+    except BaseException as exc:
         store.discard(staging)
-        raise QueueUnavailableError(
-            f"the queue (Redis) is unreachable, nothing was queued: {exc}") from exc
-    except BaseException:
-        store.discard(staging)
+        with contextlib.suppress(RedisError):  # the reserved names go with the job
+            job_removed(redis, settings.queue, owner, dataset, job_id)
+        if isinstance(exc, RedisError):
+            raise QueueUnavailableError(
+                f"the queue (Redis) is unreachable, nothing was queued: {exc}") from exc
         raise
     try:
         queueing.enqueue(redis, queueing.queue_name(settings.queue, name), job_id,
@@ -229,7 +255,7 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
                          at_front=interactive)
     except RedisError as exc:
         with contextlib.suppress(RedisError):  # Redis is away: the store is what counts
-            job_removed(redis, settings.queue, record)
+            job_removed(redis, settings.queue, owner, dataset, job_id)
         store.delete_job(job_id)  # never leave a stored job that no worker will see
         raise QueueUnavailableError(
             f"the queue (Redis) is unreachable, nothing was queued: {exc}") from exc

@@ -9,7 +9,9 @@ grow with the key's finished jobs.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,9 +21,10 @@ from typing import IO, Any
 import pytest
 from redis import Redis
 
+from jobs import submit
 from jobs.cancel import cancel_job
 from jobs.datasets import job_ended
-from jobs.ledger import Taken, pending_images, remove_job, taken_names
+from jobs.ledger import Taken, job_removed, pending_images, remove_job, taken_names
 from jobs.records import (
     JobRecord,
     JobRequest,
@@ -245,3 +248,39 @@ def test_a_requests_reads_do_not_grow_with_finished_jobs(
     assert counting.reads == 2
     assert (named, renamed) == assign_names(batch, old_taken(store, OWNER, "ds"))
     assert len(renamed) == min(3, finished) and running.id
+
+
+def test_two_requests_into_one_dataset_never_take_one_name(
+        store: JobStore, redis: Redis, queue: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both requests read the names at the same moment without the lock; with it, the second
+    sees the first's names (reserved before its images are stored) and renames."""
+    both = threading.Barrier(2, timeout=5)
+    assign = submit.assign_names
+
+    def slow_assign(items: Any, taken: Taken) -> Any:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both.wait(timeout=1)  # without the lock both would be here at once
+        return assign(items, taken)
+
+    monkeypatch.setattr(submit, "assign_names", slow_assign)
+    results: list[tuple[list[Upload], list[Any]]] = []
+
+    def post(sha: str) -> None:
+        results.append(submit.name_and_reserve([_upload("a.png", sha)], store, redis, queue,
+                                               OWNER, "ds", new_job_id()))
+
+    threads = [threading.Thread(target=post, args=(c * 64,)) for c in "12"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = sorted(named[0].name for named, _ in results)
+    assert names[0] == "a.png" and names[1].startswith("a~"), names
+    assert sum(len(renamed) for _, renamed in results) == 1
+    # A reservation whose job is never committed goes again with it.
+    job_id = new_job_id()
+    submit.name_and_reserve([_upload("b.png", "3" * 64)], store, redis, queue, OWNER, "ds",
+                            job_id)
+    assert "b.png" in taken_names(store, redis, queue, OWNER, "ds", ["b.png"])
+    job_removed(redis, queue, OWNER, "ds", job_id)
+    assert taken_names(store, redis, queue, OWNER, "ds", ["b.png"]) == {}
