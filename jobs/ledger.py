@@ -23,17 +23,21 @@ increments, so a rebuild that read a job about to be deleted never marks itself 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Collection, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 
 from distill.errors import DistillError
 from jobs.keys import redis_key
 from jobs.records import JobRecord, is_over, utcnow
 from jobs.store import DamagedRecordError, JobStore
 
+log = logging.getLogger(__name__)
+IN_FLIGHT = 16  # store reads at once
 Taken = dict[str, tuple[str, str | None]]  # name -> (identity, job id or None: this batch)
 # An entry whose job is not (yet) in the store is the job being committed right now; it
 # is dropped only once no commit can take that long (a crash between adding and
@@ -140,11 +144,18 @@ def job_removed(redis: Redis, queue: str, owner: str, dataset: str | None, job_i
 
 def remove_job(store: JobStore, redis: Redis | None, queue: str, record: JobRecord) -> None:
     """Deletes a job from the store and from what Redis keeps of it."""
-    if redis is not None:
-        job_removed(redis, queue, record.owner, record.dataset, record.id)
+    def forget() -> None:
+        if redis is None:
+            return
+        try:
+            job_removed(redis, queue, record.owner, record.dataset, record.id)
+        except RedisError as exc:  # the store is the record: its deletion goes ahead
+            log.warning("job %s: Redis could not forget it (%s); its dataset's names may "
+                        "hold it until they are rebuilt", record.id, exc)
+
+    forget()
     store.delete_job(record.id)
-    if redis is not None:
-        job_removed(redis, queue, record.owner, record.dataset, record.id)
+    forget()
 
 
 # -- reads --------------------------------------------------------------------------------
@@ -154,25 +165,29 @@ def pending_images(store: JobStore, redis: Redis, queue: str, owner: str) -> int
     key = _pending_key(queue, owner)
     if not redis.exists(f"{key}:built"):
         return _rebuild_pending(store, redis, key, owner)
-    count, stale = 0, []
-    for raw_id, raw in redis.hgetall(key).items():
-        job_id, value = _text(raw_id), _text(raw).split()
+    entries = {_text(k): _text(v).split() for k, v in redis.hgetall(key).items()}
+
+    def images(job_id: str) -> int | None:
+        """The job's images while it is pending, 0 if not yet committed, None if stale."""
         try:
             record = store.load_job(job_id)
         except DamagedRecordError:
-            stale.append(job_id)  # the full scan skipped it too: it counts for nothing
-            continue
+            return None  # the full scan skipped it too: it counts for nothing
         if record is None or record.owner != owner:
-            if record is not None or time.time() - float(value[-1]) > UNCOMMITTED_GRACE_S:
-                stale.append(job_id)  # deleted (or never committed): not the key's job
-            continue
+            young = time.time() - float(entries[job_id][-1]) <= UNCOMMITTED_GRACE_S
+            return 0 if record is None and young else None  # being committed, or deleted
         if is_over(record, store.load_state(job_id)):
-            stale.append(job_id)  # its removal was lost: heal
-            continue
-        count += len(record.files)
+            return None  # its removal was lost: heal
+        return len(record.files)
+
+    # A plan's batches may all be pending at once (1,563 for 100,000 images): a bucket's
+    # latency, not its bandwidth, bounds reading them, as for a cancellation.
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="pending") as pool:
+        counts = dict(zip(entries, pool.map(images, entries), strict=True))
+    stale = [job_id for job_id, n in counts.items() if n is None]
     if stale:
         redis.hdel(key, *stale)
-    return count
+    return sum(n for n in counts.values() if n is not None)
 
 
 def taken_names(store: JobStore, redis: Redis, queue: str, owner: str, dataset: str | None,

@@ -24,7 +24,7 @@ from redis import Redis
 from jobs import submit
 from jobs.cancel import cancel_job
 from jobs.datasets import job_ended
-from jobs.ledger import Taken, job_removed, pending_images, remove_job, taken_names
+from jobs.ledger import Taken, job_accepted, job_removed, pending_images, remove_job, taken_names
 from jobs.records import (
     JobRecord,
     JobRequest,
@@ -182,6 +182,10 @@ def test_quota_answers_equal_the_full_scan(store: JobStore, redis: Redis, queue:
     assert redis.exists(f"distill:{queue}:pending:{OWNER}:built")
     _finish(store, redis, queue, e)
     assert same() == 0
+    being = JobRecord(id=new_job_id(), owner=OWNER, dataset=None, created_at=utcnow(),
+                      files=[], request=JobRequest(tta="identity", fusion="vote"), timeout_s=60)
+    job_accepted(redis, queue, being)  # entered, its commit still under way: not yet counted
+    assert same() == 0 and redis.hexists(f"distill:{queue}:pending:{OWNER}", being.id)
 
 
 def test_names_equal_the_full_read(store: JobStore, redis: Redis, queue: str) -> None:
