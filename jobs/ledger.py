@@ -8,8 +8,10 @@ request costs what it sends, not what the key ever stored.
   of each entry, as the old full scan did of every job, and drops those that are over.
 * **Names**: per (owner, dataset), a hash *file name -> "<index entry> <sha256>"*, the
   newest job holding the name winning as in the store's newest-first listing (the index
-  entry ``<created>-<job id>`` sorts by age, so a write keeps the larger value). A job's
-  names are written before it is committed; a deletion drops the whole hash, which the
+  entry ``<created>-<job id>`` sorts by age, so a write keeps the larger value). A POST
+  reads its batch's names and enters its own under a per-dataset lock (:func:`naming`),
+  before its images are stored, so two POSTs never take one name; a job that is then
+  not committed is forgotten again. A deletion drops the whole hash, which the
   next reader rebuilds from the store (a deleted job's names must stop counting, and an
   older job may hold the same name).
 
