@@ -13,6 +13,8 @@
 - :mod:`jobs.records`: what ``job.json``, ``state.json`` and ``selection.json`` hold.
 - :mod:`jobs.submit`: accepting a job (cost bounds, quota, image names; stored, then
   queued, never one without the other).
+- :mod:`jobs.ledger`: what a request needs of a key's earlier jobs (pending images,
+  a dataset's names), kept in Redis and rebuilt from the store when Redis lost it.
 - :mod:`jobs.maintenance`: re-queueing accepted jobs that Redis lost; retention.
 - :mod:`jobs.metrics`: the workers' counters, pushed through Redis for the API to export.
 - :mod:`jobs.logs`: the job id on every log line of a job.

@@ -15,22 +15,25 @@ from concurrent.futures import ThreadPoolExecutor
 from redis import Redis
 
 from jobs import queueing
+from jobs.ledger import job_over
 from jobs.records import JobRecord, is_over, utcnow
 from jobs.store import JobStore
 
 IN_FLIGHT = 16  # a bucket's latency, not its bandwidth, bounds a sweep over many jobs
 
 
-def cancel_job(store: JobStore, redis: Redis, record: JobRecord) -> None:
-    """Cancels one job that is not over (the caller checked)."""
+def cancel_job(store: JobStore, redis: Redis, queue: str, record: JobRecord) -> None:
+    """Cancels one job that is not over (the caller checked); ``queue`` is the service's
+    queue prefix (the key's pending images are kept under it)."""
     if record.cancelled_at is None:
         record.cancelled_at = utcnow()
         store.save_job(record)  # the worker checks this between batches
     queueing.cancel(redis, record.id)
+    job_over(redis, queue, record.owner, record.id)  # after the record says so: see ledger
     store.delete_artifacts(record.id)
 
 
-def cancel_jobs(store: JobStore, redis: Redis, job_ids: Iterable[str], *,
+def cancel_jobs(store: JobStore, redis: Redis, queue: str, job_ids: Iterable[str], *,
                 plan: str | None = None) -> int:
     """Cancels those of the jobs that exist and are not over (with ``plan``, only the batches
     of that plan); returns how many. Safe to run twice, or in two processes at once: each
@@ -41,7 +44,7 @@ def cancel_jobs(store: JobStore, redis: Redis, job_ids: Iterable[str], *,
             return False
         if is_over(record, store.load_state(job_id)):
             return False
-        cancel_job(store, redis, record)
+        cancel_job(store, redis, queue, record)
         return True
 
     with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="cancel") as pool:

@@ -22,6 +22,7 @@ from redis.exceptions import LockError, RedisError
 
 from jobs.annotations import NotAvailableError, build_coco
 from jobs.keys import redis_key
+from jobs.ledger import job_over
 from jobs.records import JobRecord, JobStatus, is_over
 from jobs.storage import join
 from jobs.store import JobStore, check_name
@@ -91,7 +92,11 @@ def write_file(store: JobStore, owner: str, dataset: str) -> bool:
 
 def job_ended(store: JobStore, redis: Redis | None, prefix: str, record: JobRecord) -> None:
     """Called when a job of a dataset ends (finished or failed for good): writes the
-    dataset's file if it was the last. Never raises: the job's own outcome is stored."""
+    dataset's file if it was the last, and takes it off its key's pending images. Never
+    raises: the job's own outcome is stored."""
+    if redis is not None:
+        with contextlib.suppress(RedisError):  # lost, the next quota check heals it
+            job_over(redis, prefix, record.owner, record.id)
     if record.dataset is None:
         return
     try:

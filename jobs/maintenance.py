@@ -20,6 +20,7 @@ from redis import Redis
 from jobs import queueing
 from jobs.datasets import forget_if_empty
 from jobs.keys import redis_key
+from jobs.ledger import remove_job
 from jobs.records import ended_at, is_over, utcnow
 from jobs.settings import Settings
 from jobs.store import JobStore
@@ -66,12 +67,13 @@ def requeue_lost_jobs(store: JobStore, redis: Redis, settings: Settings,
     return count
 
 
-def delete_expired_jobs(store: JobStore, retention: timedelta, redis: Redis | None = None
-                        ) -> int:
+def delete_expired_jobs(store: JobStore, retention: timedelta, redis: Redis | None = None,
+                        queue: str = "distill") -> int:
     """Deletes jobs that ended (finished, failed, cancelled) longer than ``retention`` ago,
     and the stored files of datasets left without a job; a queued or running job is never
     deleted, however old. With ``redis``, the jobs RQ holds as queued or running are not
-    read at all (they cannot have ended long ago; a later run looks again)."""
+    read at all (they cannot have ended long ago; a later run looks again), and what Redis
+    keeps of a deleted job under the ``queue`` prefix goes with it (:mod:`jobs.ledger`)."""
     cutoff = utcnow() - retention
     deleted = 0
     datasets: set[tuple[str, str]] = set()
@@ -82,7 +84,7 @@ def delete_expired_jobs(store: JobStore, retention: timedelta, redis: Redis | No
     for record in store.list_jobs(ids):
         ended = ended_at(record, store.load_state(record.id))
         if ended is not None and ended < cutoff:
-            store.delete_job(record.id)
+            remove_job(store, redis, queue, record)
             deleted += 1
             if record.dataset is not None:
                 datasets.add((record.owner, record.dataset))
@@ -102,5 +104,6 @@ def run_maintenance(store: JobStore, redis: Redis, settings: Settings,
         return False
     requeue_lost_jobs(store, redis, settings, resolve)
     if settings.retention_days > 0:
-        delete_expired_jobs(store, timedelta(days=settings.retention_days), redis)
+        delete_expired_jobs(store, timedelta(days=settings.retention_days), redis,
+                            settings.queue)
     return True

@@ -39,12 +39,13 @@ from jobs import queueing
 from jobs.ahead import ahead
 from jobs.cancel import cancel_jobs
 from jobs.datasets import plan_ended
+from jobs.ledger import Taken, taken_names
 from jobs.names import safe_path
 from jobs.records import JobRecord, JobRequest, Renamed, StoredFile, utcnow
 from jobs.references import ReferenceError, References
 from jobs.storage import join
 from jobs.store import JOB_ID_RE, JobStore, MalformedIdError
-from jobs.submit import Taken, assign_names, taken_names
+from jobs.submit import assign_names, commit_job
 
 log = logging.getLogger(__name__)
 PlanStatus = Literal["queued", "running", "finished", "failed", "cancelled"]
@@ -164,14 +165,13 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         raise ReferenceError(f"no plan {plan_id}")
     plan, state = loaded
     if is_cancelled(store, plan_id):
-        return _sweep(store, redis, plan, state, state.batches + UNSETTLED)
+        return _sweep(store, redis, queue_prefix, plan, state, state.batches + UNSETTLED)
     if state.status in ("finished", "failed", "cancelled"):
         return state
     state.status, state.error = "running", None
     _save_state(store, plan_id, state)
-    taken = taken_names(store, plan.owner, plan.dataset)
-    batches = _Batches(store, redis, queueing.queue_name(queue_prefix, plan.teacher), plan,
-                       state)
+    taken = taken_names(store, redis, queue_prefix, plan.owner, plan.dataset)
+    batches = _Batches(store, redis, queue_prefix, plan, state)
     batch: list[_Ref] = []
 
     def flush() -> None:
@@ -200,22 +200,23 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         return state
     except _CancelledError:
         batches.close()
-        return _sweep(store, redis, plan, state, state.batches)
+        return _sweep(store, redis, queue_prefix, plan, state, state.batches)
     finally:
         listing.close()
     batches.close()
     state.status, state.finished_at = "finished", utcnow()
     _save_state(store, plan_id, state)
     if is_cancelled(store, plan_id):  # cancelled after the last look: the API found it
-        return _sweep(store, redis, plan, state, state.batches)  # running, so sweep here
+        # running, so sweep here
+        return _sweep(store, redis, queue_prefix, plan, state, state.batches)
     plan_ended(store, redis, queue_prefix, plan_id)  # its batches may all have ended already
     log.info("plan %s: %d images in %d batch jobs of dataset %s (%d objects skipped)",
              plan_id, state.listed, state.jobs, plan.dataset, state.skipped)
     return state
 
 
-def _sweep(store: JobStore, redis: Redis, plan: PlanRecord, state: PlanState, upto: int
-           ) -> PlanState:
+def _sweep(store: JobStore, redis: Redis, prefix: str, plan: PlanRecord, state: PlanState,
+           upto: int) -> PlanState:
     """Cancels the plan's batches that exist and are not over, and marks the plan cancelled
     (a batch that finished stays finished, as with DELETE /jobs). The batches are
     ``0 .. upto - 1`` and, in case a lost run got further than its stored state says
@@ -223,7 +224,7 @@ def _sweep(store: JobStore, redis: Redis, plan: PlanRecord, state: PlanState, up
     commits), those of the plan in the dataset's index."""
     ids = {batch_id(plan.id, n) for n in range(upto)}
     ids.update(store.index_ids(plan.owner, plan.dataset))
-    cancelled = cancel_jobs(store, redis, sorted(ids), plan=plan.id)
+    cancelled = cancel_jobs(store, redis, prefix, sorted(ids), plan=plan.id)
     if state.status != "cancelled":
         state.status, state.finished_at = "cancelled", utcnow()
     state.error = None
@@ -239,10 +240,11 @@ class _Batches:
     the stored state may exist only up to the first missing one plus ``IN_FLIGHT``: those
     are looked up (in order, under their known ids) and not made twice."""
 
-    def __init__(self, store: JobStore, redis: Redis, queue: str, plan: PlanRecord,
+    def __init__(self, store: JobStore, redis: Redis, prefix: str, plan: PlanRecord,
                  state: PlanState) -> None:
-        self.store, self.redis, self.queue, self.plan, self.state = (
-            store, redis, queue, plan, state)
+        self.store, self.redis, self.prefix, self.plan, self.state = (
+            store, redis, prefix, plan, state)
+        self.queue = queueing.queue_name(prefix, plan.teacher)
         self.pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="plan")
         self.pending: list[Future[None]] = []
         self.saved = time.monotonic()
@@ -285,7 +287,7 @@ class _Batches:
                            created_at=utcnow(), files=files, request=plan.request,
                            timeout_s=plan.job_timeout_s, teacher=plan.teacher,
                            teacher_sha256=plan.teacher_sha256, renamed=renamed, plan=plan.id)
-        self.store.commit(self.store.staging(job_id), record)
+        commit_job(self.store, self.redis, self.prefix, self.store.staging(job_id), record)
         queueing.enqueue(self.redis, self.queue, job_id, timeout_s=plan.job_timeout_s,
                          retries=plan.retries)
 

@@ -13,6 +13,7 @@ keeps it once), and the same name with other content is renamed
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -25,12 +26,21 @@ from distill.errors import ConfigError, DistillError
 from distill.options import PRESETS
 from distill.tta.transforms import Transform, parse_preset
 from jobs import queueing
+from jobs.ledger import (
+    NamingBusyError,
+    Taken,
+    job_accepted,
+    job_removed,
+    names_reserved,
+    naming,
+    pending_images,
+    taken_names,
+)
 from jobs.records import (
     JobRecord,
     JobRequest,
     Renamed,
     StoredFile,
-    is_over,
     new_job_id,
     utcnow,
 )
@@ -119,35 +129,29 @@ def megapixel_passes(uploads: list[Upload], transforms: list[Transform]) -> floa
     return total / 1e6
 
 
-def pending_images(store: JobStore, owner: str) -> int:
-    """Images in the key's jobs that are accepted and not yet finished, failed or cancelled."""
-    count = 0
-    for _, record in store.list_owner_jobs(owner):
-        state = store.load_state(record.id)
-        if not is_over(record, state):
-            count += len(record.files)
-    return count
-
-
-def name_uploads(uploads: list[Upload], store: JobStore, owner: str, dataset: str | None
-                 ) -> tuple[list[Upload], list[Renamed]]:
+def name_uploads(uploads: list[Upload], store: JobStore, redis: Redis, queue: str, owner: str,
+                 dataset: str | None) -> tuple[list[Upload], list[Renamed]]:
     """Final names: a name taken by other content (in this batch or the dataset) gets
-    ``~<sha8>`` before its extension; an exact repeat within the batch is dropped."""
-    return assign_names(uploads, taken_names(store, owner, dataset))
+    ``~<sha8>`` before its extension; an exact repeat within the batch is dropped. Only the
+    batch's own names are looked up: the rule never reads another name of the dataset."""
+    taken = taken_names(store, redis, queue, owner, dataset, [u.name for u in uploads])
+    return assign_names(uploads, taken)
 
 
-Taken = dict[str, tuple[str, str | None]]  # name -> (identity, job id or None: this batch)
+def name_and_reserve(uploads: list[Upload], store: JobStore, redis: Redis, queue: str,
+                     owner: str, dataset: str | None, job_id: str
+                     ) -> tuple[list[Upload], list[Renamed]]:
+    """:func:`name_uploads` for the job ``job_id``, its names entered in the dataset's before
+    the lock is released: two requests into one dataset never both take a name. Raises
+    RedisError, NamingBusyError."""
+    taken_names(store, redis, queue, owner, dataset, [])  # a rebuild, if any, outside the lock
+    with naming(redis, queue, owner, dataset):
+        named, renamed = name_uploads(uploads, store, redis, queue, owner, dataset)
+        names_reserved(redis, queue, owner, dataset, job_id, ((u.name, u.sha256) for u in named))
+    return named, renamed
+
+
 _Named = TypeVar("_Named", bound=Named)
-
-
-def taken_names(store: JobStore, owner: str, dataset: str | None) -> Taken:
-    """The names a dataset's jobs already hold, with their identity and job."""
-    taken: Taken = {}
-    if dataset is not None:
-        for _, record in store.list_owner_jobs(owner, dataset=dataset):
-            for f in record.files:
-                taken.setdefault(f.name, (f.sha256, record.id))
-    return taken
 
 
 def assign_names(items: Iterable[_Named], taken: Taken) -> tuple[list[_Named], list[Renamed]]:
@@ -174,6 +178,20 @@ def assign_names(items: Iterable[_Named], taken: Taken) -> tuple[list[_Named], l
     return named, renamed
 
 
+def commit_job(store: JobStore, redis: Redis, queue: str, staging: str, record: JobRecord
+               ) -> None:
+    """Publishes a staged job, entered first in what Redis keeps of the key's jobs (its
+    pending images, its dataset's names: :mod:`jobs.ledger`) so that a crash between the
+    two leaves Redis holding too much, which its readers heal, never too little."""
+    job_accepted(redis, queue, record)
+    try:
+        store.commit(staging, record)
+    except BaseException:
+        with contextlib.suppress(RedisError):
+            job_removed(redis, queue, record.owner, record.dataset, record.id)
+        raise
+
+
 def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: TeacherRegistry,
                owner: str, uploads: list[Upload], request: JobRequest, teacher: str | None,
                dataset: str | None, interactive: bool = False) -> JobRecord:
@@ -191,13 +209,21 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
                           f"more than the limit of {settings.max_megapixel_passes:g} "
                           "(DISTILL_MAX_MEGAPIXEL_PASSES): send fewer or smaller images, or a "
                           "preset with fewer passes")
-    pending = pending_images(store, owner)
-    if pending + len(uploads) > settings.max_pending_images:
-        raise QuotaExceededError(f"this key has {pending} images queued or running; with "
-                                 f"{len(uploads)} more it would pass the limit of "
-                                 f"{settings.max_pending_images} (DISTILL_MAX_PENDING_IMAGES)")
-    named, renamed = name_uploads(uploads, store, owner, dataset)
     job_id = new_job_id()
+    try:
+        pending = pending_images(store, redis, settings.queue, owner)
+        if pending + len(uploads) > settings.max_pending_images:
+            raise QuotaExceededError(
+                f"this key has {pending} images queued or running; with {len(uploads)} more "
+                f"it would pass the limit of {settings.max_pending_images} "
+                "(DISTILL_MAX_PENDING_IMAGES)")
+        named, renamed = name_and_reserve(uploads, store, redis, settings.queue, owner,
+                                          dataset, job_id)
+    except RedisError as exc:
+        raise QueueUnavailableError(
+            f"the queue (Redis) is unreachable, nothing was queued: {exc}") from exc
+    except NamingBusyError as exc:
+        raise QueueUnavailableError(f"nothing was queued: {exc}") from exc
     staging = store.staging(job_id)
     try:
         stored: list[StoredFile] = []
@@ -214,15 +240,22 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
             id=job_id, owner=owner, dataset=dataset, created_at=utcnow(), files=stored,
             request=request, timeout_s=job_timeout(settings, len(stored), len(transforms)),
             teacher=name, teacher_sha256=registry.get(name).sha256, renamed=renamed)
-        store.commit(staging, record)
-    except BaseException:
+        commit_job(store, redis, settings.queue, staging, record)
+    except BaseException as exc:
         store.discard(staging)
+        with contextlib.suppress(RedisError):  # the reserved names go with the job
+            job_removed(redis, settings.queue, owner, dataset, job_id)
+        if isinstance(exc, RedisError):
+            raise QueueUnavailableError(
+                f"the queue (Redis) is unreachable, nothing was queued: {exc}") from exc
         raise
     try:
         queueing.enqueue(redis, queueing.queue_name(settings.queue, name), job_id,
                          timeout_s=record.timeout_s, retries=settings.job_retries,
                          at_front=interactive)
     except RedisError as exc:
+        with contextlib.suppress(RedisError):  # Redis is away: the store is what counts
+            job_removed(redis, settings.queue, owner, dataset, job_id)
         store.delete_job(job_id)  # never leave a stored job that no worker will see
         raise QueueUnavailableError(
             f"the queue (Redis) is unreachable, nothing was queued: {exc}") from exc

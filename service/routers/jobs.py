@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from jobs.cancel import cancel_job
 from jobs.datasets import forget_if_empty
+from jobs.ledger import remove_job
 from jobs.settings import DATASET_PATTERN
 from service.annotations import NotAvailableError, build_coco
 from service.deps import JobDep, OwnerDep, RedisDep, SettingsDep, StoreDep
@@ -105,8 +106,8 @@ def delete_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: Setti
     status ``cancelled``. A finished, failed or cancelled job is deleted entirely."""
     view = job_view(store, redis, record, settings.queue)
     if not view.status.is_terminal:
-        cancel_job(store, redis, record)
+        cancel_job(store, redis, settings.queue, record)
         return Deleted(id=record.id, previous_status=view.status, status="cancelled")
-    store.delete_job(record.id)
+    remove_job(store, redis, settings.queue, record)
     forget_if_empty(store, record.owner, record.dataset)  # the dataset's file, with its last job
     return Deleted(id=record.id, previous_status=view.status, status="deleted")

@@ -21,11 +21,12 @@ from starlette.types import Scope
 from distill.errors import ConfigError
 from distill.options import Fusion
 from jobs import queueing
+from jobs.ledger import pending_images
 from jobs.plans import PlanRecord, PlanState, cancel_plan, load_plan, save_plan
 from jobs.records import JobRequest, new_job_id, utcnow
 from jobs.references import ReferenceError, ReferencesRefusedError
 from jobs.settings import DATASET_PATTERN, TEACHER_NAME_PATTERN, job_timeout
-from jobs.submit import pending_images, plan_passes
+from jobs.submit import plan_passes
 from service.deps import (
     OwnerDep,
     RedisDep,
@@ -136,7 +137,11 @@ def annotate_references(body: ReferenceRequest, response: Response, owner: Owner
         passes = len(plan_passes(registry, teacher, request.tta, settings))
     except (ConfigError, ValueError) as exc:
         raise problem(422, str(exc)) from exc
-    pending = pending_images(store, owner)
+    try:
+        pending = pending_images(store, redis, settings.queue, owner)
+    except RedisError as exc:
+        raise problem(503, f"the queue (Redis) is unreachable, nothing was queued: {exc}"
+                      ) from exc
     if pending >= settings.max_pending_images:
         raise problem(429, f"this key has {pending} images queued or running, the limit is "
                            f"{settings.max_pending_images} (DISTILL_MAX_PENDING_IMAGES)",

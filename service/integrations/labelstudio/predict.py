@@ -42,6 +42,7 @@ from distill.errors import DistillError
 from distill.exports._common import images_with_objects
 from distill.exports.labelstudio import image_regions, prediction
 from jobs import queueing
+from jobs.ledger import remove_job
 from jobs.metrics import record_delivery
 from jobs.records import JobRecord, utcnow
 from jobs.settings import Settings
@@ -167,7 +168,7 @@ def _collect(backend: Backend, record: JobRecord, view: JobOut, config: Labeling
     except (DistillError, OSError, ValueError) as exc:
         return {f.name: error_prediction(version, str(exc)) for f in record.files}
     finally:
-        backend.store.delete_job(record.id)
+        remove_job(backend.store, backend.redis, backend.settings.queue, record)
     cats = {c["id"]: c for c in coco["categories"]}
     out = {e.file_name: error_prediction(version, f"the teacher failed on it: {e.error}")
            for e in view.errors}
