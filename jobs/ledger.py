@@ -161,13 +161,26 @@ def remove_job(store: JobStore, redis: Redis | None, queue: str, record: JobReco
 
 
 # -- reads --------------------------------------------------------------------------------
-def pending_images(store: JobStore, redis: Redis, queue: str, owner: str) -> int:
+def pending_images(store: JobStore, redis: Redis, queue: str, owner: str,
+                   within: int | None = None) -> int:
     """Images in the key's jobs that are accepted and not yet finished, failed or
-    cancelled: the same answer as a scan of all its jobs, reading only unfinished ones."""
+    cancelled: the same answer as a scan of all its jobs, reading only unfinished ones.
+
+    With ``within``, a quota check's fast path: when the hash's own counts add up to no
+    more than ``within``, that sum is returned without reading any job. It can only
+    overstate (an entry whose removal was lost still counts), so a check that passes on
+    it passes on the exact answer too; above ``within`` the jobs are read and healed."""
     key = _pending_key(queue, owner)
     if not redis.exists(f"{key}:built"):
         return _rebuild_pending(store, redis, key, owner)
     entries = {_text(k): _text(v).split() for k, v in redis.hgetall(key).items()}
+    if within is not None:
+        try:
+            bound = sum(int(value[0]) for value in entries.values())
+        except (ValueError, IndexError):
+            bound = within + 1  # an entry not of our writing: read the jobs
+        if bound <= within:
+            return bound
 
     def images(job_id: str) -> int | None:
         """The job's images while it is pending, 0 if not yet committed, None if stale."""

@@ -211,7 +211,8 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
                           "preset with fewer passes")
     job_id = new_job_id()
     try:
-        pending = pending_images(store, redis, settings.queue, owner)
+        pending = pending_images(store, redis, settings.queue, owner,
+                                 within=settings.max_pending_images - len(uploads))
         if pending + len(uploads) > settings.max_pending_images:
             raise QuotaExceededError(
                 f"this key has {pending} images queued or running; with {len(uploads)} more "

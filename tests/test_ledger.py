@@ -288,3 +288,23 @@ def test_two_requests_into_one_dataset_never_take_one_name(
     assert "b.png" in taken_names(store, redis, queue, OWNER, "ds", ["b.png"])
     job_removed(redis, queue, OWNER, "ds", job_id)
     assert taken_names(store, redis, queue, OWNER, "ds", ["b.png"]) == {}
+
+
+def test_a_quota_check_under_its_limit_reads_no_job(tmp_path: Path, redis: Redis,
+                                                    queue: str) -> None:
+    """The fast path: the hash's counts (which can only overstate) decide a check that
+    passes; a check that would fail on them reads the jobs and heals lost removals."""
+    counting = CountingStorage(LocalStorage(tmp_path / "store"))
+    store = JobStore(counting)
+    jobs = [_commit(store, redis, queue, {f"{n}.png": f"{n:064x}"}) for n in range(5)]
+    pending_images(store, redis, queue, OWNER)  # built
+    counting.reads = 0
+    assert pending_images(store, redis, queue, OWNER, within=10) == 5
+    assert counting.reads == 0  # under the limit: Redis alone
+    for job in jobs[:3]:
+        _finish(store, redis, queue, job, tell=False)  # removals lost: the hash overstates
+    assert pending_images(store, redis, queue, OWNER, within=10) == 5  # still passes
+    exact = pending_images(store, redis, queue, OWNER, within=4)  # over: read and healed
+    assert exact == 2 == old_pending(store, OWNER)
+    assert counting.reads > 0
+    assert pending_images(store, redis, queue, OWNER, within=4) == 2  # healed: fast again

@@ -138,7 +138,8 @@ def annotate_references(body: ReferenceRequest, response: Response, owner: Owner
     except (ConfigError, ValueError) as exc:
         raise problem(422, str(exc)) from exc
     try:
-        pending = pending_images(store, redis, settings.queue, owner)
+        pending = pending_images(store, redis, settings.queue, owner,
+                                 within=settings.max_pending_images - 1)
     except RedisError as exc:
         raise problem(503, f"the queue (Redis) is unreachable, nothing was queued: {exc}"
                       ) from exc
