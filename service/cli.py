@@ -157,21 +157,15 @@ def _cmd_client_annotate(args: argparse.Namespace) -> int:
 
 
 def _cmd_labelstudio_fetch(args: argparse.Namespace) -> int:
-    from distill.coco import load_coco, validate_coco
-    from distill.fileio import write_json_atomic
-    from distill.imports.labelstudio import merge_labeled
+    from distill.coco import load_coco
+    from distill.imports.labelstudio import write_corrections
     from service.integrations.labelstudio.annotations import fetch_corrections
     from service.integrations.labelstudio.media import LabelStudio
 
     labeled = load_coco(args.labeled)
     found = fetch_corrections(LabelStudio(args.url, args.key), args.project,
                               labeled["categories"], args.images)
-    out = found.coco if args.corrections_only else merge_labeled(labeled, found.coco)
-    validate_coco(out, source="the merged file")
-    write_json_atomic(args.out, out)
-    skipped = "; ".join(f"{n} {why}" for why, n in sorted(found.skipped.items()))
-    total = "" if args.corrections_only else f", {len(out['images'])} images in all"
-    print(f"wrote {args.out}: {len(found.coco['images'])} annotated images with "
-          f"{len(found.coco['annotations'])} objects from project {args.project}{total}"
-          f"{'; left out: ' + skipped if skipped else ''}")
+    print(write_corrections(labeled, found.coco, found.skipped, args.out,
+                            corrections_only=args.corrections_only,
+                            source=f"project {args.project}"))
     return 0

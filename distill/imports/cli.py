@@ -36,19 +36,12 @@ def register(sub: Any) -> None:
 
 
 def _cmd_cvat_merge(args: argparse.Namespace) -> int:
-    from distill.coco import load_coco, validate_coco
-    from distill.fileio import write_json_atomic
+    from distill.coco import load_coco
     from distill.imports.cvat import cvat_to_coco, read_export
-    from distill.imports.labelstudio import merge_labeled
+    from distill.imports.labelstudio import write_corrections
 
     labeled = load_coco(args.labeled)
     found = cvat_to_coco(read_export(args.export), labeled["categories"], args.keep_empty)
-    out = found.coco if args.corrections_only else merge_labeled(labeled, found.coco)
-    validate_coco(out, source="the merged file")
-    write_json_atomic(args.out, out)
-    skipped = "; ".join(f"{n} {why}" for why, n in sorted(found.skipped.items()))
-    total = "" if args.corrections_only else f", {len(out['images'])} images in all"
-    print(f"wrote {args.out}: {len(found.coco['images'])} annotated images with "
-          f"{len(found.coco['annotations'])} objects from {args.export.name}{total}"
-          f"{'; left out: ' + skipped if skipped else ''}")
+    print(write_corrections(labeled, found.coco, found.skipped, args.out,
+                            corrections_only=args.corrections_only, source=args.export.name))
     return 0

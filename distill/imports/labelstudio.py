@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from distill.errors import DataError
@@ -157,3 +158,23 @@ def merge_labeled(labeled: dict[str, Any], corrected: dict[str, Any]) -> dict[st
     for n, a in enumerate(corrected["annotations"]):
         anns.append({**a, "id": next_ann + n, "image_id": ids[a["image_id"]]})
     return {**labeled, "images": images, "annotations": anns}
+
+
+def write_corrections(labeled: dict[str, Any], corrected: dict[str, Any],
+                      skipped: Mapping[str, int], out: Path, *, corrections_only: bool,
+                      source: str) -> str:
+    """Writes ``corrected`` (merged into ``labeled`` unless ``corrections_only``) to
+    ``out`` once it validates as COCO; returns the line that tells the user what was
+    written, from ``source`` and what was left out (``skipped``: reason -> count). The
+    last step of every import command (Label Studio, CVAT)."""
+    from distill.coco import validate_coco
+    from distill.fileio import write_json_atomic
+
+    merged = corrected if corrections_only else merge_labeled(labeled, corrected)
+    validate_coco(merged, source="the merged file")
+    write_json_atomic(out, merged)
+    left_out = "; ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+    total = "" if corrections_only else f", {len(merged['images'])} images in all"
+    return (f"wrote {out}: {len(corrected['images'])} annotated images with "
+            f"{len(corrected['annotations'])} objects from {source}{total}"
+            f"{'; left out: ' + left_out if left_out else ''}")
