@@ -57,15 +57,17 @@ def _transposed_weights(shape: torch.Size, rois: Tensor, output_size: tuple[int,
     roi_w, roi_h = x2 - x1, y2 - y1
     if not aligned:  # torchvision forces malformed RoIs to 1x1
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
-    # The sample coordinates as torchvision computes them: start + bin * size + offset.
-    gy = (torch.arange(sampling_ratio, dtype=rois.dtype) + 0.5) / sampling_ratio
-    bin_h, bin_w = roi_h / ph, roi_w / pw
-    ys = (y1[:, None, None] + torch.arange(ph, dtype=rois.dtype)[None, :, None]
-          * bin_h[:, None, None] + gy[None, None, :] * bin_h[:, None, None])  # K, ph, s
-    xs = (x1[:, None, None] + torch.arange(pw, dtype=rois.dtype)[None, :, None]
-          * bin_w[:, None, None] + gy[None, None, :] * bin_w[:, None, None])  # K, pw, s
-    y_lo, y_hi, wy_lo, wy_hi = _axis(ys, height)
-    x_lo, x_hi, wx_lo, wx_hi = _axis(xs, width)
+    offsets = (torch.arange(sampling_ratio, dtype=rois.dtype) + 0.5) / sampling_ratio
+
+    def samples(start: Tensor, length: Tensor, bins: int) -> Tensor:
+        """(K, bins, sampling_ratio) coordinates along one axis, as torchvision computes
+        them: start + bin * bin size + offset * bin size."""
+        size = (length / bins)[:, None, None]
+        return (start[:, None, None] + torch.arange(bins, dtype=rois.dtype)[None, :, None]
+                * size + offsets[None, None, :] * size)
+
+    y_lo, y_hi, wy_lo, wy_hi = _axis(samples(y1, roi_h, ph), height)
+    x_lo, x_hi, wx_lo, wx_hi = _axis(samples(x1, roi_w, pw), width)
     k = rois.shape[0]
     image = rois[:, 0].long()[:, None, None, None, None] * (height * width)
     count = float(sampling_ratio * sampling_ratio)
