@@ -36,7 +36,7 @@ from redis.exceptions import LockError, RedisError
 from distill.errors import DistillError
 from jobs.keys import redis_key
 from jobs.records import JobRecord, is_over, utcnow
-from jobs.store import DamagedRecordError, JobStore
+from jobs.store import DamagedRecordError, JobStore, index_entry
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 16  # store reads at once
@@ -71,7 +71,7 @@ def _names_key(queue: str, owner: str, dataset: str) -> str:
 
 def _entry(record: JobRecord) -> str:
     """The job's index entry (:class:`jobs.store.JobStore`): sorts as the listing does."""
-    return f"{record.created_at.strftime('%Y%m%dT%H%M%S%f')}-{record.id}"
+    return index_entry(record.created_at, record.id)
 
 
 def _text(value: bytes | str) -> str:
@@ -106,7 +106,7 @@ def names_reserved(redis: Redis, queue: str, owner: str, dataset: str | None, jo
     lock, so that the next POST into the dataset sees them; the commit writes them again
     with the record's own entry (later, so it wins)."""
     if dataset is not None:
-        entry = f"{utcnow().strftime('%Y%m%dT%H%M%S%f')}-{job_id}"
+        entry = index_entry(utcnow(), job_id)
         _merge(redis, _names_key(queue, owner, dataset), "",
                _holders_of([(entry, name, sha) for name, sha in files]).items())
 

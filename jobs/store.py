@@ -34,6 +34,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -68,6 +69,12 @@ def check_name(owner: str, dataset: str | None = None) -> None:
     """Raises MalformedIdError unless the owner (and dataset) can be part of a key."""
     if not _SAFE_KEY.match(owner) or (dataset is not None and not _SAFE_KEY.match(dataset)):
         raise MalformedIdError(f"malformed owner or dataset {owner!r}, {dataset!r}")
+
+
+def index_entry(created_at: datetime, job_id: str) -> str:
+    """A job's name in the owner's index: its creation time then its id, so that the
+    names sort by age (the listing reads them newest first)."""
+    return f"{created_at.strftime('%Y%m%dT%H%M%S%f')}-{job_id}"
 
 
 class JobStore:
@@ -263,7 +270,7 @@ class JobStore:
             else join("index", owner, "datasets", dataset)
 
     def _index_keys(self, record: JobRecord) -> list[str]:
-        entry = f"{record.created_at.strftime('%Y%m%dT%H%M%S%f')}-{record.id}"
+        entry = index_entry(record.created_at, record.id)
         folders = [self._index_folder(record.owner, None)]
         if record.dataset is not None:
             folders.append(self._index_folder(record.owner, record.dataset))
