@@ -1,21 +1,25 @@
-"""RoIAlign whose backward pass is one sparse matrix product: training's costliest op on a CPU.
+"""RoIAlign as a sparse matrix: training's costliest operator on a CPU, made cheap.
 
-torchvision's CPU ``roi_align`` backward walks every (RoI, channel, bin, sample) and
-scatters four bilinear terms into the feature gradient one float at a time; for the
-tiny model it took 13 % of a box iteration and more of a keypoint one (two poolers),
-about six times its forward pass (``benchmarks/train_speed.py --profile``).
+torchvision's CPU ``roi_align`` interpolates every (RoI, channel, bin, sample) one
+float at a time on standard-layout features (copying channels-last ones first), and
+its backward scatters four bilinear terms per sample into the feature gradient the
+same way. For the tiny model the pair took about a sixth of a training iteration,
+more for a keypoint one with its second pooler (``benchmarks/train_speed.py --profile``).
 
 The operator is linear in the features: ``out = S @ F`` with ``F`` the features as a
-(pixels, channels) matrix and ``S`` a sparse matrix holding, for every output bin, the
-bilinear weights of its sampling points divided by their count. Its gradient is
-``S.T @ grad``: built here once per call as a CSR matrix (the sampling points sorted
-by pixel) and multiplied in one sparse-dense product, about half the time of
-torchvision's loop at the tiny model's shapes.
+(pixels, channels) matrix (free for channels-last features) and ``S`` a sparse matrix
+that holds, for every output bin, the bilinear weights of its sampling points divided
+by their count: ``4 * ratio**2`` (pixel, weight) pairs per bin, computed with
+torchvision's rules. The forward pass is one ``embedding_bag`` over those pairs (a
+weighted sum of feature rows per bin, vectorized over the channels); the gradient is
+``S.T @ grad``, one sparse-dense product with ``S.T`` built as a CSR matrix (the pairs
+stably sorted by pixel) in the backward pass.
 
-The forward values are torchvision's own, bit for bit (its kernel runs unchanged);
-only the gradient is summed in another order, so it agrees to float rounding
-(``tests/test_roi_align.py``). Without gradients (inference) torchvision's operator
-runs alone: teachers, evaluation and the service are not touched by this module.
+Values and gradients agree with torchvision's to float rounding: the same terms are
+summed in another order (``tests/test_roi_align.py``; in float64 a short training is
+the same to 1e-9, ``tests/test_training_speedups.py``). Without gradients (inference)
+torchvision's operator runs alone: teachers, evaluation and the service are not
+touched by this module.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import torch
 import torchvision
 from torch import Tensor
+from torch.nn.functional import embedding_bag
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import roi_align as tv_roi_align
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
@@ -46,11 +51,13 @@ def _axis(coord: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return low, high, (1.0 - frac) * valid, frac * valid
 
 
-def _transposed_weights(shape: torch.Size, rois: Tensor, output_size: tuple[int, int],
-                        spatial_scale: float, sampling_ratio: int, aligned: bool) -> Tensor:
-    """``S.T`` as a (pixels, bins) CSR matrix: pixels are the (image, y, x) rows of the
-    features in channels-last order, bins the (RoI, y, x) rows of the output."""
-    n, _, height, width = shape
+def _bin_samples(shape: torch.Size, rois: Tensor, output_size: tuple[int, int],
+                 spatial_scale: float, sampling_ratio: int, aligned: bool
+                 ) -> tuple[Tensor, Tensor]:
+    """The rows of ``S``: for every output bin (RoI, y, x) in that order, the pixel
+    indices (image, y, x of channels-last features) and weights of its
+    ``4 * sampling_ratio**2`` bilinear terms, as two (bins, terms) tensors."""
+    _, _, height, width = shape
     ph, pw = output_size
     offset = 0.5 if aligned else 0.0
     x1, y1, x2, y2 = (rois[:, 1:] * spatial_scale - offset).unbind(1)
@@ -68,7 +75,6 @@ def _transposed_weights(shape: torch.Size, rois: Tensor, output_size: tuple[int,
 
     y_lo, y_hi, wy_lo, wy_hi = _axis(samples(y1, roi_h, ph), height)
     x_lo, x_hi, wx_lo, wx_hi = _axis(samples(x1, roi_w, pw), width)
-    k = rois.shape[0]
     image = rois[:, 0].long()[:, None, None, None, None] * (height * width)
     count = float(sampling_ratio * sampling_ratio)
     pixels, weights = [], []
@@ -77,44 +83,57 @@ def _transposed_weights(shape: torch.Size, rois: Tensor, output_size: tuple[int,
             # (K, ph, sy, 1, 1) and (K, 1, 1, pw, sx) -> (K, ph, sy, pw, sx)
             pixels.append(image + yi[:, :, :, None, None] * width + xi[:, None, None, :, :])
             weights.append(wy[:, :, :, None, None] * wx[:, None, None, :, :] / count)
-    pix = torch.stack(pixels, -1).permute(0, 1, 3, 2, 4, 5).reshape(-1)  # K,ph,pw,sy,sx,4
-    wgt = torch.stack(weights, -1).permute(0, 1, 3, 2, 4, 5).reshape(-1)
-    per_bin = 4 * sampling_ratio * sampling_ratio
-    order = torch.argsort(pix)
-    counts = torch.bincount(pix, minlength=n * height * width)
-    crow = torch.zeros(n * height * width + 1, dtype=torch.long)
-    torch.cumsum(counts, 0, out=crow[1:])
+    terms = 4 * sampling_ratio * sampling_ratio
+    # (K, ph, sy, pw, sx, 4) -> (K, ph, pw, sy, sx, 4): one row of terms per bin
+    pix = torch.stack(pixels, -1).permute(0, 1, 3, 2, 4, 5).reshape(-1, terms)
+    wgt = torch.stack(weights, -1).permute(0, 1, 3, 2, 4, 5).reshape(-1, terms)
+    return pix, wgt
+
+
+def _transposed(pix: Tensor, wgt: Tensor, pixels: int) -> Tensor:
+    """``S.T`` as a (pixels, bins) CSR matrix, from the rows of ``S``."""
+    flat = pix.reshape(-1)
+    # A stable sort keeps each pixel's bins in order; int32 keys sort faster.
+    keys = flat.int() if pixels < 2 ** 31 else flat
+    order = torch.sort(keys, stable=True).indices
+    crow = torch.zeros(pixels + 1, dtype=torch.long)
+    torch.cumsum(torch.bincount(flat, minlength=pixels), 0, out=crow[1:])
     with warnings.catch_warnings():  # "CSR support is in beta": products are all we use
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, order // per_bin, wgt[order],
-                                       size=(n * height * width, k * ph * pw),
-                                       check_invariants=False)
+        return torch.sparse_csr_tensor(crow, order // pix.shape[1], wgt.reshape(-1)[order],
+                                       size=(pixels, pix.shape[0]), check_invariants=False)
 
 
 class _RoIAlign(torch.autograd.Function):
-    """torchvision's forward; the backward as one product with ``S.T``."""
+    """``S @ F`` forward (``embedding_bag``) and ``S.T @ grad`` backward."""
 
     @staticmethod
     def forward(ctx: Any, features: Tensor, rois: Tensor, output_size: tuple[int, int],
                 spatial_scale: float, sampling_ratio: int, aligned: bool) -> Tensor:
-        ctx.weights_t = _transposed_weights(features.shape, rois.detach(), output_size,
-                                            spatial_scale, sampling_ratio, aligned)
+        n, c, h, w = features.shape
+        pix, wgt = _bin_samples(features.shape, rois.detach(), output_size, spatial_scale,
+                                sampling_ratio, aligned)
+        wgt = wgt.to(features.dtype)
+        ctx.save_for_backward(pix, wgt)
         ctx.features_shape = features.shape
-        return tv_roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
-                            aligned)
+        # (pixels, channels): a view of channels-last features, a copy of others
+        matrix = features.permute(0, 2, 3, 1).reshape(n * h * w, c)
+        out = embedding_bag(pix, matrix, per_sample_weights=wgt, mode="sum")
+        return out.view(rois.shape[0], *output_size, c).permute(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
         n, c, h, w = ctx.features_shape
+        pix, wgt = ctx.saved_tensors
         grad = grads[0].permute(0, 2, 3, 1).reshape(-1, c)  # (bins, channels)
-        flat = ctx.weights_t @ grad  # (pixels, channels)
+        flat = _transposed(pix, wgt, n * h * w) @ grad  # (pixels, channels)
         # Channels-last strides: a free view, which autograd accepts for any layout.
         return flat.view(n, h, w, c).permute(0, 3, 1, 2), None, None, None, None, None
 
 
 def roi_align(features: Tensor, rois: Tensor, output_size: tuple[int, int],
               spatial_scale: float, sampling_ratio: int, aligned: bool = False) -> Tensor:
-    """torchvision's ``roi_align`` on (K, 5) RoIs, with the sparse backward when the
+    """torchvision's ``roi_align`` on (K, 5) RoIs, as a sparse matrix when the
     features need a gradient on the CPU (adaptive sampling, ``sampling_ratio <= 0``,
     and other devices keep torchvision's own)."""
     if (not features.requires_grad or features.device.type != "cpu" or sampling_ratio <= 0
@@ -126,8 +145,9 @@ def roi_align(features: Tensor, rois: Tensor, output_size: tuple[int, int],
     return out
 
 
-class SparseGradMultiScaleRoIAlign(MultiScaleRoIAlign):
-    """torchvision's multi-scale pooler (same levels, same values) over :func:`roi_align`.
+class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):
+    """torchvision's multi-scale pooler (same levels, same values to float rounding)
+    over :func:`roi_align`.
 
     No weights: a model built with it loads and saves the same state as with
     torchvision's. Tracing (ONNX export) takes torchvision's own path.

@@ -23,7 +23,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from distill.card import ModelCard, Task
 from distill.errors import CardError, ConfigError
-from distill.models.roi_align import SparseGradMultiScaleRoIAlign
+from distill.models.roi_align import SparseMultiScaleRoIAlign
 from distill.models.tiny import TinyBackbone
 from distill.options import ARCH_TASKS, ARCHITECTURES
 
@@ -112,9 +112,9 @@ def _build_tiny(task: Task, num_classes: int, num_keypoints: int, min_size: int,
     # Smaller anchors than torchvision's (32..512): objects here are 15-250 px.
     anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)),
                               aspect_ratios=((0.5, 1.0, 2.0),) * 5)
-    # torchvision's poolers with a faster CPU backward (same values; distill/models/roi_align.py)
-    box_pool = SparseGradMultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7,
-                                            sampling_ratio=2)
+    # torchvision's poolers, faster in CPU training (same values; distill/models/roi_align.py)
+    box_pool = SparseMultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7,
+                                        sampling_ratio=2)
     kwargs: dict[str, Any] = {
         **TINY_DEFAULTS,
         "rpn_anchor_generator": anchors,
@@ -131,8 +131,8 @@ def _build_tiny(task: Task, num_classes: int, num_keypoints: int, min_size: int,
         raise ConfigError(f"a keypoint model needs num_keypoints >= 1, got {num_keypoints}")
     return tvd.KeypointRCNN(
         backbone, num_classes=None,
-        keypoint_roi_pool=SparseGradMultiScaleRoIAlign(["0", "1", "2", "3"], output_size=14,
-                                                        sampling_ratio=2),
+        keypoint_roi_pool=SparseMultiScaleRoIAlign(["0", "1", "2", "3"], output_size=14,
+                                                    sampling_ratio=2),
         keypoint_head=KeypointRCNNHeads(c, [64] * 4),
         keypoint_predictor=KeypointRCNNPredictor(64, num_keypoints),
         **kwargs,
