@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,13 @@ def test_plan_puts_baselines_before_the_students_that_need_them() -> None:
                          (("baseline", 1), ("baseline", 2), ("baseline", 4), ("student", 2),
                           ("student", 4), ("oracle", 4))]
     assert names[6].startswith("figures-boxes-labeled150-seed1-")
-    assert names[12].startswith("figures-boxes-labeled40-seed0-")
-    assert len(names) == 2 * 2 * 6
+    # The levers of a labeled size follow all of its main points (they need the
+    # students' teachers, and refine what the students answered).
+    assert names[12:16] == [f"figures-boxes-labeled150-seed{sd}-{role}-x2" for sd in (0, 1)
+                            for role in ("student-ignore", "student-round2")]
+    assert names[16].startswith("figures-boxes-labeled40-seed0-")
+    assert len(names) == 2 * 2 * (6 + 2)
+    assert len(plan(replace(AXES, lever_budgets=()))) == 2 * 2 * 6
 
 
 def test_pending_skips_the_points_whose_file_exists(tmp_path: Path) -> None:
@@ -99,9 +105,25 @@ def test_summary_sets_students_against_their_seeds_best_baseline() -> None:
     assert "| 150 | oracle | x4 | 0,1 |" in text
 
 
+def test_summary_puts_the_levers_after_the_student_with_their_oracle_share() -> None:
+    levers = [_student(150, 0, 4, 59.0, role="student-round2"),
+              _student(150, 1, 4, 54.0, role="student-round2"),
+              _student(150, 0, 4, 55.0, role="student-ignore")]
+    text = render(RECORDS + levers, AXES)
+    rows = [line for line in text.splitlines() if line.startswith("| 150 | ")
+            and not line.startswith("| 150 | 0 ") and not line.startswith("| 150 | 1 ")]
+    assert [row.split(" | ")[1] for row in rows] == ["student", "oracle", "student-ignore",
+                                                     "student-round2"]
+    # Round 2 gains 59-54 and 54-52 over the best baselines (+3.5), the oracle 5.0: 70%.
+    assert "| 150 | student-round2 | x4 | 0,1 | 56.5 ± 3.5 | +3.5 ± 2.1 |" in text
+    assert rows[3].split(" | ")[9] == "70%"
+    # One seed: its own share (55-54 of 60-54).
+    assert rows[2].split(" | ")[9] == "17%"
+
+
 def test_progress_names_the_next_point() -> None:
     text = render(RECORDS[:1], AXES, plan(AXES)[1:])
-    assert "1 of 24 planned points done." in text
+    assert "1 of 32 planned points done." in text
     assert "Next: `figures-boxes-labeled150-seed0-baseline-x2`" in text
 
 
@@ -111,9 +133,10 @@ def test_quick_sweep_writes_one_file_per_point_and_resumes(tmp_path: Path) -> No
     from training.sweep import run_sweep
 
     torch.set_num_threads(1)
-    base = quick_config(tmp_path / "runs", progress=False, command=["distill", "sweep"])
+    base = quick_config(tmp_path / "runs", progress=False, command=["distill", "sweep"],
+                        ignore_factor=2.0)
     axes = Axes(labeled_sizes=(6,), tasks=("boxes",), seeds=(0,), baseline_budgets=(1, 2),
-                student_budgets=(2,), oracle_budgets=(2,))
+                student_budgets=(2,), oracle_budgets=(2,), lever_budgets=(2,))
     points = tmp_path / "sweep" / "points"
     written = run_sweep(base, axes, points, max_points=3)
     assert [p.stem for p in written] == [p.name for p in plan(axes)[:3]]
@@ -122,7 +145,17 @@ def test_quick_sweep_writes_one_file_per_point_and_resumes(tmp_path: Path) -> No
     assert best is not None and student["teacher"]["budget"] == best[0]
     assert student["iters"] == 12 and "precision50" in student["pseudo"]["quality"]["bbox"]
     assert any("--box-pooling raw" in c for c in student["commands"])
-    # The next run does only what is left: the oracle.
-    assert [p.stem for p in run_sweep(base, axes, points)] == [plan(axes)[3].name]
+    # The next run does only what is left: the oracle, then the levers.
+    assert [p.stem for p in run_sweep(base, axes, points)] == [p.name for p in plan(axes)[3:]]
     summary = (tmp_path / "sweep" / "SWEEP.md").read_text()
-    assert "4 of 4 planned points done." in summary and "| 6 | oracle | x2 | 0 |" in summary
+    assert "6 of 6 planned points done." in summary and "| 6 | oracle | x2 | 0 |" in summary
+    records = {r["point"]["role"]: r for r in load_points(points)}
+    ignore, round2 = records["student-ignore"], records["student-round2"]
+    assert ignore["ignore_factor"] == 2.0 and ignore["teacher"] == student["teacher"]
+    assert any("--ignore-factor 2" in c for c in ignore["commands"])
+    # Round 2's labeler is the round-1 student of its budget, whose committed AP it cites.
+    assert round2["teacher"]["round1"] == f"student-x2-teacher-x{best[0]}"
+    assert round2["teacher"]["ap_single"] == student["ap"]["single"]
+    assert any(f"--teacher {tmp_path}" in c and "student-x2" in c and "annotate" in c
+               for c in round2["commands"])
+    assert "| 6 | student-round2 | x2 | 0 |" in summary

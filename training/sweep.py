@@ -15,7 +15,8 @@ defaults: the ``--tta`` preset, raw box pooling, calibrated selection) of the be
 baseline of its seed over every baseline budget (the teacher a user would train:
 until its test AP stops rising), from scratch, on the student budget; ``oracle`` is
 the same student taught the unlabeled split's true labels, the ceiling of what
-pseudo-labels could give.
+pseudo-labels could give. The levers (``student-ignore``, ``student-round2``) are
+that student with one change each, named in :func:`_taught`.
 """
 
 from __future__ import annotations
@@ -26,18 +27,23 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill.errors import ConfigError
 from training.experiment_config import ExperimentConfig, add_arguments, config_from_args
 from training.sweep_points import (
     Axes,
     Point,
+    ap_of,
+    best_baseline,
     check_settings,
     load_points,
     pending,
     write_point,
 )
+
+if TYPE_CHECKING:
+    from training.pipeline import Pipeline
 
 DEFAULT_POINTS_DIR = Path("docs/sweep/points")
 
@@ -91,11 +97,9 @@ def run_point(base: ExperimentConfig, point: Point, axes: Axes,
     """Trains and evaluates one point's model; returns its record (without the point)."""
     import torch
 
-    from distill.options import FusionParams
     from training.experiment import _claim_out_dir, _data, machine
     from training.pipeline import Pipeline
     from training.report import METRIC
-    from training.sweep_points import best_baseline
 
     cfg = point_config(base, point)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -107,31 +111,14 @@ def run_point(base: ExperimentConfig, point: Point, axes: Axes,
     steps: list[str] = []
     extra: dict[str, Any] = {}
     t0 = time.perf_counter()
-    unlabeled = data["unlabeled"].images_dir
     if point.role == "baseline":
         name = f"baseline-x{point.budget}"
         model = p.train(name, iters)
     elif point.role == "oracle":
         name = f"oracle-x{point.budget}"
-        model = p.train(name, iters, p.json_of("unlabeled"), unlabeled)
+        model = p.train(name, iters, p.json_of("unlabeled"), data["unlabeled"].images_dir)
     else:
-        best = best_baseline(records, point.family, point.task, point.labeled, point.seed,
-                             axes.baseline_budgets)
-        if best is None:
-            raise ConfigError(f"{point.name} needs the baselines at every budget "
-                              f"{list(axes.baseline_budgets)} first")
-        tb, teacher_ap = best
-        teacher_name, pseudo_name = f"baseline-x{tb}", f"pseudo-x{tb}"
-        # Regenerated (same seed and command) when the checkpoint is gone.
-        teacher = p.train(teacher_name, cfg.student_iters * tb)
-        pseudo = p.annotate(pseudo_name, teacher, "unlabeled",
-                            pooling=FusionParams().pooled)
-        name = f"student-x{point.budget}-teacher-x{tb}"
-        model = p.train(name, iters, pseudo, unlabeled)
-        steps += [f"train {teacher_name}", f"annotate {pseudo_name}"]
-        extra = {"teacher": {"budget": tb, "iters": cfg.student_iters * tb,
-                             "ap_single": teacher_ap},
-                 "pseudo": p.pseudo_summary(pseudo_name, "unlabeled", teacher)}
+        name, model, steps, extra = _taught(p, base, point, axes, records)
     scores = {"single": p.evaluate(name, model, None), "tta": p.evaluate(name, model, cfg.tta)}
     steps += [f"train {name}", f"eval {name}", f"eval {name}+tta"]
     metric = METRIC[point.task]
@@ -144,6 +131,67 @@ def run_point(base: ExperimentConfig, point: Point, axes: Axes,
             "machine": {**machine(cfg), "device": cfg.device}, "commit": _commit(),
             "commands": p.commands, "sweep_command": base.command,
             "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def _taught(p: Pipeline, base: ExperimentConfig, point: Point, axes: Axes,
+            records: list[dict[str, Any]]) -> tuple[str, Path, list[str], dict[str, Any]]:
+    """A point taught pseudo-labels: its model's name and checkpoint, the steps before
+    its training, and its record's teacher and pseudo-label entries.
+
+    Every one starts from the best baseline of its seed (the teacher) and its
+    pseudo-labels (the product's defaults). ``student`` learns from them;
+    ``student-ignore`` from the same teacher's pseudo-labels with its unsure predictions
+    as ignore regions (``--ignore-factor``, F = 2 by default: Run 5's choice);
+    ``student-round2`` from the pseudo-labels of the round-1 ``student`` of the same
+    budget (trained here too when its checkpoint is gone).
+    """
+    from distill.options import FusionParams
+
+    best = best_baseline(records, point.family, point.task, point.labeled, point.seed,
+                         axes.baseline_budgets)
+    if best is None:
+        raise ConfigError(f"{point.name} needs the baselines at every budget "
+                          f"{list(axes.baseline_budgets)} first")
+    tb, teacher_ap = best
+    iters, pooling = p.cfg.student_iters * point.budget, FusionParams().pooled
+    unlabeled = p.data["unlabeled"].images_dir
+    # Regenerated (same seed and command) when the checkpoint is gone.
+    labeler = teacher = p.train(f"baseline-x{tb}", p.cfg.student_iters * tb)
+    pseudo_name = f"pseudo-x{tb}"
+    pseudo = p.annotate(pseudo_name, teacher, "unlabeled", pooling=pooling)
+    steps = [f"train baseline-x{tb}", f"annotate {pseudo_name}"]
+    labeler_info: dict[str, Any] = {"budget": tb, "iters": p.cfg.student_iters * tb,
+                                    "ap_single": teacher_ap}
+    extra: dict[str, Any] = {}
+    student = f"student-x{point.budget}-teacher-x{tb}"
+    if point.role == "student-ignore":
+        factor = base.ignore_factor
+        if factor <= 0:
+            raise ConfigError(f"{point.name} needs --ignore-factor > 0")
+        plain, pseudo_name = pseudo, f"pseudo-x{tb}-ignore{factor:g}"
+        # A box teacher's log holds every detection and is lent; a keypoint teacher's
+        # was cut by the score floor, which ignore regions reach below.
+        pseudo = p.annotate(pseudo_name, teacher, "unlabeled", pooling=pooling,
+                            ignore_factor=factor,
+                            predictions_of=plain if point.task == "boxes" else None)
+        steps.append(f"annotate {pseudo_name}")
+        name, extra = f"student-ignore{factor:g}-x{point.budget}-teacher-x{tb}", {
+            "ignore_factor": factor}
+    elif point.role == "student-round2":
+        labeler = p.train(student, iters, pseudo, unlabeled)
+        pseudo_name = f"pseudo-round2-{student}"
+        pseudo = p.annotate(pseudo_name, labeler, "unlabeled", pooling=pooling)
+        steps += [f"train {student}", f"annotate {pseudo_name}"]
+        round1 = Point(point.family, point.task, point.labeled, point.seed, "student",
+                       point.budget)
+        labeler_info = {"round1": student, "budget": point.budget, "iters": iters,
+                        "ap_single": ap_of(records, round1), "teacher": labeler_info}
+        name = f"student-round2-x{point.budget}-teacher-x{tb}"
+    else:
+        name = student
+    model = p.train(name, iters, pseudo, unlabeled)
+    return name, model, steps, {"teacher": labeler_info, **extra,
+                                "pseudo": p.pseudo_summary(pseudo_name, "unlabeled", labeler)}
 
 
 def _commit() -> str:
@@ -163,7 +211,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """``distill sweep``: the experiment's size and schedule flags plus the sweep's axes."""
     add_arguments(p)
     p.set_defaults(out_dir=Path("runs/sweep"), tasks=["boxes", "keypoints"], seeds=[0, 1],
-                   jobs=1)
+                   jobs=1, ignore_factor=2.0)
     p.add_argument("--families", nargs="+", default=None,
                    help="synthetic families in order (default: --family)")
     p.add_argument("--labeled-sizes", type=int, nargs="+", default=[150, 40],
@@ -172,6 +220,9 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                    help="baseline budgets, multiples of --student-iters")
     p.add_argument("--student-budgets", type=int, nargs="+", default=[2, 4])
     p.add_argument("--oracle-budgets", type=int, nargs="+", default=[4])
+    p.add_argument("--lever-budgets", type=int, nargs="*", default=[2],
+                   help="budgets of the student-ignore (its F: --ignore-factor, default 2 "
+                        "here) and student-round2 points (none: no such points)")
     p.add_argument("--points-dir", type=Path, default=DEFAULT_POINTS_DIR,
                    help="one JSON file per finished point (commit them)")
     p.add_argument("--report", type=Path, default=None,
@@ -194,7 +245,8 @@ def run_sweep_from_args(args: argparse.Namespace) -> int:
                 labeled_sizes=tuple(args.labeled_sizes), tasks=base.tasks, seeds=base.seeds,
                 baseline_budgets=tuple(args.budgets),
                 student_budgets=tuple(args.student_budgets),
-                oracle_budgets=tuple(args.oracle_budgets))
+                oracle_budgets=tuple(args.oracle_budgets),
+                lever_budgets=tuple(args.lever_budgets))
     report = args.report or args.points_dir.parent / "SWEEP.md"
     if args.report_only:
         write_report(args.points_dir, report, axes)

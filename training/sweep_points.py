@@ -2,9 +2,14 @@
 
 A sweep point is (family, task, labeled-set size, seed, role, budget multiple), where
 the role is ``baseline`` (labeled images only), ``student`` (labeled + pseudo-labels of
-the best baseline of its seed) or ``oracle`` (labeled + the unlabeled split's true
-labels). Each finished point writes ``<points dir>/<name>.json`` atomically: the test
-scores single pass and with TTA, for students the teacher and the pseudo-labels'
+the best baseline of its seed), ``oracle`` (labeled + the unlabeled split's true
+labels), or one of the two levers measured on the students of every task:
+``student-ignore`` (the student's pseudo-labels with the teacher's unsure predictions
+as ignore regions) and ``student-round2`` (a second round: the round-1 student of the
+same budget labels the unlabeled split again, a new student learns from that).
+
+Each finished point writes ``<points dir>/<name>.json`` atomically: the test scores
+single pass and with TTA, for students the teacher and the pseudo-labels'
 precision and recall, iterations, wall time, machine, commit and the exact commands.
 
 The points are committed (``docs/sweep/points``), so a sweep continues on any machine
@@ -25,8 +30,10 @@ from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
 from distill.options import DEFAULT_SYNTH_FAMILY, Task
 
-Role = Literal["baseline", "student", "oracle"]
-ROLES: tuple[Role, ...] = ("baseline", "student", "oracle")
+Role = Literal["baseline", "student", "oracle", "student-ignore", "student-round2"]
+ROLES: tuple[Role, ...] = ("baseline", "student", "oracle", "student-ignore",
+                           "student-round2")
+LEVERS: tuple[Role, ...] = ("student-ignore", "student-round2")
 
 # Settings that change a point's numbers: points written with others are not comparable,
 # so a points folder holds one combination (the sweep refuses to mix).
@@ -56,7 +63,8 @@ class Point:
 
 @dataclass(frozen=True)
 class Axes:
-    """What a sweep covers. Budgets are multiples of the settings' ``base_iters``."""
+    """What a sweep covers. Budgets are multiples of the settings' ``base_iters``;
+    ``lever_budgets`` are those of the :data:`LEVERS` points."""
 
     families: tuple[str, ...] = (DEFAULT_SYNTH_FAMILY,)
     labeled_sizes: tuple[int, ...] = (150, 40)
@@ -65,23 +73,26 @@ class Axes:
     baseline_budgets: tuple[int, ...] = (1, 2, 4)
     student_budgets: tuple[int, ...] = (2, 4)
     oracle_budgets: tuple[int, ...] = (4,)
+    lever_budgets: tuple[int, ...] = (2,)
 
 
 def plan(axes: Axes) -> list[Point]:
-    """Every point, in the order that answers the question first: family, labeled size,
-    task and seed as given, and within them the baselines (smallest budget first: the
-    students need all of them to pick their teacher), the students, the oracle."""
+    """Every point, in the order that answers the question first: family and labeled
+    size as given; within them, per task and seed, the baselines (smallest budget first:
+    the students need all of them to pick their teacher), the students, the oracle; then
+    the levers of every task and seed (they refine an answer the students gave)."""
+    main: tuple[tuple[Role, tuple[int, ...]], ...] = (
+        ("baseline", axes.baseline_budgets), ("student", axes.student_budgets),
+        ("oracle", axes.oracle_budgets))
+    levers = tuple((role, axes.lever_budgets) for role in LEVERS)
     points = []
     for family in axes.families:
         for labeled in axes.labeled_sizes:
-            for task in axes.tasks:
-                for seed in axes.seeds:
-                    by_role: tuple[tuple[Role, tuple[int, ...]], ...] = (
-                        ("baseline", axes.baseline_budgets),
-                        ("student", axes.student_budgets), ("oracle", axes.oracle_budgets))
-                    for role, budgets in by_role:
+            for roles in (main, levers):
+                for task in axes.tasks:
+                    for seed in axes.seeds:
                         points += [Point(family, task, labeled, seed, role, b)
-                                   for b in sorted(budgets)]
+                                   for role, budgets in roles for b in sorted(budgets)]
     return points
 
 
@@ -131,6 +142,13 @@ def best_baseline(records: list[dict[str, Any]], family: str, task: Task, labele
         return None
     budget = max(budgets, key=lambda b: (found[b], -b))  # ties: the cheaper training
     return budget, found[budget]
+
+
+def ap_of(records: list[dict[str, Any]], point: Point, inference: str = "single"
+          ) -> float | None:
+    """The committed test AP of ``point`` (None when it has no file yet)."""
+    found = [r for r in records if point_of(r) == point]
+    return float(found[0]["ap"][inference]) if found else None
 
 
 def write_point(points_dir: Path, point: Point, record: dict[str, Any]) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from training.report import mean_spread, signed_mean_spread
-from training.sweep_points import Axes, load_points, pending, plan, point_of
+from training.sweep_points import ROLES, Axes, load_points, pending, plan, point_of
 
 
 def write_report(points_dir: Path, report: Path, axes: Axes) -> None:
@@ -103,13 +103,16 @@ def _baselines(records: list[dict[str, Any]], axes: Axes) -> list[str]:
 def _students(records: list[dict[str, Any]], axes: Axes) -> list[str]:
     index = _by_point(records)
     lines = ["Students and oracles against the best baseline of their seed (over every "
-             "budget run) and against the baseline of their own budget:", "",
+             "budget run) and against the baseline of their own budget. `student-ignore`: "
+             "the student's pseudo-labels with the teacher's unsure predictions as ignore "
+             "regions; `student-round2`: taught by the round-1 student of its budget (a "
+             "second round):", "",
              "| labeled | model | budget | seeds | AP | Δ best baseline | AP (TTA) | "
              "Δ best baseline (TTA) | Δ equal-budget baseline | share of oracle gain | "
              "pseudo-labels precision / recall |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = sorted({(lab, role, b) for (role, lab, _, b) in index if role != "baseline"},
-                  key=lambda k: (k[0], k[1] != "student", k[2]))
+                  key=lambda k: (k[0], ROLES.index(k[1]), k[2]))
     for labeled, role, budget in keys:
         seeds = sorted(sd for (r, lab, sd, b) in index
                        if (r, lab, b) == (role, labeled, budget))
@@ -123,7 +126,8 @@ def _students(records: list[dict[str, Any]], axes: Axes) -> list[str]:
                  - index[("baseline", labeled, sd, budget)]["ap"]["single"]
                  for sd in seeds if ("baseline", labeled, sd, budget) in index]
         cells.append(signed_mean_spread(equal))
-        cells.append(_share(index, labeled, budget, seeds) if role == "student" else "–")
+        cells.append(_share(index, role, labeled, budget, seeds)
+                     if role.startswith("student") else "–")
         cells.append(_precision_recall(rows))
         lines.append("| " + " | ".join(cells) + " |")
     if len(lines) == 4:
@@ -141,12 +145,12 @@ def _gains(index: dict[tuple[str, int, int, int], dict[str, Any]], role: str, la
     return gains
 
 
-def _share(index: dict[tuple[str, int, int, int], dict[str, Any]], labeled: int, budget: int,
-           seeds: list[int]) -> str:
-    """The student's mean gain over the best baseline as a share of the oracle's (on the
+def _share(index: dict[tuple[str, int, int, int], dict[str, Any]], role: str, labeled: int,
+           budget: int, seeds: list[int]) -> str:
+    """A student's mean gain over the best baseline as a share of the oracle's (on the
     seeds with an oracle at the same budget)."""
     both = [sd for sd in seeds if ("oracle", labeled, sd, budget) in index]
-    student = _gains(index, "student", labeled, budget, both, "single")
+    student = _gains(index, role, labeled, budget, both, "single")
     oracle = _gains(index, "oracle", labeled, budget, both, "single")
     if not both or statistics.mean(oracle) <= 0:
         return "–"
