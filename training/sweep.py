@@ -218,8 +218,10 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                    help="labeled-set sizes, in the order to run them")
     p.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 4],
                    help="baseline budgets, multiples of --student-iters")
-    p.add_argument("--student-budgets", type=int, nargs="+", default=[2, 4])
-    p.add_argument("--oracle-budgets", type=int, nargs="+", default=[4])
+    p.add_argument("--student-budgets", type=int, nargs="*", default=[2, 4],
+                   help="(none: no such points; with --oracle-budgets and --lever-budgets "
+                        "these select what a run takes on)")
+    p.add_argument("--oracle-budgets", type=int, nargs="*", default=[4])
     p.add_argument("--lever-budgets", type=int, nargs="*", default=[2],
                    help="budgets of the student-ignore (its F: --ignore-factor, default 2 "
                         "here) and student-round2 points (none: no such points)")
