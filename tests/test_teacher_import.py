@@ -171,7 +171,10 @@ def test_imported_teacher_reproduces_torchvision(arch: str, saved: Any, tmp_path
                                                  fusion=FusionParams(pooling="nms")))
     got = _matched(teacher.predictor([image])[0], expected)
     assert len(expected["boxes"]) > 0, "random weights gave no detections: the test is vacuous"
-    torch.testing.assert_close(got["boxes"], expected["boxes"], atol=1e-4, rtol=0)
+    # The teacher runs channels-last on a CPU: the same sums in another order, which 50
+    # random-weight layers grow to about 2e-5 of a coordinate (a wrong weight moves
+    # boxes by pixels).
+    torch.testing.assert_close(got["boxes"], expected["boxes"], atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(got["scores"], expected["scores"], atol=1e-4, rtol=0)
     ids = [written.category_id(int(v)) for v in got["labels"]]
     assert ids == [written.category_id(int(v)) for v in expected["labels"]]
@@ -179,7 +182,7 @@ def test_imported_teacher_reproduces_torchvision(arch: str, saved: Any, tmp_path
     record = ImageRecord.from_output("x.png", 150, 120, got, written)
     assert list(record.category_ids) == [i for i in ids if i is not None]
     if keypoints:
-        torch.testing.assert_close(got["keypoints"], expected["keypoints"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(got["keypoints"], expected["keypoints"], atol=2e-3, rtol=0)
         assert written.keypoint_names[5] == "left_shoulder" and len(written.flip_map) == 8
         assert written.oks_sigmas is not None and written.oks_sigmas[0] == pytest.approx(0.026)
         assert written.categories[0]["skeleton"] == COCO_PERSON_SKELETON

@@ -25,6 +25,7 @@ from torchvision.ops import clip_boxes_to_image
 from distill.card import ModelCard
 from distill.errors import ConfigError
 from distill.fusion.keypoints import KEYPOINT_FUSION
+from distill.models.layout import use_channels_last
 from distill.options import KEYPOINT_CAP_FACTOR, KEYPOINT_CAP_MIN, InferenceOptions
 from distill.score_floor import ScoreFloor
 from distill.teachers.interface import Detector
@@ -149,6 +150,8 @@ def plain_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
         model = model.model  # the module's own call: its test size, NMS and keypoints
     if isinstance(model, GeneralizedRCNN):
         module = model.to(dev).eval()
+        if dev.type == "cpu":
+            use_channels_last(module)  # as RCNNDetector does: faster, same values
 
         def own(images: list[Tensor], *, floor: ScoreFloor | None = None
                 ) -> list[dict[str, Tensor]]:
