@@ -159,3 +159,41 @@ def test_quick_sweep_writes_one_file_per_point_and_resumes(tmp_path: Path) -> No
     assert any(f"--teacher {tmp_path}" in c and "student-x2" in c and "annotate" in c
                for c in round2["commands"])
     assert "| 6 | student-round2 | x2 | 0 |" in summary
+
+
+@pytest.mark.slow
+def test_a_terminated_sweep_keeps_the_time_its_step_ran(tmp_path: Path) -> None:
+    """SIGTERM (how a session stops a background sweep) unwinds the point: the training
+    step records its partial time, which the resumed point's wall time includes."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys; from pathlib import Path; import torch; "
+              "from training.experiment_config import quick_config; "
+              "from training.sweep import run_sweep; from training.sweep_points import Axes; "
+              "torch.set_num_threads(1); "
+              "run_sweep(quick_config(Path(sys.argv[1]), progress=False), "
+              "Axes(labeled_sizes=(6,), tasks=('boxes',), seeds=(0,), "
+              "baseline_budgets=(100,), student_budgets=(), oracle_budgets=(), "
+              "lever_budgets=()), Path(sys.argv[2]))")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "runs"),
+                             str(tmp_path / "points")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "train baseline-x100 ..." in line:
+                break
+        else:
+            raise AssertionError("the point never started training")
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    partial = tmp_path / "runs" / "figures-labeled6" / "boxes" / "seed0" / "partial-times.json"
+    assert json.loads(partial.read_text())["train baseline-x100"] >= 2.5
+    assert not (tmp_path / "points").is_dir() or not any((tmp_path / "points").iterdir())

@@ -42,7 +42,6 @@ import logging
 import os
 import platform
 import signal
-import threading
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -58,7 +57,7 @@ from distill.errors import ConfigError
 from distill.fileio import write_json_atomic
 from training.config_flags import result_fields, values_before
 from training.experiment_config import ExperimentConfig, config_from_args
-from training.pipeline import run_pipeline
+from training.pipeline import exit_on_sigterm, run_pipeline, sigterm_exits
 from training.report import render_markdown
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     jobs = [(task, seed) for seed in cfg.seeds for task in cfg.tasks]
     runs: list[dict[str, Any]]
     if cfg.jobs <= 1:
-        runs = [run_pipeline(cfg, task, seed, data[seed]) for task, seed in jobs]
+        with sigterm_exits():
+            runs = [run_pipeline(cfg, task, seed, data[seed]) for task, seed in jobs]
     else:
         runs = _run_parallel(cfg, jobs, data)
     finished = datetime.now(UTC).isoformat(timespec="seconds")
@@ -153,33 +153,26 @@ def _run_parallel(cfg: ExperimentConfig, jobs: list[tuple[Task, int]],
     """Pipelines in ``cfg.jobs`` worker processes. A failed, interrupted (Ctrl-C) or
     terminated (SIGTERM) run takes its workers down with it instead of leaving them
     training as orphans; what they finished stays on disk for the resumed run."""
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main else None
-    pool = get_context("spawn").Pool(cfg.jobs, initializer=_worker_init)
-    try:
-        pending = [pool.apply_async(run_pipeline, (cfg, task, seed, data[seed]))
-                   for task, seed in jobs]
-        runs = [p.get() for p in pending]
-        pool.close()
-        return runs
-    except BaseException:
-        pool.terminate()  # SIGTERM: each worker records its step's partial time and exits
-        raise
-    finally:
-        pool.join()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_exits():
+        pool = get_context("spawn").Pool(cfg.jobs, initializer=_worker_init)
+        try:
+            pending = [pool.apply_async(run_pipeline, (cfg, task, seed, data[seed]))
+                       for task, seed in jobs]
+            runs = [p.get() for p in pending]
+            pool.close()
+            return runs
+        except BaseException:
+            pool.terminate()  # SIGTERM: each worker records its step's partial time, exits
+            raise
+        finally:
+            pool.join()
 
 
 def _worker_init() -> None:
     """A spawned worker starts with no logging set up: warnings should still show. SIGTERM
     becomes SystemExit, so an interrupted step still records the time it ran."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
 
 
 def machine(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +37,26 @@ if TYPE_CHECKING:  # the experiment imports this module; the config is only a ty
     from training.experiment_config import ExperimentConfig
 
 EVAL_POOLING: Pooling = "nms"  # the box pooling of the TTA evaluation rows
+
+
+def exit_on_sigterm(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: unwind as ``SystemExit``, so the running step records its time."""
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """For the block, SIGTERM unwinds the main thread as ``SystemExit`` (the default kills
+    the process where it stands): an interrupted step still records the time it ran
+    (:meth:`Pipeline.timed`), so a resumed run's times include it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Pipeline:

@@ -70,6 +70,7 @@ def run_sweep(base: ExperimentConfig, axes: Axes, points_dir: Path = DEFAULT_POI
               report: Path | None = None, max_points: int | None = None) -> list[Path]:
     """Runs the pending points (at most ``max_points``), each written as it finishes,
     and regenerates the report after each; returns the files written."""
+    from training.pipeline import sigterm_exits
     from training.sweep_report import write_report
 
     settings = sweep_settings(base)
@@ -83,7 +84,8 @@ def run_sweep(base: ExperimentConfig, axes: Axes, points_dir: Path = DEFAULT_POI
     written = []
     for point in todo:
         print(f"sweep: {point.name} ...", flush=True)
-        record = run_point(base, point, axes, load_points(points_dir))
+        with sigterm_exits():  # a stopped point's steps keep the time they ran
+            record = run_point(base, point, axes, load_points(points_dir))
         written.append(write_point(points_dir, point, {**record, "settings": settings}))
         write_report(points_dir, report, axes)
         print(f"sweep: {point.name}: AP {record['ap']['single']:.1f} "
