@@ -1,6 +1,6 @@
 """The Label Studio backend's pure parts: labeling configs in the YOLO example's
 conventions, the regions they give, where task images are fetched from, and the refusal
-of internal addresses (no Label Studio server needed; tests/test_labelstudio_backend.py
+of internal addresses (no Label Studio server needed; tests/labelstudio/
 runs the real one)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Label Studio annotations back to COCO and into the labeled set (pure; the real
-round trip through Label Studio is in tests/test_labelstudio_backend.py)."""
+round trip through Label Studio is in tests/labelstudio/)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A teacher's last calibrated thresholds, remembered on the real Redis and chosen for a
 small Label Studio request (the end-to-end run through Label Studio is in
-tests/test_labelstudio_backend.py::test_one_task_uses_the_last_calibrated_job)."""
+tests/labelstudio/test_projects.py::test_one_task_uses_the_last_calibrated_job)."""
 
 from __future__ import annotations
 
