@@ -17,7 +17,8 @@ def _rois(k: int, height: int, width: int, images: int, seed: int) -> torch.Tens
     w = torch.rand(k, generator=g) * width * 0.4
     h = torch.rand(k, generator=g) * height * 0.4
     w[:3] = 0.2  # degenerate RoIs (forced to one pixel when not aligned)
-    boxes = torch.stack([x1, y1, x1 + w, y1 + h + (x1 > width)], 1)  # a few past the edge
+    # some end past the right or bottom edge (x1 up to 1.1 x width, h up to 0.4 x height)
+    boxes = torch.stack([x1, y1, x1 + w, y1 + h], 1)
     index = torch.randint(0, images, (k, 1), generator=g).float()
     return torch.cat([index, boxes], 1)
 
@@ -65,9 +66,13 @@ def test_channels_last_features_and_no_grad_path() -> None:
     features = torch.randn(2, 16, 20, 30).contiguous(memory_format=torch.channels_last)
     rois = _rois(25, 80, 120, 2, seed=3)
     f = features.clone().requires_grad_()
-    roi_align(f, rois, (7, 7), 0.25, 2).sum().backward()
+    ours = roi_align(f, rois, (7, 7), 0.25, 2)
+    assert ours.is_contiguous()  # the standard layout, as torchvision's: heads view it
+    ours.sum().backward()
     g = features.contiguous().requires_grad_()
-    tv_roi_align(g, rois, (7, 7), 0.25, 2, False).sum().backward()
+    theirs = tv_roi_align(g, rois, (7, 7), 0.25, 2, False)
+    theirs.sum().backward()
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     assert f.grad is not None and g.grad is not None
     torch.testing.assert_close(f.grad, g.grad, rtol=1e-5, atol=1e-5)
     with torch.no_grad():

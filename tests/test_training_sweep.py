@@ -38,10 +38,10 @@ def _baseline(labeled: int, seed: int, budget: int, ap: float) -> dict[str, Any]
 
 
 def _student(labeled: int, seed: int, budget: int, ap: float, role: str = "student",
-             precision: float = 0.8) -> dict[str, Any]:
+             precision: float = 0.8, **extra: Any) -> dict[str, Any]:
     quality = {"bbox": {"AP": 40.0, "precision50": precision, "recall50": 0.5}}
     return _record(Point("figures", "boxes", labeled, seed, role, budget),  # type: ignore[arg-type]
-                   ap, ap + 1, pseudo={"quality": quality})
+                   ap, ap + 1, pseudo={"quality": quality}, **extra)
 
 
 # 150 labeled: seed 0 peaks at x2, seed 1 still rises at x4.
@@ -108,17 +108,45 @@ def test_summary_sets_students_against_their_seeds_best_baseline() -> None:
 def test_summary_puts_the_levers_after_the_student_with_their_oracle_share() -> None:
     levers = [_student(150, 0, 4, 59.0, role="student-round2"),
               _student(150, 1, 4, 54.0, role="student-round2"),
-              _student(150, 0, 4, 55.0, role="student-ignore")]
+              _student(150, 0, 4, 55.0, role="student-ignore", ignore_factor=2.0)]
     text = render(RECORDS + levers, AXES)
     rows = [line for line in text.splitlines() if line.startswith("| 150 | ")
             and not line.startswith("| 150 | 0 ") and not line.startswith("| 150 | 1 ")]
-    assert [row.split(" | ")[1] for row in rows] == ["student", "oracle", "student-ignore",
+    assert [row.split(" | ")[1] for row in rows] == ["student", "oracle",
+                                                     "student-ignore (F = 2)",
                                                      "student-round2"]
     # Round 2 gains 59-54 and 54-52 over the best baselines (+3.5), the oracle 5.0: 70%.
     assert "| 150 | student-round2 | x4 | 0,1 | 56.5 ± 3.5 | +3.5 ± 2.1 |" in text
     assert rows[3].split(" | ")[9] == "70%"
     # One seed: its own share (55-54 of 60-54).
     assert rows[2].split(" | ")[9] == "17%"
+
+
+def test_a_lever_keeps_the_teacher_of_its_committed_student() -> None:
+    """Seed 0's best baseline is x2 (54.0); a student committed when x4 was the teacher
+    keeps its levers on x4, so that they stay comparable with it."""
+    from training.sweep import teacher_of
+
+    student = _student(150, 0, 4, 57.0, teacher={"budget": 4, "iters": 4000,
+                                                  "ap_single": 53.0})
+    records = [*RECORDS[:6], student]
+    lever = Point("figures", "boxes", 150, 0, "student-round2", 4)
+    assert teacher_of(records, lever, AXES) == (4, 53.0)
+    assert teacher_of(records, replace(lever, role="student"), AXES) == (2, 54.0)
+    assert teacher_of(records, replace(lever, budget=2), AXES) == (2, 54.0)  # none at x2
+    with pytest.raises(ConfigError, match="needs the baselines"):
+        teacher_of(records[:2], lever, AXES)
+
+
+def test_lever_points_keep_one_ignore_factor() -> None:
+    from training.sweep import check_ignore_factor
+
+    made = _student(150, 0, 2, 50.0, role="student-ignore", ignore_factor=2.0)
+    check_ignore_factor([made, *RECORDS], 2.0)
+    with pytest.raises(ConfigError, match=r"--ignore-factor 2\.0, not 3\.0"):
+        check_ignore_factor([made], 3.0)
+    with pytest.raises(ConfigError, match="> 0"):
+        check_ignore_factor([], 0.0)
 
 
 def test_progress_names_the_next_point() -> None:
@@ -155,7 +183,8 @@ def test_quick_sweep_writes_one_file_per_point_and_resumes(tmp_path: Path) -> No
     assert any("--ignore-factor 2" in c for c in ignore["commands"])
     # Round 2's labeler is the round-1 student of its budget, whose committed AP it cites.
     assert round2["teacher"]["round1"] == f"student-x2-teacher-x{best[0]}"
-    assert round2["teacher"]["ap_single"] == student["ap"]["single"]
+    assert round2["teacher"]["committed_ap_single"] == student["ap"]["single"]
+    assert round2["teacher"]["ap_single"] == student["ap"]["single"]  # same checkpoint
     assert any(f"--teacher {tmp_path}" in c and "student-x2" in c and "annotate" in c
                for c in round2["commands"])
     assert "| 6 | student-round2 | x2 | 0 |" in summary

@@ -56,7 +56,8 @@ def sigterm_exits() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:  # None: a handler not installed from Python, kept
+            signal.signal(signal.SIGTERM, previous)
 
 
 class Pipeline:

@@ -31,14 +31,17 @@ from typing import TYPE_CHECKING, Any
 
 from distill.errors import ConfigError
 from training.experiment_config import ExperimentConfig, add_arguments, config_from_args
+from training.report import METRIC
 from training.sweep_points import (
+    LEVERS,
     Axes,
     Point,
-    ap_of,
     best_baseline,
     check_settings,
     load_points,
     pending,
+    point_of,
+    record_of,
     write_point,
 )
 
@@ -61,6 +64,7 @@ def point_config(base: ExperimentConfig, point: Point) -> ExperimentConfig:
     family and labeled size: the same data and baselines)."""
     return replace(base, out_dir=base.out_dir / f"{point.family}-labeled{point.labeled}",
                    family=point.family, labeled=point.labeled, shifted=0, oracle=False,
+                   student_init="scratch",
                    teacher_iters=base.student_iters, seeds=(point.seed,),
                    tasks=(point.task,), rounds=1, compare_pooling=False, ignore_factor=0.0,
                    jobs=1, results_md=None)
@@ -75,6 +79,8 @@ def run_sweep(base: ExperimentConfig, axes: Axes, points_dir: Path = DEFAULT_POI
 
     settings = sweep_settings(base)
     check_settings(load_points(points_dir), settings)
+    if axes.lever_budgets:
+        check_ignore_factor(load_points(points_dir), base.ignore_factor)
     report = report or points_dir.parent / "SWEEP.md"
     todo = pending(axes, points_dir)
     if max_points is not None:
@@ -101,7 +107,6 @@ def run_point(base: ExperimentConfig, point: Point, axes: Axes,
 
     from training.experiment import _claim_out_dir, _data, machine
     from training.pipeline import Pipeline
-    from training.report import METRIC
 
     cfg = point_config(base, point)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,12 +154,7 @@ def _taught(p: Pipeline, base: ExperimentConfig, point: Point, axes: Axes,
     """
     from distill.options import FusionParams
 
-    best = best_baseline(records, point.family, point.task, point.labeled, point.seed,
-                         axes.baseline_budgets)
-    if best is None:
-        raise ConfigError(f"{point.name} needs the baselines at every budget "
-                          f"{list(axes.baseline_budgets)} first")
-    tb, teacher_ap = best
+    tb, teacher_ap = teacher_of(records, point, axes)
     iters, pooling = p.cfg.student_iters * point.budget, FusionParams().pooled
     unlabeled = p.data["unlabeled"].images_dir
     # Regenerated (same seed and command) when the checkpoint is gone.
@@ -168,8 +168,6 @@ def _taught(p: Pipeline, base: ExperimentConfig, point: Point, axes: Axes,
     student = f"student-x{point.budget}-teacher-x{tb}"
     if point.role == "student-ignore":
         factor = base.ignore_factor
-        if factor <= 0:
-            raise ConfigError(f"{point.name} needs --ignore-factor > 0")
         plain, pseudo_name = pseudo, f"pseudo-x{tb}-ignore{factor:g}"
         # A box teacher's log holds every detection and is lent; a keypoint teacher's
         # was cut by the score floor, which ignore regions reach below.
@@ -184,16 +182,55 @@ def _taught(p: Pipeline, base: ExperimentConfig, point: Point, axes: Axes,
         pseudo_name = f"pseudo-round2-{student}"
         pseudo = p.annotate(pseudo_name, labeler, "unlabeled", pooling=pooling)
         steps += [f"train {student}", f"annotate {pseudo_name}"]
-        round1 = Point(point.family, point.task, point.labeled, point.seed, "student",
-                       point.budget)
+        # The labeler's own AP: a round-1 student retrained here (its checkpoint gone)
+        # may differ from the committed point's by float rounding.
+        ap = p.evaluate(student, labeler, None)[METRIC[point.task]]["AP"]
+        committed = record_of(records, replace(point, role="student"))
+        steps += [f"eval {student}"]
         labeler_info = {"round1": student, "budget": point.budget, "iters": iters,
-                        "ap_single": ap_of(records, round1), "teacher": labeler_info}
+                        "ap_single": round(float(ap), 2),
+                        "committed_ap_single": committed and committed["ap"]["single"],
+                        "teacher": labeler_info}
         name = f"student-round2-x{point.budget}-teacher-x{tb}"
     else:
         name = student
     model = p.train(name, iters, pseudo, unlabeled)
     return name, model, steps, {"teacher": labeler_info, **extra,
                                 "pseudo": p.pseudo_summary(pseudo_name, "unlabeled", labeler)}
+
+
+def teacher_of(records: list[dict[str, Any]], point: Point, axes: Axes) -> tuple[int, float]:
+    """The budget and AP of the teacher of a point taught pseudo-labels: the best baseline
+    of its seed; a lever takes the teacher of the committed student of its budget, so
+    the two stay comparable should the best baseline have changed since (budgets added,
+    a baseline rerun)."""
+    best = best_baseline(records, point.family, point.task, point.labeled, point.seed,
+                         axes.baseline_budgets)
+    if best is None:
+        raise ConfigError(f"{point.name} needs the baselines at every budget "
+                          f"{list(axes.baseline_budgets)} first")
+    student = record_of(records, replace(point, role="student"))
+    if point.role in LEVERS and student is not None:
+        taught = student["teacher"]
+        if int(taught["budget"]) != best[0]:
+            print(f"sweep: {point.name}: the teacher of its committed student, x"
+                  f"{taught['budget']}, not the best baseline now, x{best[0]}", flush=True)
+        return int(taught["budget"]), float(taught["ap_single"])
+    return best
+
+
+def check_ignore_factor(records: list[dict[str, Any]], factor: float) -> None:
+    """Refuses an ignore factor other than the committed ``student-ignore`` points' (F is
+    not part of a point's name) or none at all."""
+    if factor <= 0:
+        raise ConfigError("the student-ignore points need --ignore-factor > 0 (default 2); "
+                          "--lever-budgets with no value runs none")
+    for record in records:
+        theirs = record.get("ignore_factor")
+        if point_of(record).role == "student-ignore" and theirs != factor:
+            raise ConfigError(f"the points folder holds {point_of(record).name} made with "
+                              f"--ignore-factor {theirs}, not {factor}; use another "
+                              "--points-dir or the same factor")
 
 
 def _commit() -> str:
@@ -245,6 +282,9 @@ def run_sweep_from_args(args: argparse.Namespace) -> int:
     if base.jobs != 1:
         raise ConfigError("the sweep runs one point at a time (--jobs 1); give a point "
                           "more --threads instead")
+    if base.student_init != "scratch":
+        raise ConfigError("the sweep's students start from scratch, as the paper's; "
+                          "--student-init teacher is a lever of `distill experiment`")
     axes = Axes(families=tuple(args.families or [base.family]),
                 labeled_sizes=tuple(args.labeled_sizes), tasks=base.tasks, seeds=base.seeds,
                 baseline_budgets=tuple(args.budgets),

@@ -144,11 +144,9 @@ def best_baseline(records: list[dict[str, Any]], family: str, task: Task, labele
     return budget, found[budget]
 
 
-def ap_of(records: list[dict[str, Any]], point: Point, inference: str = "single"
-          ) -> float | None:
-    """The committed test AP of ``point`` (None when it has no file yet)."""
-    found = [r for r in records if point_of(r) == point]
-    return float(found[0]["ap"][inference]) if found else None
+def record_of(records: list[dict[str, Any]], point: Point) -> dict[str, Any] | None:
+    """The committed record of ``point`` (None when it has no file yet)."""
+    return next((r for r in records if point_of(r) == point), None)
 
 
 def write_point(points_dir: Path, point: Point, record: dict[str, Any]) -> Path:

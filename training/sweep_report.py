@@ -105,8 +105,9 @@ def _students(records: list[dict[str, Any]], axes: Axes) -> list[str]:
     lines = ["Students and oracles against the best baseline of their seed (over every "
              "budget run) and against the baseline of their own budget. `student-ignore`: "
              "the student's pseudo-labels with the teacher's unsure predictions as ignore "
-             "regions; `student-round2`: taught by the round-1 student of its budget (a "
-             "second round):", "",
+             "regions (F: the factor); `student-round2`: taught by the round-1 student of "
+             "its budget (a second round). The share of the oracle's gain needs an oracle "
+             "at the same budget and seed (by default the oracle runs at x4 only):", "",
              "| labeled | model | budget | seeds | AP | Δ best baseline | AP (TTA) | "
              "Δ best baseline (TTA) | Δ equal-budget baseline | share of oracle gain | "
              "pseudo-labels precision / recall |",
@@ -117,7 +118,9 @@ def _students(records: list[dict[str, Any]], axes: Axes) -> list[str]:
         seeds = sorted(sd for (r, lab, sd, b) in index
                        if (r, lab, b) == (role, labeled, budget))
         rows = [index[(role, labeled, sd, budget)] for sd in seeds]
-        cells = [str(labeled), role, f"x{budget}", ",".join(map(str, seeds))]
+        factors = sorted({r["ignore_factor"] for r in rows if "ignore_factor" in r})
+        label = role + (f" (F = {', '.join(f'{f:g}' for f in factors)})" if factors else "")
+        cells = [str(labeled), label, f"x{budget}", ",".join(map(str, seeds))]
         for inference in ("single", "tta"):
             gains = _gains(index, role, labeled, budget, seeds, inference)
             cells += [mean_spread([r["ap"][inference] for r in rows]),

@@ -3,7 +3,7 @@
 oneDNN's convolutions run without layout reorders when activations and weights are
 channels-last (NHWC); for the tiny model that makes a training iteration's backbone
 and RPN about a quarter faster on this project's CPU (``benchmarks/train_speed.py``,
-numbers in docs/BENCHMARKS.md), and a keypoint teacher's inference about 7 % faster.
+numbers in docs/BENCHMARKS.md), and a keypoint teacher's inference about 15 % faster.
 The trainer and the CPU inference path (:class:`distill.teachers.rcnn.RCNNDetector`,
 the single-pass evaluation) apply it. Only the backbone (with its FPN) and the RPN head are
 converted: the RoI heads reshape their outputs with ``view``, which needs the standard

@@ -119,7 +119,9 @@ class _RoIAlign(torch.autograd.Function):
         # (pixels, channels): a view of channels-last features, a copy of others
         matrix = features.permute(0, 2, 3, 1).reshape(n * h * w, c)
         out = embedding_bag(pix, matrix, per_sample_weights=wgt, mode="sum")
-        return out.view(rois.shape[0], *output_size, c).permute(0, 3, 1, 2)
+        # Standard layout, as torchvision returns: the heads' views and in-place ops need
+        # it (a copy of K x C x ph x pw floats, small beside the features).
+        return out.view(rois.shape[0], *output_size, c).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:

@@ -101,7 +101,9 @@ def build_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
     tasks, ``combine`` and ``size_dependent`` to Keypoint R-CNN. The default
     options run the ``standard`` preset; pass ``InferenceOptions(tta="identity")``
     (with ``FusionParams(pooling="nms")`` for a box teacher) for the plain model.
-    A detector with a largest input size runs only the transforms that fit it.
+    A detector with a largest input size runs only the transforms that fit it. A
+    torchvision module is moved to the device in place, and on a CPU converted to
+    channels-last in place (:func:`distill.models.layout.use_channels_last`).
     """
     options = options or InferenceOptions()
     dev = resolve_device(options.device)
@@ -143,7 +145,8 @@ def _runnable(transforms: list[Transform], detector: Detector, spec: str) -> lis
 def plain_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
                     device: str = "cpu") -> Predictor:
     """The model alone, one pass at its own test size, behind the same interface
-    (evaluation's single-pass baseline)."""
+    (evaluation's single-pass baseline). A module is moved (and on a CPU converted to
+    channels-last) in place, as :func:`build_predictor` does."""
     dev = resolve_device(device)
     transforms = parse_preset("identity", card.min_size, card.max_size)
     if isinstance(model, RCNNDetector):
