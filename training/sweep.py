@@ -145,12 +145,13 @@ def _taught(p: Pipeline, base: ExperimentConfig, point: Point, axes: Axes,
     """A point taught pseudo-labels: its model's name and checkpoint, the steps before
     its training, and its record's teacher and pseudo-label entries.
 
-    Every one starts from the best baseline of its seed (the teacher) and its
-    pseudo-labels (the product's defaults). ``student`` learns from them;
-    ``student-ignore`` from the same teacher's pseudo-labels with its unsure predictions
-    as ignore regions (``--ignore-factor``, F = 2 by default: Run 5's choice);
-    ``student-round2`` from the pseudo-labels of the round-1 ``student`` of the same
-    budget (trained here too when its checkpoint is gone).
+    Every one starts from a teacher (:func:`teacher_of`: the best baseline of its seed,
+    for a lever its student's) and its pseudo-labels (the product's defaults).
+    ``student`` learns from them; ``student-ignore`` from the same teacher's
+    pseudo-labels with its unsure predictions as ignore regions (``--ignore-factor``,
+    F = 2 by default: Run 5's choice); ``student-round2`` from the pseudo-labels of the
+    round-1 ``student`` of the same budget (trained here too when its checkpoint is
+    gone).
     """
     from distill.options import FusionParams
 
