@@ -78,9 +78,10 @@ def run_sweep(base: ExperimentConfig, axes: Axes, points_dir: Path = DEFAULT_POI
     from training.sweep_report import write_report
 
     settings = sweep_settings(base)
-    check_settings(load_points(points_dir), settings)
+    committed = load_points(points_dir)
+    check_settings(committed, settings)
     if axes.lever_budgets:
-        check_ignore_factor(load_points(points_dir), base.ignore_factor)
+        check_ignore_factor(committed, base.ignore_factor)
     report = report or points_dir.parent / "SWEEP.md"
     todo = pending(axes, points_dir)
     if max_points is not None:
@@ -182,12 +183,11 @@ def _taught(p: Pipeline, base: ExperimentConfig, point: Point, axes: Axes,
         labeler = p.train(student, iters, pseudo, unlabeled)
         pseudo_name = f"pseudo-round2-{student}"
         pseudo = p.annotate(pseudo_name, labeler, "unlabeled", pooling=pooling)
-        steps += [f"train {student}", f"annotate {pseudo_name}"]
         # The labeler's own AP: a round-1 student retrained here (its checkpoint gone)
         # may differ from the committed point's by float rounding.
         ap = p.evaluate(student, labeler, None)[METRIC[point.task]]["AP"]
         committed = record_of(records, replace(point, role="student"))
-        steps += [f"eval {student}"]
+        steps += [f"train {student}", f"annotate {pseudo_name}", f"eval {student}"]
         labeler_info = {"round1": student, "budget": point.budget, "iters": iters,
                         "ap_single": round(float(ap), 2),
                         "committed_ap_single": committed and committed["ap"]["single"],

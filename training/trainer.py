@@ -29,7 +29,7 @@ from distill.card import ModelCard
 from distill.checkpoint import load_checkpoint, save_checkpoint
 from distill.coco import load_coco, training_categories
 from distill.errors import ConfigError, DistillError
-from distill.models.layout import use_channels_last
+from distill.models.layout import place
 from distill.models.zoo import build_model, default_sizes
 from distill.options import ARCHITECTURES
 from training import distributed as dd
@@ -107,9 +107,7 @@ def _train(cfg: TrainConfig, env: dd.DistEnv) -> TrainResult:
     if cfg.init != "scratch":
         _load_init(model, Path(cfg.init), card)
     _set_jitter(model, cfg, min_size, max_size)
-    model.to(env.device)
-    if env.device.type == "cpu":  # faster convolutions there (docs/BENCHMARKS.md)
-        use_channels_last(model)
+    place(model, env.device)  # channels-last on a CPU: faster convolutions there
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)

@@ -4,11 +4,12 @@ oneDNN's convolutions run without layout reorders when activations and weights a
 channels-last (NHWC); for the tiny model that makes a training iteration's backbone
 and RPN about a quarter faster on this project's CPU (``benchmarks/train_speed.py``,
 numbers in docs/BENCHMARKS.md), and a keypoint teacher's inference about 15 % faster.
-The trainer and the CPU inference path (:class:`distill.teachers.rcnn.RCNNDetector`,
-the single-pass evaluation) apply it. Only the backbone (with its FPN) and the RPN head are
-converted: the RoI heads reshape their outputs with ``view``, which needs the standard
-layout, and their inputs come standard from RoIAlign anyway. The values are the same
-up to float rounding (another summation order inside the convolutions).
+The trainer and the inference path (:class:`distill.teachers.rcnn.RCNNDetector`, the
+single-pass evaluation) apply it through :func:`place`. Only the backbone (with its
+FPN) and the RPN head are converted: the RoI heads reshape their outputs with
+``view``, which needs the standard layout, and their inputs come standard from
+RoIAlign anyway. The values are the same up to float rounding (another summation
+order inside the convolutions).
 """
 
 from __future__ import annotations
@@ -41,3 +42,10 @@ def use_channels_last(model: GeneralizedRCNN) -> GeneralizedRCNN:
     model.rpn.head.to(memory_format=torch.channels_last)
     model.backbone.register_forward_pre_hook(_to_channels_last)
     return model
+
+
+def place(model: GeneralizedRCNN, device: torch.device) -> GeneralizedRCNN:
+    """Moves ``model`` to ``device`` in place, channels-last on a CPU (where it pays);
+    returns it. The one place that decides the layout, for training and inference."""
+    model.to(device)
+    return use_channels_last(model) if device.type == "cpu" else model

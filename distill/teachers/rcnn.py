@@ -21,7 +21,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.ops import batched_nms
 
 from distill.card import ModelCard, Task
-from distill.models.layout import use_channels_last
+from distill.models.layout import place
 from distill.models.zoo import build_from_card
 from distill.options import ARCH_TASKS
 from distill.teachers.interface import Detections, Detector, ImportRequest
@@ -39,9 +39,7 @@ class RCNNDetector:
     def to(self, device: torch.device) -> RCNNDetector:
         """The detector on ``device`` (the module moves in place; on a CPU its backbone and
         RPN head go channels-last too, the same values up to float rounding)."""
-        self.model.to(device)
-        if device.type == "cpu":
-            use_channels_last(self.model)
+        place(self.model, device)
         return self
 
     @torch.inference_mode()

@@ -25,7 +25,7 @@ from torchvision.ops import clip_boxes_to_image
 from distill.card import ModelCard
 from distill.errors import ConfigError
 from distill.fusion.keypoints import KEYPOINT_FUSION
-from distill.models.layout import use_channels_last
+from distill.models.layout import place
 from distill.options import KEYPOINT_CAP_FACTOR, KEYPOINT_CAP_MIN, InferenceOptions
 from distill.score_floor import ScoreFloor
 from distill.teachers.interface import Detector
@@ -103,7 +103,7 @@ def build_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
     (with ``FusionParams(pooling="nms")`` for a box teacher) for the plain model.
     A detector with a largest input size runs only the transforms that fit it. A
     torchvision module is moved to the device in place, and on a CPU converted to
-    channels-last in place (:func:`distill.models.layout.use_channels_last`).
+    channels-last in place (:func:`distill.models.layout.place`).
     """
     options = options or InferenceOptions()
     dev = resolve_device(options.device)
@@ -152,9 +152,7 @@ def plain_predictor(model: GeneralizedRCNN | Detector, card: ModelCard,
     if isinstance(model, RCNNDetector):
         model = model.model  # the module's own call: its test size, NMS and keypoints
     if isinstance(model, GeneralizedRCNN):
-        module = model.to(dev).eval()
-        if dev.type == "cpu":
-            use_channels_last(module)  # as RCNNDetector does: faster, same values
+        module = place(model, dev).eval()  # as RCNNDetector does
 
         def own(images: list[Tensor], *, floor: ScoreFloor | None = None
                 ) -> list[dict[str, Tensor]]:
