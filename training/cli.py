@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="teacher -> pseudo-labels -> student vs. an equal-budget baseline")
     add_arguments(p)
     p.set_defaults(func=_cmd_experiment)
-    from training.sweep import add_sweep_arguments
+    from training.sweep_cli import add_sweep_arguments
 
     p = subparsers.add_parser(
         "sweep", help="baselines, students and oracles over labeled sizes and budgets "
@@ -55,7 +55,7 @@ def _cmd_loop(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from training.sweep import run_sweep_from_args
+    from training.sweep_cli import run_sweep_from_args
 
     return run_sweep_from_args(args)
 
