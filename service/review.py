@@ -14,8 +14,9 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from distill.images import open_image
-from distill.pseudolabels import select, to_coco, without_excluded
-from distill.pseudolabels import thresholds_json as _thresholds_json
+from distill.pseudolabel_file import thresholds_json as _thresholds_json
+from distill.pseudolabel_file import to_coco
+from distill.pseudolabels import select, without_excluded
 from jobs.records import JobRecord, SavedSelection
 from jobs.store import JobStore
 from service.annotations import NotAvailableError, collect, resolve

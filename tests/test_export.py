@@ -1,6 +1,6 @@
 """Exports of pseudo-labels for labeling tools: YOLO zip, Label Studio tasks + config, CLI.
 
-Hand-built COCO dicts as ``distill.pseudolabels.to_coco`` writes them; each export is
+Hand-built COCO dicts as ``distill.pseudolabel_file.to_coco`` writes them; each export is
 read back the way its tool reads it and compared with the boxes and keypoints it came from.
 """
 

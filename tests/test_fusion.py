@@ -296,7 +296,7 @@ def test_agreement_travels_to_the_coco_file() -> None:
     from distill.calibrate import Selection
     from distill.card import LabeledStats, ModelCard
     from distill.predictions import ImageRecord
-    from distill.pseudolabels import to_coco
+    from distill.pseudolabel_file import to_coco
 
     card = ModelCard(arch="tiny", task="boxes", min_size=256, max_size=416,
                      categories=[{"id": 1, "name": "cone"}],
