@@ -23,6 +23,7 @@ from redis.exceptions import LockError, RedisError
 from jobs.annotations import NotAvailableError, build_coco
 from jobs.keys import redis_key
 from jobs.ledger import job_over
+from jobs.plan_records import load_plan
 from jobs.records import JobRecord, JobStatus, is_over
 from jobs.storage import join
 from jobs.store import JobStore, check_name
@@ -115,8 +116,6 @@ def job_ended(store: JobStore, redis: Redis | None, prefix: str, record: JobReco
 
 def plan_ended(store: JobStore, redis: Redis, prefix: str, plan_id: str) -> None:
     """Writes the plan's dataset file once the plan is done and all its batches ended."""
-    from jobs.plans import load_plan  # plans import this module
-
     loaded = load_plan(store, plan_id)
     if loaded is None:
         return

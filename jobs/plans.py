@@ -26,12 +26,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field
 from redis import Redis
 
 from distill.images import IMAGE_SUFFIXES
@@ -41,52 +38,24 @@ from jobs.cancel import cancel_jobs
 from jobs.datasets import plan_ended
 from jobs.ledger import Taken, taken_names
 from jobs.names import safe_path
-from jobs.records import JobRecord, JobRequest, Renamed, StoredFile, utcnow
+from jobs.plan_records import (
+    PlanRecord,
+    PlanState,
+    is_cancelled,
+    load_plan,
+    save_state,
+)
+from jobs.records import JobRecord, Renamed, StoredFile, utcnow
 from jobs.references import ReferenceError, References
-from jobs.storage import join
-from jobs.store import JOB_ID_RE, JobStore, MalformedIdError
+from jobs.store import JobStore
 from jobs.submit import assign_names, commit_job
 
 log = logging.getLogger(__name__)
-PlanStatus = Literal["queued", "running", "finished", "failed", "cancelled"]
 SAVE_EVERY_S = 1.0
 IN_FLIGHT = 16
 # Batches that may exist beyond the stored state: those committed since it was stored.
 UNSETTLED = 4 * IN_FLIGHT
-CANCELLED = "cancelled"
 
-
-class PlanRecord(BaseModel):
-    """``plan.json``: the request as accepted, with the limits it runs under."""
-
-    id: str
-    owner: str
-    dataset: str
-    created_at: datetime
-    teacher: str
-    teacher_sha256: str | None = None
-    request: JobRequest
-    source: str | None = None  # an s3:// prefix to list ...
-    recursive: bool = False
-    images: list[str] = Field(default_factory=list)  # ... or the URIs themselves
-    batch_size: int
-    max_images: int
-    job_timeout_s: int
-    retries: int
-
-
-class PlanState(BaseModel):
-    """``state.json``: how far the plan got (only the worker running it writes it)."""
-
-    status: PlanStatus = "queued"
-    listed: int = 0  # images put into batches
-    skipped: int = 0  # listed objects without an image suffix
-    batches: int = 0  # batches formed (they number the batch job ids)
-    jobs: int = 0  # batch jobs that exist (a batch of names the dataset held makes none)
-    cursor: str | None = None  # the last key listed (a source) or URI index (a list)
-    error: str | None = None
-    updated_at: datetime | None = None
-    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -100,50 +69,8 @@ class _Ref:
     cursor: str
 
 
-def plan_key(plan_id: str, name: str) -> str:
-    """The key of a plan's ``plan.json`` or ``state.json`` (the id checked as a job's, so
-    that it can never name another key)."""
-    if not JOB_ID_RE.match(plan_id):
-        raise MalformedIdError(f"malformed plan id {plan_id!r}")
-    return join("plans", plan_id, name)
-
-
-def load_plan(store: JobStore, plan_id: str) -> tuple[PlanRecord, PlanState] | None:
-    """A plan and its state, None when there is no such plan."""
-    try:
-        raw = store.storage.get(plan_key(plan_id, "plan.json"))
-    except MalformedIdError:
-        return None
-    if raw is None:
-        return None
-    state = store.storage.get(plan_key(plan_id, "state.json"))
-    return (PlanRecord.model_validate_json(raw),
-            PlanState() if state is None else PlanState.model_validate_json(state))
-
-
-def save_plan(store: JobStore, plan: PlanRecord) -> None:
-    """Stores an accepted plan (the API's file)."""
-    store.storage.put(plan_key(plan.id, "plan.json"), plan.model_dump_json().encode())
-
-
-def cancel_plan(store: JobStore, plan_id: str) -> None:
-    """Marks a plan cancelled (the API's file); a worker then stops it and cancels its
-    batches (:func:`run_plan`, queued by the caller)."""
-    store.storage.put(plan_key(plan_id, CANCELLED), b"")
-
-
-def is_cancelled(store: JobStore, plan_id: str) -> bool:
-    """Whether the API cancelled the plan (one small lookup)."""
-    return store.storage.exists(plan_key(plan_id, CANCELLED))
-
-
 class _CancelledError(Exception):
     """The plan was cancelled while it ran."""
-
-
-def _save_state(store: JobStore, plan_id: str, state: PlanState) -> None:
-    state.updated_at = utcnow()
-    store.storage.put(plan_key(plan_id, "state.json"), state.model_dump_json().encode())
 
 
 def batch_id(plan_id: str, n: int) -> str:
@@ -169,7 +96,7 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
     if state.status in ("finished", "failed", "cancelled"):
         return state
     state.status, state.error = "running", None
-    _save_state(store, plan_id, state)
+    save_state(store, plan_id, state)
     taken = taken_names(store, redis, queue_prefix, plan.owner, plan.dataset)
     batches = _Batches(store, redis, queue_prefix, plan, state)
     batch: list[_Ref] = []
@@ -196,7 +123,7 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
     except ReferenceError as exc:
         batches.close()
         state.status, state.error, state.finished_at = "failed", str(exc), utcnow()
-        _save_state(store, plan_id, state)
+        save_state(store, plan_id, state)
         return state
     except _CancelledError:
         batches.close()
@@ -205,7 +132,7 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         listing.close()
     batches.close()
     state.status, state.finished_at = "finished", utcnow()
-    _save_state(store, plan_id, state)
+    save_state(store, plan_id, state)
     if is_cancelled(store, plan_id):  # cancelled after the last look: the API found it
         # running, so sweep here
         return _sweep(store, redis, queue_prefix, plan, state, state.batches)
@@ -228,7 +155,7 @@ def _sweep(store: JobStore, redis: Redis, prefix: str, plan: PlanRecord, state: 
     if state.status != "cancelled":
         state.status, state.finished_at = "cancelled", utcnow()
     state.error = None
-    _save_state(store, plan.id, state)
+    save_state(store, plan.id, state)
     log.info("plan %s cancelled: %d of its batch jobs cancelled", plan.id, cancelled)
     return state
 
@@ -295,7 +222,7 @@ class _Batches:
         for future in self.pending:
             future.result()  # a failed commit fails the attempt; RQ retries the plan
         self.pending.clear()
-        _save_state(self.store, self.plan.id, self.state)
+        save_state(self.store, self.plan.id, self.state)
         self.saved = time.monotonic()
         if check and is_cancelled(self.store, self.plan.id):
             raise _CancelledError(self.plan.id)

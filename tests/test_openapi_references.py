@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 
-from jobs.plans import PlanState
+from jobs.plan_records import PlanState
 from jobs.settings import Settings
 from service.app import create_app
 from service.routers.references import PlanLinks, PlanOut

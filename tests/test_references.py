@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jobs.plans import PlanRecord
+from jobs.plan_records import PlanRecord
 from jobs.references import ReferenceError, References, ReferencesRefusedError
 from tests.conftest import S3_CREDENTIALS, S3Server, ServiceStack, wait_for
 
@@ -221,7 +221,8 @@ def test_a_restarted_plan_makes_no_batch_twice(s3_server: S3Server, redis_server
                                                tmp_path: Path) -> None:
     from redis import Redis
 
-    from jobs.plans import PlanState, load_plan, plan_key, run_plan, save_plan
+    from jobs.plan_records import PlanState, load_plan, plan_key, save_plan
+    from jobs.plans import run_plan
     from jobs.records import JobRequest, utcnow
     from jobs.store import JobStore
 

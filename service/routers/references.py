@@ -22,7 +22,7 @@ from distill.errors import ConfigError
 from distill.options import Fusion
 from jobs import queueing
 from jobs.ledger import pending_images
-from jobs.plans import PlanRecord, PlanState, cancel_plan, load_plan, save_plan
+from jobs.plan_records import PlanRecord, PlanState, cancel_plan, load_plan, save_plan
 from jobs.records import JobRequest, new_job_id, utcnow
 from jobs.references import ReferenceError, ReferencesRefusedError
 from jobs.settings import DATASET_PATTERN, TEACHER_NAME_PATTERN, job_timeout
