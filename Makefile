@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: setup test lint types unit demo bench bench-tta bench-onnx bench-service bench-load bench-train bench-distill schemathesis clean
+.PHONY: setup test lint types unit contract demo bench bench-tta bench-onnx bench-service bench-load bench-train bench-distill schemathesis clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 ## setup: create .venv with the project and its pinned dependencies
 setup: $(STAMP)
 
-## test: lint, type-check and run the whole suite (starts its own Redis when none answers)
-test: lint types unit
+## test: lint, type-check, the whole suite (starts its own Redis when none answers) and the
+## API contract check (schemathesis, 60 s, a fixed seed so that a run can be repeated)
+test: lint types unit contract
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,6 +27,9 @@ types: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+contract: $(STAMP)
+	SCHEMATHESIS_SECONDS=60 SCHEMATHESIS_SEED=1 bash tests/contract/schemathesis.sh
 
 ## demo: `distill loop` end to end on synthetic data, through the real stack (TASK=keypoints|boxes)
 TASK ?= keypoints
@@ -47,7 +51,7 @@ bench-service: $(STAMP)
 bench-load: $(STAMP)
 	$(BIN)/python benchmarks/load_test.py
 
-## schemathesis: every schemathesis check against the real API (own venv, ~2 min)
+## schemathesis: every schemathesis check against the real stack, a new seed each run (~3 min)
 schemathesis: $(STAMP)
 	bash tests/contract/schemathesis.sh
 

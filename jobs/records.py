@@ -11,9 +11,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, Field
 
 from distill.options import Fusion
 
@@ -171,18 +171,37 @@ def is_over(record: JobRecord, state: JobState | None) -> bool:
     return ended_at(record, state) is not None
 
 
-class SavedSelection(BaseModel):
-    """A reviewer's choice for a job or a dataset (``selection.json``; the API writes it):
+def _json_number(value: Any) -> Any:
+    # Pydantic's lax mode reads true as 1 and "0.5" as 0.5; a JSON body's numbers are
+    # numbers, as the schema says (57.0 still counts as the integer 57 there).
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+JsonFloat = Annotated[float, BeforeValidator(_json_number)]
+JsonInt = Annotated[int, BeforeValidator(_json_number)]
+
+
+class SelectionChoice(BaseModel):
+    """A reviewer's choice for a job or a dataset (the body of ``PUT .../selection``):
     thresholds per category id (``None`` keeps nothing), the keypoint threshold, the
     images left out, and per image (file name) the indices of the predictions accepted
     whatever their score or rejected as wrong (indices into the image's predictions as
     the review document lists them). Every download of that job or dataset applies it;
     ``min_votes`` None keeps the job's own."""
 
-    score_thresholds: dict[str, float | None] = Field(default_factory=dict)
-    keypoint_threshold: float | None = None
+    score_thresholds: dict[str, JsonFloat | None] = Field(default_factory=dict)
+    keypoint_threshold: JsonFloat | None = None
     excluded: list[str] = Field(default_factory=list)
-    accepted: dict[str, list[int]] = Field(default_factory=dict)
-    rejected: dict[str, list[int]] = Field(default_factory=dict)
-    min_votes: int | None = Field(default=None, ge=0, le=100)
+    accepted: dict[str, list[JsonInt]] = Field(default_factory=dict)
+    rejected: dict[str, list[JsonInt]] = Field(default_factory=dict)
+    # The bounds before the validator, or the schema says ge/le, which JSON Schema lacks.
+    min_votes: Annotated[int, Field(ge=0, le=100), BeforeValidator(_json_number)] | None = None
+
+
+class SavedSelection(SelectionChoice):
+    """A :class:`SelectionChoice` as stored (``selection.json``; the API writes it), with
+    the time the store stamped on it: never the client's to set."""
+
     saved_at: datetime | None = None

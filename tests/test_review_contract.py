@@ -89,7 +89,10 @@ def _review_like_a_person(stack: ServiceStack, base: str, doc: dict[str, Any]
             "excluded": [doc["images"][-1]["file_name"]],
             "rejected": {kept[0][0]: [kept[0][1]]}, "accepted": {out[0][1]: [out[0][2]]}}
     with stack.client() as c:
-        c.put(f"{base}/selection", json=body).raise_for_status()
+        # The time is the store's stamp: a client's own is no part of the choice.
+        saved = c.put(f"{base}/selection", json={**body, "saved_at": "1970-01-01T00:00:00Z"})
+    saved.raise_for_status()
+    assert saved.json()["saved_at"] > "2026", saved.json()["saved_at"]
     return body
 
 
@@ -137,3 +140,17 @@ def test_old_threshold_names_still_work_and_conflicts_are_refused(
     assert both.status_code == 422 and "score_threshold" in both.json()["detail"]["message"]
     assert json.loads(same.content)["annotations"] == json.loads(old.content)["annotations"]
     assert same.json()["info"]["selection_source"] == "query"
+
+
+def test_the_selection_body_leaves_the_saved_time_to_the_store(stack: ServiceStack) -> None:
+    """The PUT body documents the reviewer's choice only: ``saved_at`` is the store's, so
+    a schema-led client (schemathesis found this) may not be told it can send one."""
+    with stack.client() as c:
+        spec = c.get("/openapi.json").json()
+    for path in ("/jobs/{job_id}/selection", "/datasets/{name}/selection"):
+        ref = spec["paths"][path]["put"]["requestBody"]["content"]["application/json"]["schema"]
+        body = spec["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+        assert "saved_at" not in body["properties"] and "excluded" in body["properties"]
+        answer = spec["paths"][path]["put"]["responses"]["200"]["content"]["application/json"]
+        saved = spec["components"]["schemas"][answer["schema"]["$ref"].rsplit("/", 1)[1]]
+        assert "saved_at" in saved["properties"]

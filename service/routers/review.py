@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from jobs.records import JobRecord, JobStatus, SavedSelection
+from jobs.records import JobRecord, JobStatus, SavedSelection, SelectionChoice
 from service.annotations import NotAvailableError
 from service.deps import JobDep, OwnerDep, RedisDep, ReferencesDep, SettingsDep, StoreDep
 from service.errors import problem, responses
@@ -26,11 +26,6 @@ router = APIRouter(tags=["review"])
 # costs no bytes), so that the server checks the key: a cached image is never shown to
 # another key signed in later in the same browser; Vary keeps the cache entries apart.
 _CACHE = "private, no-cache"
-
-
-class SelectionIn(SavedSelection):
-    """PUT body: thresholds per category id (null keeps nothing), the keypoint
-    threshold, and the file names to leave out."""
 
 
 @router.get("/jobs/{job_id}/review", summary="Everything the review page shows for a job",
@@ -89,7 +84,7 @@ def job_image(record: JobDep, store: StoreDep, request: Request, settings: Setti
 @router.put("/jobs/{job_id}/selection", response_model=SavedSelection,
             summary="Save thresholds and exclusions; every download of the job applies them",
             responses=responses(401, 404, 422))
-def save_job_selection(record: JobDep, body: SelectionIn, store: StoreDep,
+def save_job_selection(record: JobDep, body: SelectionChoice, store: StoreDep,
                        owner: OwnerDep) -> SavedSelection:
     """Replaces the job's saved selection."""
     selection = SavedSelection.model_validate(body.model_dump())
@@ -101,7 +96,7 @@ def save_job_selection(record: JobDep, body: SelectionIn, store: StoreDep,
             summary="Save thresholds and exclusions; every download of the dataset applies them",
             responses=responses(401, 404, 422))
 def save_dataset_selection(name: DatasetName,
-                           body: SelectionIn, store: StoreDep, owner: OwnerDep
+                           body: SelectionChoice, store: StoreDep, owner: OwnerDep
                            ) -> SavedSelection:
     """Replaces the dataset's saved selection."""
     if next(store.list_owner_jobs(owner, dataset=name), None) is None:

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# schemathesis against the real API (uvicorn, a real Redis, a registered teacher; no
-# worker, so jobs stay queued): every check, a bounded time. schemathesis lives in its own
+# schemathesis against the real stack (uvicorn, one RQ worker, a real Redis, a registered
+# teacher): every check, every operation, a bounded time. schemathesis lives in its own
 # virtual environment, not among the project's dependencies.
-#   make schemathesis            (SCHEMATHESIS_SECONDS=120 by default)
+#   make schemathesis   120 s (SCHEMATHESIS_SECONDS), a new random seed each run
+#   make contract       60 s, SCHEMATHESIS_SEED=1 (part of `make test`: a failure can be replayed)
+#
+# Before the run, seed.py makes what the path parameters name (a finished job in a
+# dataset, a job to delete) and writes their ids as schemathesis dictionaries: about
+# half the generated ids are real ones, so the operations behind an id are tested past
+# their 404, and the other half stay random (malformed and unknown ids).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=.venv-schemathesis
 SECONDS_BUDGET=${SCHEMATHESIS_SECONDS:-120}
+SEED=()
+if [ -n "${SCHEMATHESIS_SEED:-}" ]; then SEED=(--seed "$SCHEMATHESIS_SEED"); fi
 if [ ! -x "$VENV/bin/schemathesis" ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis>=4,<5"
@@ -18,19 +26,19 @@ import sys
 from pathlib import Path
 from tests.helpers import make_synth, make_teacher
 root = Path(sys.argv[1])
-make_teacher(root / "teacher.pt", make_synth(root / "synth", labeled=3, unlabeled=0)["labeled"].keypoints_json)
+synth = make_synth(root / "synth", labeled=3, unlabeled=0)["labeled"]
+make_teacher(root / "teacher.pt", synth.keypoints_json)
 PY
+# One torch thread: the worker shares this machine with the API and schemathesis.
 DISTILL_API_KEYS=schemathesis-key DISTILL_TEACHER="$tmp/teacher.pt" DISTILL_DATA_DIR="$tmp/data" \
-    .venv/bin/distill serve --port "$port" > "$tmp/api.log" 2>&1 &
+    DISTILL_TORCH_THREADS=1 .venv/bin/distill serve --port "$port" --with-worker > "$tmp/api.log" 2>&1 &
 api=$!
 trap 'kill $api 2>/dev/null; wait $api 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break
-    sleep 0.2
-done
-# /readyz is left out: without a worker it answers 503 "not ready" by design, which
-# schemathesis counts as a server error.
-"$VENV/bin/schemathesis" --config-file tests/contract/schemathesis.toml \
+.venv/bin/python tests/contract/seed.py "http://127.0.0.1:$port" schemathesis-key \
+    "$tmp/synth/images/labeled" tests/contract/schemathesis.toml "$tmp/schemathesis.toml" \
+    || { tail -30 "$tmp/api.log"; exit 1; }
+"$VENV/bin/schemathesis" --config-file "$tmp/schemathesis.toml" \
     run "http://127.0.0.1:$port/openapi.json" \
     -H "Authorization: Bearer schemathesis-key" --max-time "$SECONDS_BUDGET" --workers 1 \
-    --suppress-health-check too_slow --exclude-path /readyz
+    --suppress-health-check too_slow "${SEED[@]}" \
+    || { echo "--- the service's log (last 40 lines)"; tail -40 "$tmp/api.log"; exit 1; }
