@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 ## test: lint, type-check, the whole suite (starts its own Redis when none answers) and the
-## API contract check (schemathesis, 60 s, a fixed seed so that a run can be repeated)
+## API contract check (schemathesis, 60 s, a fixed seed for the generated data)
 test: lint types unit contract
 
 lint: $(STAMP)

@@ -80,7 +80,7 @@ def save_plan(store: JobStore, plan: PlanRecord) -> None:
 
 def cancel_plan(store: JobStore, plan_id: str) -> None:
     """Marks a plan cancelled (the API's file); a worker then stops it and cancels its
-    batches (:func:`run_plan`, queued by the caller)."""
+    batches (:func:`jobs.plans.run_plan`, queued by the caller)."""
     store.storage.put(plan_key(plan_id, CANCELLED), b"")
 
 

@@ -57,7 +57,6 @@ IN_FLIGHT = 16
 UNSETTLED = 4 * IN_FLIGHT
 
 
-
 @dataclass(frozen=True)
 class _Ref:
     """One referenced image on its way into a batch."""

@@ -179,7 +179,7 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-JsonFloat = Annotated[float, BeforeValidator(_json_number)]
+JsonFloat = Annotated[float, Field(allow_inf_nan=False), BeforeValidator(_json_number)]
 JsonInt = Annotated[int, BeforeValidator(_json_number)]
 
 

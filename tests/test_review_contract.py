@@ -154,3 +154,25 @@ def test_the_selection_body_leaves_the_saved_time_to_the_store(stack: ServiceSta
         answer = spec["paths"][path]["put"]["responses"]["200"]["content"]["application/json"]
         saved = spec["components"]["schemas"][answer["schema"]["$ref"].rsplit("/", 1)[1]]
         assert "saved_at" in saved["properties"]
+
+
+def test_a_selection_takes_json_numbers_only(stack: ServiceStack,
+                                             unlabeled_images: list[Path]) -> None:
+    """Pydantic's lax mode would read ``false`` as 0 votes and ``"0.5"`` as a threshold;
+    the schema says numbers, so those are 422s (schemathesis found them), while an
+    integer threshold, a whole-number count and null are numbers as JSON has them."""
+    job = stack.submit(unlabeled_images[:1], teacher="shapes", tta="identity")
+    stack.wait_job(job["id"])
+    url = f"/jobs/{job['id']}/selection"
+    with stack.client() as c:
+        for bad in ({"min_votes": False}, {"keypoint_threshold": "0.5"},
+                    {"score_thresholds": {"1": True}}, {"accepted": {"a.png": ["0"]}},
+                    {"min_votes": 2.5}):
+            answer = c.put(url, json=bad)
+            assert answer.status_code == 422, (bad, answer.text)
+            assert next(iter(bad)) in answer.json()["detail"]["message"]
+        good = c.put(url, json={"score_thresholds": {"1": 1, "2": None}, "min_votes": 2.0,
+                                "keypoint_threshold": None})
+    assert good.status_code == 200, good.text
+    assert good.json()["score_thresholds"] == {"1": 1.0, "2": None}
+    assert good.json()["min_votes"] == 2

@@ -1,5 +1,5 @@
 // The selection rule, applied in the page when a slider moves: a port of
-// distill.calibrate.Selection.status (and of distill.pseudolabels.to_coco's candidate
+// distill.calibrate.Selection.status (and of distill.pseudolabel_file.to_coco's candidate
 // count and _add_keypoints). The API sends the rule's values (the review document's
 // `rule`); this module is the page's only copy of how they apply. Keep it in step with
 // the Python original: tests/ui/test_download.py compares the page with downloaded files.
@@ -65,7 +65,7 @@ export function ruleFrom(block, base = null) {
   };
 }
 
-/** The body of PUT .../selection (SavedSelection) that saves `rule`. */
+/** The body of PUT .../selection (jobs.records.SelectionChoice) that saves `rule`. */
 export function selectionBody(rule) {
   const lists = (m) => Object.fromEntries(Object.entries(m).filter(([, s]) => s.size)
     .map(([k, s]) => [k, [...s].sort((a, b) => a - b)]).sort(([a], [b]) => (a < b ? -1 : 1)));

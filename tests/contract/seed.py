@@ -46,6 +46,14 @@ def _upload(client: httpx.Client, images: list[Path], dataset: str | None) -> st
     return str(response.json()["id"])
 
 
+def _ended(client: httpx.Client, job: str) -> bool:
+    """Whether the job finished; one that failed or was cancelled stops the seeding."""
+    record = client.get(f"/jobs/{job}").json()
+    if record["status"] in ("failed", "cancelled"):
+        raise SystemExit(f"seed: job {job} {record['status']}: {record.get('error')}")
+    return bool(record["status"] == "finished")
+
+
 def _toml_list(values: list[str | int]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
 
@@ -57,8 +65,7 @@ def main(url: str, key: str, images_dir: Path, base: Path, out: Path) -> None:
                       timeout=30) as client:
         _wait("the API and a worker", lambda: client.get("/readyz").status_code == 200, 120)
         job = _upload(client, images[:2], DATASET)
-        _wait(f"job {job} finished",
-              lambda: client.get(f"/jobs/{job}").json()["status"] == "finished", 180)
+        _wait(f"job {job} finished", lambda: _ended(client, job), 180)
         doomed = _upload(client, images[2:3], None)
     # TOML: top-level tables may follow the base file's [[operations]] entries.
     sections = {
