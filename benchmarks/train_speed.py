@@ -45,12 +45,13 @@ def _data(folder: Path, labeled: int) -> Path:
     return folder
 
 
-def _run(data: Path, task: str, iters: int, out: Path, seed: int) -> dict[str, Any]:
+def _run(data: Path, task: str, iters: int, out: Path, seed: int,
+         precision: str = "fp32") -> dict[str, Any]:
     cfg = TrainConfig(task=task,  # type: ignore[arg-type]
                       train_json=data / "annotations" / f"labeled_{task}.json",
                       images=data / "images" / "labeled", iters=iters, out=out, seed=seed,
                       log_every=1, checkpoint_every=10 ** 9, progress=False,
-                      tensorboard=False)
+                      tensorboard=False, precision=precision)  # type: ignore[arg-type]
     t0, c0 = time.perf_counter(), time.process_time()
     result = train(cfg)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -58,14 +59,15 @@ def _run(data: Path, task: str, iters: int, out: Path, seed: int) -> dict[str, A
     return {"wall": wall, "cpu": cpu, "history": result.history, "state": state}
 
 
-def _timed(data: Path, task: str, warm: int, iters: int, seed: int) -> dict[str, Any]:
+def _timed(data: Path, task: str, warm: int, iters: int, seed: int,
+           precision: str = "fp32") -> dict[str, Any]:
     """Iterations per second of CPU time over the iterations after ``warm`` (the first
     ones pay one-off costs): the difference of a ``warm + iters`` and a ``warm`` run.
     CPU time, not wall time, so that other processes on the machine do not count (the
     process has one thread); the wall-clock rate is reported beside it."""
     with tempfile.TemporaryDirectory() as tmp:
-        short = _run(data, task, warm, Path(tmp) / "short.pt", seed)
-        run = _run(data, task, warm + iters, Path(tmp) / f"{task}.pt", seed)
+        short = _run(data, task, warm, Path(tmp) / "short.pt", seed, precision)
+        run = _run(data, task, warm + iters, Path(tmp) / f"{task}.pt", seed, precision)
     hist = run["history"]
     return {"its_per_s": iters / (run["cpu"] - short["cpu"]),
             "wall_its_per_s": iters / (run["wall"] - short["wall"]),
@@ -74,11 +76,11 @@ def _timed(data: Path, task: str, warm: int, iters: int, seed: int) -> dict[str,
                         if v.is_floating_point()}}
 
 
-def _profile(data: Path, task: str, iters: int, seed: int) -> None:
+def _profile(data: Path, task: str, iters: int, seed: int, precision: str = "fp32") -> None:
     from torch.profiler import ProfilerActivity, profile
     with tempfile.TemporaryDirectory() as tmp, \
             profile(activities=[ProfilerActivity.CPU]) as prof:
-        _run(data, task, iters, Path(tmp) / f"{task}.pt", seed)
+        _run(data, task, iters, Path(tmp) / f"{task}.pt", seed, precision)
     print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=40))
 
 
@@ -92,6 +94,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="the training's --precision")
     ap.add_argument("--save", type=Path)
     ap.add_argument("--compare", type=Path)
     args = ap.parse_args()
@@ -101,12 +105,12 @@ def main() -> int:
     results: dict[str, Any] = {}
     for task in args.tasks:
         if args.profile:
-            _profile(data, task, args.warm, args.seed)
-        res = _timed(data, task, args.warm, args.iters, args.seed)
+            _profile(data, task, args.warm, args.seed, args.precision)
+        res = _timed(data, task, args.warm, args.iters, args.seed, args.precision)
         results[task] = res
         print(f"{task}: {res['its_per_s']:.3f} it/s of CPU time ({res['wall_its_per_s']:.3f} "
               f"wall) over {args.iters} iterations after {args.warm} warm-up; batch 4, "
-              f"{args.threads} thread(s)")
+              f"{args.threads} thread(s), {args.precision}")
     if args.save:
         args.save.write_text(json.dumps(results))
     if args.compare:

@@ -86,9 +86,9 @@ def test_run_folders_made_before_a_setting_existed_still_resume(tmp_path: Path) 
     assert result_fields(ExperimentConfig) == (
         "family", "labeled", "unlabeled", "shifted", "test", "teacher_iters",
         "student_iters", "batch_size", "lr", "labeled_ratio", "student_init", "tta", "arch",
-        "min_size", "max_size", "quick")
+        "min_size", "max_size", "precision", "quick")
     assert values_before(ExperimentConfig) == {"family": "figures", "labeled_ratio": 0.6,
-                                               "student_init": "scratch"}
+                                               "student_init": "scratch", "precision": "fp32"}
     cfg = ExperimentConfig(out_dir=tmp_path)
     old = {k: getattr(cfg, k) for k in result_fields(ExperimentConfig)
            if k not in values_before(ExperimentConfig)}
@@ -96,6 +96,23 @@ def test_run_folders_made_before_a_setting_existed_still_resume(tmp_path: Path) 
     _claim_out_dir(cfg)
     with pytest.raises(ConfigError, match=r"labeled_ratio: 0\.6 -> 0\.5"):
         _claim_out_dir(replace(cfg, labeled_ratio=0.5))
+
+
+def test_loop_run_folders_made_before_the_precision_existed_still_resume(
+        tmp_path: Path) -> None:
+    from training.loop import _claim
+    from training.loop_config import LoopConfig
+
+    cfg = LoopConfig(labeled=tmp_path / "l.json", images=tmp_path, unlabeled=tmp_path,
+                     out=tmp_path / "run")
+    _claim(cfg, "boxes")
+    settings = cfg.out / "settings.json"
+    older = json.loads(settings.read_text())
+    assert older.pop("precision") == "fp32"
+    settings.write_text(json.dumps(older))
+    _claim(cfg, "boxes")
+    with pytest.raises(ConfigError, match="precision: fp32 -> bf16"):
+        _claim(replace(cfg, precision="bf16"), "boxes")
 
 
 def test_every_variant_learns_from_rows_above_it() -> None:

@@ -81,6 +81,10 @@ def test_points_made_with_other_settings_are_refused() -> None:
     check_settings(RECORDS, SETTINGS)
     with pytest.raises(ConfigError, match="base_iters: 1000 -> 2000"):
         check_settings(RECORDS, {**SETTINGS, "base_iters": 2000})
+    # Points recorded before the precision was: fp32, the only arithmetic then.
+    check_settings(RECORDS, {**SETTINGS, "precision": "fp32"})
+    with pytest.raises(ConfigError, match="precision: fp32 -> bf16"):
+        check_settings(RECORDS, {**SETTINGS, "precision": "bf16"})
 
 
 def test_best_baseline_waits_for_every_budget_and_prefers_the_cheaper_tie() -> None:

@@ -15,8 +15,10 @@ Modules, one job each:
   ``distill train`` flag; :mod:`training.config_flags` turns such fields into flags and
   back, and spells the recorded command line; :mod:`training.defaults` holds the
   defaults, torch-free so that the command line shows them without torch;
-- :mod:`training.trainer`: the loop: SGD, checkpoints and ``--resume``, JSON-lines
-  metrics, progress bar, optional TensorBoard, DistributedDataParallel under torchrun
+- :mod:`training.trainer`: a run's set-up (model, data, SGD, ``--resume``) and
+  :mod:`training.train_loop` its iterations (checkpoints, JSON-lines metrics, progress
+  bar, optional TensorBoard; :mod:`training.precision`: fp32 or bf16 autocast),
+  DistributedDataParallel under torchrun
   (:mod:`training.distributed`: the process group); :mod:`training.run_files`: what a
   run writes beside its model, the card it carries, and the RNG state it resumes;
 - :mod:`training.evaluate`: COCOeval (bbox, and keypoints with the card's OKS sigmas),
@@ -34,9 +36,10 @@ Modules, one job each:
   service, students over rounds, the baseline, a held-out report
   (:mod:`training.loop_report`; settings and flags: :mod:`training.loop_config`);
   ``make demo`` (:mod:`training.demo`) runs it on generated data through the real stack;
-- :mod:`training.sweep`: ``distill sweep``, baselines, students and oracles over labeled
-  sizes and budgets, one committed file per point (:mod:`training.sweep_points`) and
-  ``SWEEP.md`` generated from them (:mod:`training.sweep_report`);
+- :mod:`training.sweep`: ``distill sweep`` (its flags: :mod:`training.sweep_cli`),
+  baselines, students and oracles over labeled sizes and budgets, one committed file per
+  point (:mod:`training.sweep_points`) and ``SWEEP.md`` generated from them
+  (:mod:`training.sweep_report`);
 - :mod:`training.cli`: the ``distill train``, ``distill eval``, ``distill loop``,
   ``distill experiment`` and ``distill sweep`` subcommands.
 """

@@ -20,6 +20,7 @@ from distill.options import DEFAULT_SYNTH_FAMILY, SYNTH_FAMILIES, TASKS, Task
 from training import config_flags
 from training.config_flags import cli
 from training.defaults import DEFAULT_BATCH, DEFAULT_LABELED_RATIO, DEFAULT_LR
+from training.train_config import Precision
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ class ExperimentConfig:
     max_size: int | None = field(default=None, metadata=cli(result=True))
     device: str = field(default="cpu", metadata=cli(  # for every training, labeling, eval
         "cpu (default), cuda, cuda:N or auto, for every step"))
+    precision: Precision = field(default="fp32", metadata=cli(
+        "every training's arithmetic: fp32, or bf16 autocast (see distill train "
+        "--precision)", result=True, before="fp32"))
     # (task, seed) pipelines run in parallel, one thread each by default.
     jobs: int = field(default=2, metadata=cli("pipelines in parallel"))
     threads: int = field(default=1, metadata=cli("torch threads per job"))

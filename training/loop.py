@@ -224,7 +224,8 @@ def _experiment_settings(cfg: LoopConfig) -> Any:
                             student_iters=cfg.student_iters, arch=cfg.arch, tta=cfg.tta,
                             batch_size=cfg.batch_size, min_size=cfg.min_size,
                             max_size=cfg.max_size,
-                            device=cfg.device, jobs=1, seeds=(cfg.seed,),
+                            device=cfg.device, precision=cfg.precision, jobs=1,
+                            seeds=(cfg.seed,),
                             progress=cfg.progress, command=cfg.command)
 
 
@@ -238,7 +239,7 @@ def _public(cfg: LoopConfig) -> dict[str, Any]:
 def _claim(cfg: LoopConfig, task: Task) -> None:
     """Records the result-changing settings in ``settings.json``, or refuses to mix runs:
     steps are skipped when their output exists, so other settings would reuse stale ones."""
-    from training.config_flags import result_fields
+    from training.config_flags import result_fields, values_before
 
     path = cfg.out / "settings.json"
     mine = {k: v for k, v in _public(replace(cfg, task=task)).items()
@@ -246,7 +247,8 @@ def _claim(cfg: LoopConfig, task: Task) -> None:
     if path.is_file():
         from distill.fileio import read_json
 
-        theirs = read_json(path, "the run folder's settings")
+        # A setting added since that run was recorded had its ``before`` value there.
+        theirs = {**values_before(LoopConfig), **read_json(path, "the run folder's settings")}
         diff = [f"{k}: {theirs.get(k)} -> {v}" for k, v in mine.items() if theirs.get(k) != v]
         if diff:
             raise ConfigError(f"{cfg.out} holds a run with other settings ({', '.join(diff)});"

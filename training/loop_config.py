@@ -18,6 +18,7 @@ from distill.options import ARCHITECTURES, Task
 from training import config_flags
 from training.config_flags import cli
 from training.defaults import DEFAULT_BATCH
+from training.train_config import Precision
 
 StopAfter = Literal["teacher", "labels"]
 
@@ -73,6 +74,9 @@ class LoopConfig:
         "transform preset of the pseudo-labels and of the '+ TTA' rows", result=True))
     device: str = field(default="cpu", metadata=cli(
         "cpu (default), cuda, cuda:N or auto, for every step"))
+    precision: Precision = field(default="fp32", metadata=cli(
+        "every training's arithmetic: fp32, or bf16 autocast (see distill train "
+        "--precision)", result=True, before="fp32"))
     threads: int | None = field(default=None, metadata=cli(
         "torch threads (default: $DISTILL_TORCH_THREADS, else half the cores)"))
     stop_after: StopAfter | None = field(default=None, metadata=cli(

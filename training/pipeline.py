@@ -122,6 +122,7 @@ class Pipeline:
                          batch_size=cfg.batch_size, lr=cfg.lr, seed=self.seed,
                          min_size=cfg.min_size, max_size=cfg.max_size, resume=True,
                          checkpoint_every=max(1, min(250, iters)), device=cfg.device,
+                         precision=cfg.precision,
                          progress=cfg.progress and cfg.jobs <= 1, tensorboard=False)
         tc.command = tc.to_command()
         self.commands.append(shlex.join(tc.command))

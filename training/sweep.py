@@ -55,7 +55,7 @@ def sweep_settings(base: ExperimentConfig) -> dict[str, Any]:
     return {"unlabeled": base.unlabeled, "test": base.test, "base_iters": base.student_iters,
             "batch_size": base.batch_size, "lr": base.lr,
             "labeled_ratio": base.labeled_ratio, "tta": base.tta, "arch": base.arch,
-            "min_size": base.min_size, "max_size": base.max_size}
+            "min_size": base.min_size, "max_size": base.max_size, "precision": base.precision}
 
 
 def point_config(base: ExperimentConfig, point: Point) -> ExperimentConfig:

@@ -38,7 +38,9 @@ LEVERS: tuple[Role, ...] = ("student-ignore", "student-round2")
 # Settings that change a point's numbers: points written with others are not comparable,
 # so a points folder holds one combination (the sweep refuses to mix).
 RESULT_SETTINGS = ("unlabeled", "test", "base_iters", "batch_size", "lr", "labeled_ratio",
-                   "tta", "arch", "min_size", "max_size")
+                   "tta", "arch", "min_size", "max_size", "precision")
+# A setting's value in the points written before it was recorded.
+SETTINGS_BEFORE = {"precision": "fp32"}
 
 
 @dataclass(frozen=True, order=True)
@@ -111,8 +113,9 @@ def point_of(record: dict[str, Any]) -> Point:
 
 def check_settings(records: list[dict[str, Any]], settings: dict[str, Any]) -> None:
     """Refuses to add points made with other result-changing settings to a folder."""
+    settings = {**SETTINGS_BEFORE, **settings}
     for record in records:
-        theirs = record["settings"]
+        theirs = {**SETTINGS_BEFORE, **record["settings"]}
         diff = {k: (theirs.get(k), settings.get(k)) for k in RESULT_SETTINGS
                 if theirs.get(k) != settings.get(k)}
         if diff:

@@ -19,6 +19,9 @@ from training.defaults import DEFAULT_BATCH, DEFAULT_ITERS, DEFAULT_LABELED_RATI
 # What training does with iscrowd annotations (COCO crowds, pseudo-label ignore regions).
 CrowdRule = Literal["ignore", "drop"]
 CROWD_RULES: tuple[CrowdRule, ...] = get_args(CrowdRule)
+# The forward pass's arithmetic: float32, or bfloat16 autocast (training.precision).
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 def _spell_arch_options(options: dict[str, Any]) -> list[str]:
@@ -83,6 +86,10 @@ class TrainConfig:
         metavar="KEY=VALUE", parse=parse_arch_options, spell=_spell_arch_options))
     max_grad_norm: float | None = field(default=None, metadata=cli(
         "clip gradients to this norm"))
+    precision: Precision = field(default="fp32", metadata=cli(
+        "bf16: the forward pass in bfloat16 autocast (weights, optimizer and checkpoints "
+        "stay float32); faster on GPUs and on CPUs with AVX-512 BF16 or AMX, and its "
+        "results differ from fp32's (docs/BENCHMARKS.md)"))
     sync_bn: bool = field(default=False, metadata=cli(
         "synchronise BatchNorm statistics across GPUs (torchrun on CUDA)"))
     tensorboard: bool | None = field(default=None, metadata=cli(

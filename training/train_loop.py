@@ -27,6 +27,7 @@ from distill.checkpoint import save_checkpoint
 from distill.errors import DistillError
 from training import distributed as dd
 from training import run_files
+from training.precision import forward_context
 from training.sampler import MixedBatchSampler
 from training.schedule import WarmupStepSchedule
 from training.train_config import TrainConfig
@@ -80,7 +81,9 @@ class IterationLoop:
             images = [img.to(env.device, non_blocking=True) for img in images]
             targets = [{k: v.to(env.device) for k, v in t.items()} for t in targets]
             lr = self.schedule.apply(self.optimizer, it)
-            losses = self.net(images, targets)
+            with forward_context(cfg.precision, env.device):
+                losses = self.net(images, targets)
+            losses = {k: v.float() for k, v in losses.items()}  # bf16: summed in float32
             loss = sum(losses.values(), torch.zeros((), device=env.device))
             loss_value = loss.item()
             if not math.isfinite(loss_value):

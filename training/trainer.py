@@ -40,12 +40,14 @@ from training.data import (
     prepare_records,
 )
 from training.ignore import enable_ignore_regions
+from training.precision import check_precision
 from training.sampler import MixedBatchSampler
 from training.schedule import WarmupStepSchedule, default_warmup
-from training.train_config import TrainConfig
+from training.train_config import PRECISIONS, TrainConfig
 from training.train_loop import IterationLoop, TrainResult, unwrap
 
 log = logging.getLogger(__name__)
+
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Trains a detector as ``cfg`` says and writes ``cfg.out``; see the module docstring."""
@@ -66,6 +68,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise ConfigError("--pseudo-json and --pseudo-images go together")
     if cfg.pseudo_json is not None and not 0.0 < cfg.labeled_ratio < 1.0:
         raise ConfigError(f"--labeled-ratio must lie in (0, 1), got {cfg.labeled_ratio}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {cfg.precision!r}; choose one of {PRECISIONS}")
     if cfg.checkpoint_every < 1 or cfg.log_every < 1:
         raise ConfigError(f"checkpoint and log intervals must be >= 1, got "
                           f"{cfg.checkpoint_every} and {cfg.log_every}")
@@ -95,6 +99,7 @@ def _train(cfg: TrainConfig, env: dd.DistEnv) -> TrainResult:
         _load_init(model, Path(cfg.init), card)
     _set_jitter(model, cfg, min_size, max_size)
     place(model, env.device)  # channels-last on a CPU: faster convolutions there
+    check_precision(cfg.precision, env.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)

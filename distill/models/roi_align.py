@@ -133,11 +133,18 @@ class _RoIAlign(torch.autograd.Function):
         return flat.view(n, h, w, c).permute(0, 3, 1, 2), None, None, None, None, None
 
 
+def _float32(tensor: Tensor) -> Tensor:
+    """Autocast's bfloat16 or float16 tensors (training with ``--precision bf16``) as
+    float32: RoIAlign samples float32 features, as torchvision's autocast rule does."""
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
+
+
 def roi_align(features: Tensor, rois: Tensor, output_size: tuple[int, int],
               spatial_scale: float, sampling_ratio: int, aligned: bool = False) -> Tensor:
     """torchvision's ``roi_align`` on (K, 5) RoIs, as a sparse matrix when the
     features need a gradient on the CPU (adaptive sampling, ``sampling_ratio <= 0``,
     and other devices keep torchvision's own)."""
+    features, rois = _float32(features), _float32(rois)
     if (not features.requires_grad or features.device.type != "cpu" or sampling_ratio <= 0
             or rois.numel() == 0 or not torch.is_grad_enabled()):
         return tv_roi_align(features, rois, output_size, spatial_scale, sampling_ratio,
@@ -160,7 +167,7 @@ class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):
         if torchvision._is_tracing():
             out: Tensor = super().forward(x, boxes, image_shapes)
             return out
-        features = _filter_input(x, self.featmap_names)
+        features = [_float32(f) for f in _filter_input(x, self.featmap_names)]
         state: Any = self  # torchvision's attributes are untyped until first set
         if state.scales is None or state.map_levels is None:
             state.scales, state.map_levels = _setup_scales(
