@@ -87,6 +87,23 @@ def test_points_made_with_other_settings_are_refused() -> None:
         check_settings(RECORDS, {**SETTINGS, "precision": "bf16"})
 
 
+def test_the_committed_summary_is_the_committed_points_rendered(tmp_path: Path) -> None:
+    """docs/sweep/SWEEP.md is what ``distill sweep --report-only`` makes of the committed
+    points (the issue's rule: the summary comes from the point files alone), so a point
+    committed without regenerating it fails here."""
+    from distill.cli import build_parser
+    from training.sweep_cli import run_sweep_from_args
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "sweep"
+    args = build_parser().parse_args(["sweep", "--report-only", "--points-dir",
+                                      str(root / "points"), "--report",
+                                      str(tmp_path / "SWEEP.md")])
+    assert run_sweep_from_args(args) == 0
+    committed = (root / "SWEEP.md").read_text(encoding="utf-8")
+    assert (tmp_path / "SWEEP.md").read_text(encoding="utf-8") == committed, (
+        "docs/sweep/SWEEP.md is stale: run `distill sweep --report-only` and commit it")
+
+
 def test_best_baseline_waits_for_every_budget_and_prefers_the_cheaper_tie() -> None:
     assert best_baseline(RECORDS, "figures", "boxes", 150, 0, (1, 2, 4)) == (2, 54.0)
     assert best_baseline(RECORDS, "figures", "boxes", 150, 1, (1, 2, 4)) == (4, 52.0)
