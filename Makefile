@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: setup test lint types unit contract demo bench bench-tta bench-onnx bench-service bench-load bench-train bench-distill schemathesis clean
+.PHONY: setup test lint types unit contract demo bench bench-tta bench-onnx bench-service bench-load bench-train bench-precision bench-distill schemathesis clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ schemathesis: $(STAMP)
 ## bench-train: training iterations per second on this CPU (boxes, keypoints; one thread)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py --data $(OUT)/speed-data
+
+## bench-precision: fp32 against bf16 training (--precision), AP and CPU time, seeds 1 and 2
+bench-precision: $(STAMP)
+	$(BIN)/python benchmarks/precision_ap.py --out $(OUT)/precision
 
 bench-distill: $(STAMP)
 	$(BIN)/python benchmarks/distill_experiment.py
