@@ -16,17 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from distill.data import blocks
 from distill.data import figures as fg
-from distill.fileio import write_json_atomic
-from distill.options import DEFAULT_SYNTH_FAMILY, SynthFamily, Task
+from distill.options import DEFAULT_SYNTH_FAMILY, SynthFamily
 
 KEYPOINT_NAMES: tuple[str, ...] = (
     "nose",
@@ -63,7 +60,7 @@ BOX_CATEGORIES: list[dict[str, Any]] = [
 """The categories of the boxes files: person plus box-only objects, common to rare."""
 
 SPLITS: tuple[str, ...] = ("labeled", "unlabeled", "test", "shifted")
-_SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}
+SPLIT_CODE = {name: i for i, name in enumerate(SPLITS)}  # in seeds and image ids; never renumber
 _PERSON_COUNT_P = (0.1, 0.3, 0.3, 0.2, 0.1)  # 0..4 figures
 
 MakeObject = Callable[[np.random.Generator, fg.Style, int, int], list[fg.Prim]]
@@ -83,29 +80,11 @@ class Family:
     # rare classes gain most from pseudo-labels.
     objects: tuple[tuple[int, MakeObject, float, int], ...]
     sizes: tuple[int, int]  # default (min_side, max_side)
+
+
 MIN_VISIBLE = 3
 _SUPERSAMPLE = 2  # drawn at 2x and box-filtered down: cheap anti-aliasing
-_GENERATOR_VERSION = "2"  # 2: the milder shifted look
-
-
-@dataclass(frozen=True)
-class SplitFiles:
-    """The paths written for one split."""
-
-    images_dir: Path
-    keypoints_json: Path
-    boxes_json: Path
-
-    @classmethod
-    def under(cls, out_dir: Path, split: str) -> SplitFiles:
-        """Where :func:`generate` writes ``split`` under ``out_dir``."""
-        annotations = out_dir / "annotations"
-        return cls(out_dir / "images" / split, annotations / f"{split}_keypoints.json",
-                   annotations / f"{split}_boxes.json")
-
-    def json_for(self, task: Task) -> Path:
-        """The annotation file a ``task`` model trains on or is scored against."""
-        return self.keypoints_json if task == "keypoints" else self.boxes_json
+GENERATOR_VERSION = "2"  # written into the files; 2: the milder shifted look
 
 
 @dataclass(frozen=True)
@@ -247,12 +226,12 @@ def render_scene(seed: int, split: str, index: int, min_side: int | None = None,
                  ) -> tuple[Image.Image, list[Instance]]:
     """Draws image ``index`` of ``split``; returns it with its annotated instances.
     Sizes default to the family's."""
-    if split not in _SPLIT_CODE:
+    if split not in SPLIT_CODE:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     look = family_of(family)
     # The figures family keeps its original stream; another family gets its own.
-    key = (seed, _SPLIT_CODE[split], index) if family == "figures" else (
-        seed, _SPLIT_CODE[split], index, _FAMILY_CODE[family])
+    key = (seed, SPLIT_CODE[split], index) if family == "figures" else (
+        seed, SPLIT_CODE[split], index, _FAMILY_CODE[family])
     rng = np.random.default_rng(np.random.SeedSequence(key))
     shifted = split == "shifted"
     style = look.shifted if shifted else look.normal
@@ -281,73 +260,3 @@ def render_scene(seed: int, split: str, index: int, min_side: int | None = None,
     # Persons first, then by category, so annotation ids read naturally.
     instances.sort(key=lambda inst: inst.category_id)
     return canvas.reduce(s), instances
-
-
-def generate(out_dir: Path, *, labeled: int, unlabeled: int, test: int, seed: int,
-             shifted: int = 0, min_side: int | None = None, max_side: int | None = None,
-             family: str = DEFAULT_SYNTH_FAMILY, progress: bool = False
-             ) -> dict[str, SplitFiles]:
-    """Writes ``out_dir/images/<split>/<name>.png`` and
-    ``out_dir/annotations/<split>_keypoints.json``, ``<split>_boxes.json`` for splits
-    "labeled", "unlabeled", "test" and (if ``shifted > 0``) "shifted".
-
-    The same arguments give byte-identical files. Image ids and file names are unique
-    across splits (``<split>_<index>.png``), so splits can be merged. The keypoints file
-    holds person annotations only; the boxes file holds the same persons (same ids,
-    without keypoint fields) plus the family's objects (figures: balls, cones and kites;
-    blocks: rings, stars and crates). Sizes default to the family's. Returns split -> paths.
-    """
-    if min(labeled, unlabeled, test, shifted) < 0 or seed < 0:
-        raise ValueError("image counts and seed must be non-negative")
-    look = family_of(family)
-    min_side = look.sizes[0] if min_side is None else min_side
-    max_side = look.sizes[1] if max_side is None else max_side
-    if not 32 <= min_side <= max_side:
-        raise ValueError(f"need 32 <= min_side <= max_side, got {min_side}, {max_side}")
-    counts = {"labeled": labeled, "unlabeled": unlabeled, "test": test}
-    if shifted > 0:
-        counts["shifted"] = shifted
-    out_dir = Path(out_dir)
-    ann_dir = out_dir / "annotations"
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, SplitFiles] = {}
-    with tqdm(total=sum(counts.values()), desc="synth", disable=not progress) as bar:
-        for split, n in counts.items():
-            files = SplitFiles.under(out_dir, split)
-            images_dir = files.images_dir
-            images_dir.mkdir(parents=True, exist_ok=True)
-            for stale in images_dir.glob(f"{split}_*.png"):  # left by an earlier, larger run
-                number = stale.stem[len(split) + 1:]
-                if number.isdigit() and int(number) >= n:
-                    stale.unlink()
-            images: list[dict[str, Any]] = []
-            kp_anns: list[dict[str, Any]] = []
-            box_anns: list[dict[str, Any]] = []
-            for index in range(n):
-                image, instances = render_scene(seed, split, index, min_side, max_side,
-                                                family)
-                image_id = _SPLIT_CODE[split] * 1_000_000 + index + 1
-                file_name = f"{split}_{index:06d}.png"
-                image.save(images_dir / file_name, format="PNG", optimize=False)
-                images.append({"id": image_id, "file_name": file_name,
-                               "width": image.width, "height": image.height})
-                for k, inst in enumerate(instances, start=1):
-                    x, y, bw, bh = inst.bbox
-                    ann = {"id": image_id * 100 + k, "image_id": image_id,
-                           "category_id": inst.category_id, "bbox": [x, y, bw, bh],
-                           "area": bw * bh, "iscrowd": 0}
-                    box_anns.append(ann)
-                    if inst.keypoints is not None:
-                        kp_anns.append({**ann, "keypoints": inst.keypoints,
-                                        "num_keypoints": sum(v > 0 for v in inst.keypoints[2::3])})
-                bar.update(1)
-            info = {"description": f"distill synthetic data, family {family}", "split": split,
-                    "seed": seed, "family": family, "version": _GENERATOR_VERSION}
-            write_json_atomic(files.keypoints_json, {"info": info, "licenses": [], "images": images,
-                                               "annotations": kp_anns,
-                                               "categories": [PERSON_CATEGORY]})
-            write_json_atomic(files.boxes_json, {"info": info, "licenses": [], "images": images,
-                                           "annotations": box_anns,
-                                           "categories": look.box_categories})
-            result[split] = files
-    return result
