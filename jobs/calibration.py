@@ -4,8 +4,9 @@ calibrate on their own.
 Calibrated selection matches the labeled set's instances per image over the images being
 annotated; over one image (a labeling tool's interactive request) that says next to
 nothing. So when a job calibrated its thresholds, the worker remembers them in Redis per
-teacher and checkpoint (a new checkpoint starts without any), and the Label Studio
-backend selects a small request's predictions with them.
+teacher and checkpoint (a new checkpoint starts without any), and a small request selects
+with them (:func:`with_last`): the Label Studio backend's, and ``POST /annotate`` with
+``calibration=teacher`` (what CVAT's function sends for each frame).
 
 One hash per teacher and checkpoint, ``distill:<queue>:calibrated:<teacher>:<sha256>``,
 with one field per part of the selection that a job calibrated: ``score`` (category id
@@ -22,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from jobs.keys import redis_key
-from jobs.records import JobRecord
+from jobs.records import JobRecord, JobRequest
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,36 @@ def last_calibrated(redis: Redis, queue: str, teacher: str, sha256: str | None
         if _well_formed(key, part.value):
             found[key] = part
     return LastCalibrated(score=found.get("score"), keypoint=found.get("keypoint"))
+
+
+def with_last(redis: Redis, queue: str, teacher: str, sha256: str | None,
+              request: JobRequest, images: int) -> tuple[JobRequest, str]:
+    """``request`` (of a job over ``images`` images) selecting with ``teacher``'s remembered
+    thresholds at ``sha256``, and a line saying which: the score thresholds unless the
+    request gives one, the keypoint threshold unless it gives one. With none remembered,
+    the job is calibrated over its own images, as it would have been. The line is also
+    the request's ``thresholds_from``, kept in the job's record and its COCO ``info``."""
+    try:
+        last = last_calibrated(redis, queue, teacher, sha256)
+    except RedisError as exc:  # the job's own submission will say whether Redis is away
+        log.warning("teacher %s: its calibrated thresholds cannot be read: %s", teacher, exc)
+        last = LastCalibrated()
+    update: dict[str, Any] = {}
+    said: list[str] = []
+    if request.score_threshold is None and last.score is not None:
+        update["score_thresholds"] = dict(last.score.value)
+        said.append(f"score thresholds of job {last.score.job_id} (calibrated over "
+                    f"{last.score.images} images)")
+    if (request.keypoint_threshold is None and last.keypoint is not None
+            and last.keypoint.value is not None):
+        update["keypoint_threshold"] = float(last.keypoint.value)
+        said.append(f"keypoint threshold of job {last.keypoint.job_id} (calibrated over "
+                    f"{last.keypoint.images} images)")
+    if request.score_threshold is None and last.score is None:
+        said.append(f"no calibrated job of this checkpoint yet: calibrated over the "
+                    f"request's {images} image(s)")
+    source = "; ".join(said)
+    return request.model_copy(update={**update, "thresholds_from": source or None}), source
 
 
 def _number(value: Any) -> bool:

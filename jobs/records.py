@@ -86,6 +86,9 @@ class JobRequest(BaseModel):
     # Explicit thresholds per category id (null: the category keeps nothing), as another
     # job calibrated them (jobs.calibration); a category left out keeps nothing.
     score_thresholds: dict[str, float | None] = Field(default_factory=dict)
+    # Where thresholds the client did not give came from, when not from this job's own
+    # images (jobs.calibration.with_last: the teacher's last calibrated job).
+    thresholds_from: str | None = None
 
 
 class JobRecord(BaseModel):

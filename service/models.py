@@ -49,6 +49,9 @@ class JobAccepted(BaseModel):
         default_factory=list, description="uploads whose name another image already had "
                                           "(in the batch or the dataset), and their new name")
     files: list[AcceptedFile]
+    thresholds_from: str | None = Field(
+        default=None, description="with calibration=teacher: whose thresholds the job "
+                                  "selects with (also in its request and COCO info)")
     links: JobLinks
 
 

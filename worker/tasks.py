@@ -136,9 +136,11 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
             inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch,
                                     floor=floor)
         report()
+        given = record.request.thresholds_from
         coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
                         {**teacher.info(), "teacher_name": pool.name,
-                         "selection_source": source})
+                         "selection_source": source,
+                         **({"thresholds_from": given} if given else {})})
     except JobCancelledError:
         _discard(store, job_id)
         return {"status": JobStatus.CANCELLED}

@@ -13,8 +13,11 @@ COCO file into CVAT shapes and deletes the job. The spec comes from the teacher'
 (``GET /teachers``): one rectangle label per box category, one skeleton per keypoint
 category with its keypoint names as points. Scores travel on every shape and keypoint
 (``score``); with ``context.conf_threshold`` set, it is the job's score threshold (CVAT
-requires every returned shape to reach it), otherwise the image is calibrated on its
-own: it keeps about the labeled set's instances per image. Keypoints under the
+requires every returned shape to reach it). Thresholds it does not give come from the
+teacher's last job calibrated over enough images with the same checkpoint (``POST
+/annotate`` with ``calibration=teacher``): a bulk upload, a plan or a Label Studio
+retrieval of at least ``DISTILL_CALIBRATE_MIN_IMAGES`` images; before any, the frame is
+calibrated on its own (about the labeled set's instances per image). Keypoints under the
 calibrated keypoint threshold are marked ``outside``; a keypoint's score is the sigmoid
 of its heatmap logit. Ignore regions are never sent.
 
@@ -117,6 +120,9 @@ class ServiceClient:
         form = {"teacher": self.teacher["name"], "tta": self.tta}
         if score_threshold is not None:
             form["score_threshold"] = str(score_threshold)
+        # One frame says nothing about where a threshold belongs: the teacher's last job
+        # calibrated over enough images does (the job's own frame when there is none).
+        form["calibration"] = "teacher"
         job = _json(self.http.post("/annotate", data=form,
                                    files=[("files", ("frame.png", buf.getvalue(),
                                                      "image/png"))]))["id"]

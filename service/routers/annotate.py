@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
 from distill.errors import ConfigError
 from distill.options import PRESETS, Fusion
+from jobs.calibration import with_last
 from jobs.records import JobRecord, JobRequest
 from jobs.settings import DATASET_PATTERN, TEACHER_NAME_PATTERN
 from jobs.submit import QueueUnavailableError, QuotaExceededError, Upload, submit_job
@@ -50,6 +51,12 @@ def annotate(
     dataset: Annotated[str | None, Form(
         pattern=DATASET_PATTERN,
         description="groups batches whose pseudo-labels are calibrated together")] = None,
+    calibration: Annotated[Literal["job", "teacher"], Form(
+        description="thresholds the request does not give: 'job' calibrates them over this "
+                    "job's images; 'teacher' takes those of the teacher's last job that was "
+                    "calibrated over enough images (DISTILL_CALIBRATE_MIN_IMAGES) with the "
+                    "same checkpoint, for a few images at a time (a labeling tool's frame); "
+                    "with none yet, the job's own. Not with a dataset")] = "job",
 ) -> JobAccepted:
     """Accepts a batch (202) after checking every file; nothing is stored when one is refused."""
     uploads = [f for f in files if f.filename or f.size]
@@ -62,6 +69,15 @@ def annotate(
                          **selection.as_request())
     checked = _check_files(uploads, settings.max_file_bytes, settings.max_pixels)
     try:
+        if calibration == "teacher":
+            if dataset is not None:
+                raise problem(422, "calibration=teacher is for a job on its own: a dataset's "
+                                   "jobs are calibrated together when it is downloaded")
+            name = registry.resolve(teacher)
+            request, source = with_last(redis, settings.queue, name,
+                                        registry.get(name).sha256, request, len(checked))
+            log.info("upload of %d image(s) for teacher %s, thresholds: %s", len(checked),
+                     name, source)
         record = submit_job(store=store, redis=redis, settings=settings, registry=registry,
                             owner=owner, uploads=list(checked), request=request,
                             teacher=teacher, dataset=dataset)
@@ -76,6 +92,7 @@ def annotate(
     return JobAccepted(
         id=record.id, dataset=dataset, teacher=record.teacher, images=len(record.files),
         links=links(record.id), renamed=record.renamed,
+        thresholds_from=record.request.thresholds_from,
         files=[AcceptedFile(name=s.name, original=original.get(_was(record, s.name)),
                             width=s.width, height=s.height, bytes=s.bytes)
                for s in record.files])

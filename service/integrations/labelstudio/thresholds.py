@@ -13,18 +13,14 @@ thresholds either way.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from redis import Redis
-from redis.exceptions import RedisError
 
-from jobs.calibration import LastCalibrated, last_calibrated
+from jobs.calibration import with_last
 from jobs.records import JobRequest
 from jobs.settings import Settings
 from service.integrations.labelstudio.config import LabelingConfig
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,23 +39,5 @@ def job_request(settings: Settings, redis: Redis, teacher: str, sha256: str | No
     given = f"model_score_threshold {explicit:g}" if explicit is not None else None
     if tasks >= settings.calibrate_min_images:
         return Choice(base, given or f"calibrated over the request's {tasks} images")
-    try:
-        last = last_calibrated(redis, settings.queue, teacher, sha256)
-    except RedisError as exc:  # the job's own submission will say whether Redis is away
-        log.warning("teacher %s: its calibrated thresholds cannot be read: %s", teacher, exc)
-        last = LastCalibrated()
-    update: dict[str, object] = {}
-    said: list[str] = []
-    if explicit is None and last.score is not None:
-        update["score_thresholds"] = dict(last.score.value)
-        said.append(f"score thresholds of job {last.score.job_id} (calibrated over "
-                    f"{last.score.images} images)")
-    if last.keypoint is not None and last.keypoint.value is not None:
-        update["keypoint_threshold"] = float(last.keypoint.value)
-        said.append(f"keypoint threshold of job {last.keypoint.job_id} (calibrated over "
-                    f"{last.keypoint.images} images)")
-    if explicit is None and last.score is None:
-        said.append(f"no calibrated job of this checkpoint yet: calibrated over the "
-                    f"request's {tasks} image(s)")
-    source = "; ".join(([given] if given else []) + said)
-    return Choice(base.model_copy(update=update), source)
+    request, said = with_last(redis, settings.queue, teacher, sha256, base, tasks)
+    return Choice(request, "; ".join(part for part in (given, said) if part))
