@@ -38,8 +38,16 @@ def register(sub: Any) -> None:
 
     c = sub.add_parser("client", help="talk to a running service")
     csub = c.add_subparsers(dest="client_command", required=True)
-    a = csub.add_parser("annotate", help="pseudo-label a folder through the service")
-    a.add_argument("images", help="folder of images")
+    a = csub.add_parser(
+        "annotate", help="pseudo-label a folder, or images in a bucket, through the service",
+        description="A folder is uploaded in batches. An s3://bucket/prefix/ (ending in /), "
+                    "an s3:// or https:// URI, or a text file of such URIs (one per line) is "
+                    "sent as a by-reference request: the service reads the images where they "
+                    "are (its DISTILL_REFERENCE_ALLOW must cover them) and makes the batches "
+                    "itself (DISTILL_REFERENCE_BATCH_SIZE; --batch-size is for uploads). "
+                    "Either way a rerun of the same command continues where it stopped.")
+    a.add_argument("images", help="folder of images, s3://bucket/prefix/, a URI, or a file "
+                                  "of URIs")
     a.add_argument("--url", default=os.environ.get("DISTILL_URL", "http://127.0.0.1:8000"))
     a.add_argument("--key", default=os.environ.get("DISTILL_API_KEY"),
                    help="API key (default: $DISTILL_API_KEY)")
@@ -47,8 +55,9 @@ def register(sub: Any) -> None:
     a.add_argument("--batch-size", type=int, default=16, help="images per uploaded batch")
     a.add_argument("--dataset", help="dataset name grouping the batches (default: generated)")
     a.add_argument("--recursive", action="store_true",
-                   help="include subfolders; each image is named by its relative path "
-                        "(cam1/0001.png), so equal names in two folders stay apart")
+                   help="include subfolders (or the prefix's sub-prefixes); each image is "
+                        "named by its relative path (cam1/0001.png), so equal names in two "
+                        "folders stay apart")
     a.add_argument("--teacher", help="registered teacher name (default: the only one)")
     a.add_argument("--tta", help="transform preset (default: the service's)")
     a.add_argument("--fusion", choices=FUSIONS)
@@ -143,14 +152,19 @@ def _raise_stopped(signum: int, frame: Any) -> None:
 
 def _cmd_client_annotate(args: argparse.Namespace) -> int:
     from service.client import ClientOptions, annotate_folder_remote
+    from service.client_refs import annotate_references_remote, is_reference
 
     options = ClientOptions(batch_size=max(1, args.batch_size), dataset=args.dataset,
                             teacher=args.teacher, tta=args.tta, fusion=args.fusion,
                             recursive=args.recursive,
                             selection=selection_from_args(args), poll_s=args.poll,
                             progress=not args.quiet)
-    coco = annotate_folder_remote(args.url.rstrip("/"), args.key, Path(args.images),
-                                  Path(args.out), options)
+    if is_reference(args.images):
+        coco = annotate_references_remote(args.url.rstrip("/"), args.key, args.images,
+                                          Path(args.out), options)
+    else:
+        coco = annotate_folder_remote(args.url.rstrip("/"), args.key, Path(args.images),
+                                      Path(args.out), options)
     print(f"wrote {args.out}: {len(objects(coco))} pseudo-labels on "
           f"{len(coco['images'])} images ({len(coco['info'].get('errors', []))} failed)")
     return 0

@@ -116,8 +116,8 @@ def _run(url: str, headers: dict[str, str], root: Path, files: list[Path],
             state.save(state_path)
         _wait(http, state, options, total=sum(len(b["files"]) for b in state.batches))
         if len(state.batches) == 1 and state.dataset is None:
-            return _get_json(http, f"/jobs/{state.batches[0]['job']}/annotations")
-        return _get_json(http, f"/datasets/{state.dataset}/annotations")
+            return get_json(http, f"/jobs/{state.batches[0]['job']}/annotations")
+        return get_json(http, f"/datasets/{state.dataset}/annotations")
 
 
 def _name(root: Path, path: Path) -> str:
@@ -133,7 +133,7 @@ def _submit(http: httpx.Client, root: Path, batch: list[Path], state: ClientStat
         parts = [("files", (_name(root, p), stack.enter_context(open(p, "rb")),
                             "application/octet-stream")) for p in batch]
         resp = http.post("/annotate", data=data, files=parts)
-    _check(resp, "upload")
+    check_response(resp, "upload")
     return str(resp.json()["id"])
 
 
@@ -144,7 +144,7 @@ def _drop_resubmittable(http: httpx.Client, state: ClientState) -> None:
         resp = http.get(f"/jobs/{batch['job']}")
         if resp.status_code == 404 or (resp.is_success and resp.json()["status"] in _RESUBMIT):
             continue
-        _check(resp, "status")
+        check_response(resp, "status")
         keep.append(batch)
     state.batches = keep
 
@@ -156,7 +156,7 @@ def _wait(http: httpx.Client, state: ClientState, options: ClientOptions, total:
             seen = failed_images = 0
             unfinished = []
             for batch in state.batches:
-                job = _get_json(http, f"/jobs/{batch['job']}")
+                job = get_json(http, f"/jobs/{batch['job']}")
                 seen += job["progress"]["done"] + job["progress"]["failed"]
                 failed_images += job["progress"]["failed"]
                 if job["status"] in _RESUBMIT:
@@ -174,13 +174,14 @@ def _wait(http: httpx.Client, state: ClientState, options: ClientOptions, total:
             time.sleep(options.poll_s)
 
 
-def _get_json(http: httpx.Client, path: str) -> Any:
+def get_json(http: httpx.Client, path: str) -> Any:
+    """GET ``path``'s JSON body, or a DistillError with the service's explanation."""
     resp = http.get(path)
-    _check(resp, f"GET {path}")
+    check_response(resp, f"GET {path}")
     return resp.json()
 
 
-def _check(resp: httpx.Response, what: str) -> None:
+def check_response(resp: httpx.Response, what: str) -> None:
     """Turns an HTTP error into a DistillError carrying the service's explanation."""
     if resp.is_success:
         return

@@ -156,11 +156,13 @@ class Options(BaseModel):
 
 
 class DatasetOut(BaseModel):
-    """One of the key's datasets: its jobs, counted by status."""
+    """One of the key's datasets: its jobs, counted by status, and their images."""
 
     name: str
     jobs: int
     statuses: dict[str, int]
+    images: Progress = Field(default_factory=Progress,
+                             description="images annotated, failed and sent, over its jobs")
 
 
 class DatasetList(BaseModel):

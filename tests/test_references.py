@@ -8,6 +8,10 @@ internal server.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +23,7 @@ import pytest
 
 from jobs.plan_records import PlanRecord
 from jobs.references import ReferenceError, References, ReferencesRefusedError
-from tests.conftest import S3_CREDENTIALS, S3Server, ServiceStack, wait_for
+from tests.conftest import API_KEYS, REPO, S3_CREDENTIALS, S3Server, ServiceStack, wait_for
 
 ALLOW = ["s3://team-bucket/images/", "https://images.example.com/"]
 
@@ -215,6 +219,62 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
     # and left the job's cache folder).
     wait_for(lambda: not [p for p in stack.root.rglob("*") if p.suffix in (".png", ".img")],
              30, "the worker to clear its cache")
+
+
+def test_the_client_follows_a_prefix_and_a_list_and_resumes(
+        refs_stack: tuple[ServiceStack, str], tmp_path: Path) -> None:
+    """``distill client annotate s3://...`` (a real process): one plan, progress from
+    GET /plans and GET /datasets/{name}, the dataset's file; a rerun sends no second plan."""
+    stack, team = refs_stack
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISTILL_", "AWS_"))}
+
+    def client(spec: str, out: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "distill.cli", "client", "annotate", spec, "--url",
+             stack.url, "--key", API_KEYS[0], "--out", str(out), "--tta", "identity",
+             "--score-threshold", "0.05", "--quiet", "--poll", "0.2"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "cam0.json"
+    first = client(f"s3://{team}/set/cam0/", out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    coco = json.loads(out.read_text())
+    assert sorted(i["file_name"] for i in coco["images"]) == [
+        f"img_{n:02d}.png" for n in range(0, 30, 2)]
+    state = json.loads(out.with_name("cam0.json.state.json").read_text())
+    with stack.client() as c:
+        summary = c.get(f"/datasets/{state['dataset']}").json()
+        assert c.get("/datasets/no-such-set").status_code == 404
+    assert summary["jobs"] == 2 == len(coco["info"]["jobs"])  # 15 images, batches of 8
+    assert summary["statuses"] == {"finished": 2}
+    assert summary["images"] == {"done": 15, "failed": 0, "total": 15}
+    again = client(f"s3://{team}/set/cam0/", out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(out.with_name("cam0.json.state.json").read_text()) == state
+    assert json.loads(out.read_text()) == coco
+    with stack.client() as c:
+        assert c.get(f"/datasets/{state['dataset']}").json()["jobs"] == 2
+    # A plan the service no longer has is sent again, into the same dataset: its images
+    # are annotated again, and the dataset's file keeps one annotation per name.
+    state_file = out.with_name("cam0.json.state.json")
+    state_file.write_text(json.dumps({**state, "plan": "0" * 32}))
+    resent = client(f"s3://{team}/set/cam0/", out)
+    assert resent.returncode == 0, resent.stderr[-3000:]
+    assert json.loads(state_file.read_text())["plan"] not in (state["plan"], "0" * 32)
+    merged = json.loads(out.read_text())
+    assert len(merged["info"]["jobs"]) == 4
+    for key in ("images", "annotations", "categories"):
+        assert merged[key] == coco[key], key
+
+    listed = tmp_path / "uris.txt"
+    listed.write_text(f"# two of them\ns3://{team}/set/cam1/img_01.png\n\n"
+                      f"s3://{team}/set/cam1/img_03.png  # and a comment\n")
+    two = client(str(listed), tmp_path / "two.json")
+    assert two.returncode == 0, two.stderr[-3000:]
+    names = [i["file_name"] for i in json.loads((tmp_path / "two.json").read_text())["images"]]
+    assert sorted(names) == ["set/cam1/img_01.png", "set/cam1/img_03.png"]  # their keys
+    refused = client(f"s3://{team}/elsewhere/", tmp_path / "no.json")
+    assert refused.returncode != 0 and "not under an allowed" in refused.stderr
 
 
 def test_a_restarted_plan_makes_no_batch_twice(s3_server: S3Server, redis_server: Any,

@@ -1,5 +1,5 @@
-"""GET /datasets: the key's datasets; GET /datasets/{name}/annotations: one COCO file over all
-finished batches of a dataset."""
+"""GET /datasets: the key's datasets; GET /datasets/{name}: one of them, its jobs and images;
+GET /datasets/{name}/annotations: one COCO file over all finished batches of a dataset."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
+from redis import Redis
 
 from jobs.datasets import current_file
 from jobs.records import JobStatus
+from jobs.store import JobStore
 from service.annotations import NotAvailableError, build_coco
 from service.deps import OwnerDep, RedisDep, SettingsDep, StoreDep
 from service.downloads import (
@@ -21,7 +23,7 @@ from service.downloads import (
     export_response,
 )
 from service.errors import problem, responses
-from service.models import DatasetList, DatasetOut
+from service.models import DatasetList, DatasetOut, Progress
 from service.params import DatasetName, SelectionQueryDep
 from service.stored import send_object
 from service.views import job_view
@@ -35,12 +37,35 @@ def list_datasets(owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: S
                   ) -> DatasetList:
     """Every dataset of the caller (however many jobs it has; ``GET /jobs`` pages the
     jobs), with its jobs counted by status."""
-    out = []
-    for name in store.list_owner_datasets(owner):
-        statuses = Counter(str(job_view(store, redis, r, settings.queue).status)
-                           for _, r in store.list_owner_jobs(owner, dataset=name))
-        out.append(DatasetOut(name=name, jobs=sum(statuses.values()), statuses=dict(statuses)))
-    return DatasetList(datasets=out)
+    found = (_summary(store, redis, settings.queue, owner, name)
+             for name in store.list_owner_datasets(owner))
+    return DatasetList(datasets=[d for d in found if d is not None])
+
+
+@router.get("/{name}", response_model=DatasetOut, summary="A dataset's jobs and images",
+            responses=responses(401, 404, 422, c404="no job of this dataset (for this key)"))
+def get_dataset(name: DatasetName, owner: OwnerDep, store: StoreDep, redis: RedisDep,
+                settings: SettingsDep) -> DatasetOut:
+    """Its jobs counted by status and its images annotated, failed and sent: what a client
+    following a by-reference request (``GET /plans/{id}``) polls until no job is left."""
+    summary = _summary(store, redis, settings.queue, owner, name)
+    if summary is None:
+        raise problem(404, f"no jobs in dataset {name!r}")
+    return summary
+
+
+def _summary(store: JobStore, redis: Redis, queue: str, owner: str, name: str
+             ) -> DatasetOut | None:
+    """The dataset's jobs by status and its image counts; None when it has no job."""
+    views = [job_view(store, redis, r, queue)
+             for _, r in store.list_owner_jobs(owner, dataset=name)]
+    if not views:
+        return None
+    return DatasetOut(name=name, jobs=len(views),
+                      statuses=dict(Counter(str(v.status) for v in views)),
+                      images=Progress(done=sum(v.progress.done for v in views),
+                                      failed=sum(v.progress.failed for v in views),
+                                      total=sum(v.progress.total for v in views)))
 
 
 @router.get(

@@ -1,0 +1,179 @@
+"""``distill client annotate s3://bucket/prefix/`` (or a file of URIs): images the service
+reads where they are, through a by-reference request.
+
+The client sends one JSON request (``POST /annotate``: the prefix, or the URIs), which
+the service stores as a plan that a worker splits into batch jobs of one dataset. It
+then follows the plan (``GET /plans/{id}``: images listed) and the dataset
+(``GET /datasets/{name}``: images annotated) with a progress bar, and downloads the
+dataset's COCO file, calibrated over all its batches, once no job is left. Nothing is
+uploaded and nothing is listed here: the client never needs the bucket's credentials.
+
+A small state file next to ``--out`` keeps the plan and the dataset name, so a rerun of
+the same command keeps waiting on the same plan instead of sending a second one. A plan
+that failed, was cancelled or is gone is sent again into the same dataset; its images
+are then annotated again (the batches that had finished included), and the dataset's
+file keeps one annotation per image name, the first job's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from distill.errors import DistillError
+from distill.fileio import write_json_atomic
+from service.client import ClientOptions, check_response, get_json
+
+log = logging.getLogger(__name__)
+MIN_POLL_S = 2.0  # a dataset's status reads every job's state: not more often than this
+_OVER = ("finished", "failed", "cancelled")
+
+
+def is_reference(spec: str) -> bool:
+    """Whether ``distill client annotate``'s argument names images in place: an ``s3://``
+    prefix, an ``http(s)://`` URI, or a text file listing such URIs."""
+    return spec.startswith(("s3://", "http://", "https://")) or Path(spec).is_file()
+
+
+def reference_body(spec: str, options: ClientOptions) -> dict[str, Any]:
+    """The JSON request for ``spec`` (a prefix, one URI, or a file of URIs, one per line,
+    ``#`` comments) with the options' teacher, preset, fusion and selection."""
+    if spec.startswith("s3://") and spec.endswith("/"):
+        body: dict[str, Any] = {"source": spec, "recursive": options.recursive}
+    elif spec.startswith(("s3://", "http://", "https://")):
+        body = {"images": [spec]}
+    else:
+        lines = Path(spec).read_text(encoding="utf-8").splitlines()
+        uris = [u for u in (line.split("#", 1)[0].strip() for line in lines) if u]
+        if not uris:
+            raise DistillError(f"{spec} lists no URIs (one s3:// or https:// URI per line)")
+        body = {"images": uris}
+    asked = {"teacher": options.teacher, "tta": options.tta, "fusion": options.fusion,
+             **options.selection}
+    return {**body, **{k: v for k, v in asked.items() if v is not None}}
+
+
+@dataclass
+class PlanState:
+    """The state file: the request, the dataset it fills and the plan that fills it."""
+
+    url: str
+    body: dict[str, Any]
+    dataset: str
+    plan: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> PlanState | None:
+        """The saved state, or None when there is none (or it is unreadable)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(url=data["url"], body=data["body"], dataset=data["dataset"],
+                       plan=data["plan"])
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+            return None
+
+    def save(self, path: Path) -> None:
+        """Atomic write, so that an interruption never leaves half a state file."""
+        write_json_atomic(path, vars(self), indent=1)
+
+
+def annotate_references_remote(url: str, key: str | None, spec: str, out: Path,
+                               options: ClientOptions) -> dict[str, Any]:
+    """Runs the by-reference flow; returns the downloaded COCO dict (also written to
+    ``out``)."""
+    body = reference_body(spec, options)
+    state_path = out.with_name(out.name + ".state.json")
+    state = PlanState.load(state_path)
+    if state is None or state.url != url or state.body != body or (
+            options.dataset and state.dataset != options.dataset):
+        state = PlanState(url=url, body=body, dataset=options.dataset or
+                          f"{out.stem[:40]}-{uuid.uuid4().hex[:8]}")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=120.0) as http:
+            _follow(http, state, state_path, options)
+            coco = get_json(http, f"/datasets/{state.dataset}/annotations")
+    except httpx.TransportError as exc:
+        raise DistillError(f"cannot reach the service at {url} ({type(exc).__name__}: "
+                           f"{exc}); is it running? The plan goes on there and is remembered "
+                           f"in {state_path}: rerun the same command to keep waiting") from exc
+    write_json_atomic(out, coco)
+    return dict(coco)
+
+
+def _follow(http: httpx.Client, state: PlanState, state_path: Path,
+            options: ClientOptions) -> None:
+    """Sends the plan unless the state holds one that is alive, then waits until it has
+    made every batch and every batch has ended."""
+    plan = _plan(http, state.plan) if state.plan else None
+    if plan is None or plan["state"]["status"] in ("failed", "cancelled"):
+        resp = http.post("/annotate", json={**state.body, "dataset": state.dataset})
+        check_response(resp, "the by-reference request")
+        plan = resp.json()
+        state.plan = str(plan["id"])
+        state.save(state_path)
+    deadline = time.monotonic() + options.timeout_s
+    with tqdm(total=0, unit="img", desc="annotating", disable=not options.progress) as bar:
+        while True:
+            listing = plan["state"]
+            if listing["status"] in ("failed", "cancelled"):
+                raise DistillError(f"plan {state.plan} {listing['status']}: "
+                                   f"{listing.get('error')}; run the same command again to "
+                                   "send it again into the same dataset")
+            summary = _dataset(http, state.dataset)
+            images = summary["images"]
+            bar.total = max(listing["listed"], images["total"])
+            bar.update(images["done"] + images["failed"] - bar.n)
+            running = sum(n for s, n in summary["statuses"].items() if s not in _OVER)
+            bar.set_postfix(listing=listing["status"], failed=images["failed"],
+                            jobs_left=running)
+            if listing["status"] == "finished" and running == 0 and \
+                    summary["jobs"] >= listing["jobs"]:
+                _say_how_it_ended(state, listing, summary)
+                return
+            if time.monotonic() > deadline:
+                raise DistillError(f"timed out waiting for plan {state.plan} and dataset "
+                                   f"{state.dataset!r}; run the same command again to keep "
+                                   "waiting")
+            time.sleep(max(options.poll_s, MIN_POLL_S))
+            plan = _plan(http, str(state.plan)) or plan
+
+
+def _say_how_it_ended(state: PlanState, listing: dict[str, Any], summary: dict[str, Any]
+                      ) -> None:
+    """Raises when there is nothing to download; warns of batch jobs left out of it."""
+    if summary["jobs"] == 0:
+        raise DistillError(f"plan {state.plan} found no images to annotate ({listing['listed']} "
+                           f"listed, {listing['skipped']} objects skipped without an image "
+                           "suffix)")
+    lost = {s: n for s, n in summary["statuses"].items() if s in ("failed", "cancelled")}
+    if lost:
+        log.warning("dataset %s: %s batch job(s) left out of the file (GET /jobs?dataset=%s"
+                    "&status=failed says why)", state.dataset,
+                    ", ".join(f"{n} {s}" for s, n in lost.items()), state.dataset)
+
+
+def _plan(http: httpx.Client, plan_id: str) -> dict[str, Any] | None:
+    """The plan's view, None when the service no longer has it."""
+    resp = http.get(f"/plans/{plan_id}")
+    if resp.status_code == 404:
+        return None
+    check_response(resp, "the plan's status")
+    return dict(resp.json())
+
+
+def _dataset(http: httpx.Client, name: str) -> dict[str, Any]:
+    """The dataset's jobs by status and its images; zeros before its first batch job."""
+    resp = http.get(f"/datasets/{name}")
+    if resp.status_code == 404:
+        return {"jobs": 0, "statuses": {}, "images": {"done": 0, "failed": 0, "total": 0}}
+    check_response(resp, "the dataset's status")
+    return dict(resp.json())
