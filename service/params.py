@@ -18,6 +18,9 @@ from jobs.settings import DATASET_PATTERN
 from service.errors import problem
 
 DatasetName = Annotated[str, Path(pattern=DATASET_PATTERN, description="the dataset's name")]
+RedirectQuery = Annotated[bool, Query(
+    description="answer 307 to a presigned URL of the stored file (a bucket store, COCO, no "
+                "thresholds given or saved), so the file does not pass through the API")]
 
 _SCORE = "re-select with this detection-score threshold for every category instead of the " \
          "saved or the job's selection"

@@ -197,6 +197,11 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
         moved = c.get("/datasets/by-ref/annotations", params={"redirect": "true"})
         assert moved.status_code == 307 and "Signature" in moved.headers["location"]
         assert httpx.get(moved.headers["location"]).json() == coco
+        # A job's file likewise.
+        job_file = c.get(f"/jobs/{jobs[0]['id']}/annotations").json()
+        moved = c.get(f"/jobs/{jobs[0]['id']}/annotations", params={"redirect": "true"})
+        assert moved.status_code == 307 and "Signature" in moved.headers["location"]
+        assert httpx.get(moved.headers["location"]).json() == job_file
         strict = c.get("/datasets/by-ref/annotations", params={"score_threshold": 0.9})
     assert strict.headers["x-distill-selection"] == "query"
     assert len(strict.json()["annotations"]) < len(coco["annotations"])

@@ -94,7 +94,10 @@ def test_job_output_equals_local_annotate(live_service: ServiceStack, teacher_ch
         reselected = c.get(accepted["links"]["annotations"],
                            params={"score_thresh": 0.3, "keypoint_thresh": 0.5}).json()
         listed = c.get("/jobs").json()["jobs"]
+        # A local store has no presigned URLs: redirect=true serves the file itself.
+        local_store = c.get(accepted["links"]["annotations"], params={"redirect": "true"})
     assert accepted["id"] in [j["id"] for j in listed]
+    assert local_store.status_code == 200 and local_store.json() == served
     _pycocotools(served, tmp_path)
     local = _local(teacher_checkpoint, images, tmp_path, "flip")
     _assert_same_labels(served, local)

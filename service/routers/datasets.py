@@ -24,7 +24,7 @@ from service.downloads import (
 )
 from service.errors import problem, responses
 from service.models import DatasetList, DatasetOut, Progress
-from service.params import DatasetName, SelectionQueryDep
+from service.params import DatasetName, RedirectQuery, SelectionQueryDep
 from service.stored import send_object
 from service.views import job_view
 
@@ -81,9 +81,7 @@ def dataset_annotations(
     settings: SettingsDep, query: SelectionQueryDep, format: FormatQuery = DEFAULT_FORMAT,
     partial: Annotated[bool, Query(
         description="serve the finished jobs even while others still run")] = False,
-    redirect: Annotated[bool, Query(
-        description="answer 307 to a presigned URL of the stored file (a bucket store, "
-                    "COCO, no thresholds given or saved)")] = False,
+    redirect: RedirectQuery = False,
 ) -> Response:
     """Thresholds are calibrated over the union of the dataset's finished jobs (the caller's),
     unless the query gives thresholds or a review saved a selection (then that applies,

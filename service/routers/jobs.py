@@ -23,7 +23,7 @@ from service.downloads import (
 )
 from service.errors import problem, responses
 from service.models import Deleted, JobList, JobOut, JobStatus
-from service.params import SelectionQueryDep
+from service.params import RedirectQuery, SelectionQueryDep
 from service.stored import send_object
 from service.views import job_view
 
@@ -69,7 +69,7 @@ def get_job(record: JobDep, store: StoreDep, redis: RedisDep, settings: Settings
                                                     "gives its status)")})
 def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
                     owner: OwnerDep, query: SelectionQueryDep,
-                    format: FormatQuery = DEFAULT_FORMAT
+                    format: FormatQuery = DEFAULT_FORMAT, redirect: RedirectQuery = False
                     ) -> Response:
     """The job's COCO file: with the thresholds of the query if given, else with the
     selection saved in review, else as calibrated; ``info.selection_source`` and the
@@ -84,7 +84,9 @@ def get_annotations(record: JobDep, store: StoreDep, redis: RedisDep, settings: 
     unchanged = query.empty and saved is None
     if unchanged and format == "coco" and store.storage.exists(key):
         return send_object(store.storage, key, media_type="application/json",
-                           headers=download_headers(format, record.id, "job"))
+                           headers=download_headers(format, record.id, "job"),
+                           filename=f"{record.id}.json",
+                           redirect_s=settings.presign_expiry_s if redirect else None)
     stored = store.storage.get(key) if unchanged else None
     if stored is not None:
         return export_response(json.loads(stored), format, record.id)
