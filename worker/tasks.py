@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,31 +22,26 @@ from redis import Redis
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
-from distill.annotate import infer_to_log, score_floor
+from distill.annotate import Teacher, infer_to_log, score_floor
 from distill.coco import objects
 from distill.errors import DistillError
 from distill.interrupt import interruptible
-from distill.predictions import ImageRecord
 from distill.pseudolabels import finalize
 from jobs.calibration import remember
 from jobs.datasets import job_ended
 from jobs.logs import job_context
 from jobs.metrics import record_job
 from jobs.plans import run_plan
-from jobs.predlog import open_log, seal_log, sync_log
-from jobs.records import ImageError, JobRecord, JobState, JobStatus
+from jobs.predlog import open_log, seal_log
+from jobs.records import JobRecord, JobState, JobStatus
 from jobs.selection import selection_for
 from jobs.storage import StorageUnavailableError
 from jobs.store import JobStore
 from worker import runtime
 from worker.inputs import cached, image_sources
+from worker.progress import JobCancelledError, Progress, check_not_cancelled
 
 log = logging.getLogger(__name__)
-SYNC_S = 1.0  # on a bucket: seconds between stored progress reports of a running job
-
-
-class JobCancelledError(Exception):
-    """The job was cancelled or deleted through the API while it ran."""
 
 
 def annotate_job(job_id: str) -> dict[str, Any]:
@@ -66,7 +62,47 @@ def _annotate_job(job_id: str) -> dict[str, Any]:
 
 
 def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
+    """The job's steps: start (record, teacher), annotate into the log, finish (the COCO
+    file, the state, the metrics). A cancellation discards what this run wrote; a
+    deterministic failure fails the job; anything else is left for RQ to retry."""
     started = time.monotonic()  # this attempt's time, for the seconds-per-image metric
+    job = _start(rt, job_id)
+    if not isinstance(job, _Started):
+        return job
+    progress = Progress(rt.store, job_id, job.state,
+                         open_log(rt.store, job_id, cache), {f.name for f in job.record.files})
+    try:
+        coco, inferred = _annotate(rt, job, progress, cache)
+    except JobCancelledError:
+        _discard(rt.store, job_id)
+        return {"status": JobStatus.CANCELLED}
+    except DistillError as exc:
+        if isinstance(exc, StorageUnavailableError):
+            raise  # the bucket is away: RQ retries the attempt, which resumes from the log
+        return _fail(rt.store, job_id, job.state, str(exc))
+    except Exception as exc:
+        # Recorded so that the API can show why an attempt failed; RQ decides on a retry.
+        job.state.error = f"attempt {job.state.attempts} failed: {type(exc).__name__}: {exc}"
+        with contextlib.suppress(StorageUnavailableError):
+            rt.store.save_state(job_id, job.state)
+        raise
+    return _finish(rt, job, progress, coco, inferred, time.monotonic() - started)
+
+
+@dataclass
+class _Started:
+    """A job this worker runs: its record, its state, its teacher's pool and teacher."""
+
+    record: JobRecord
+    state: JobState
+    pool: runtime.TeacherPool
+    teacher: Teacher
+
+
+def _start(rt: runtime.Runtime, job_id: str) -> _Started | dict[str, Any]:
+    """Loads the job and its teacher and counts the attempt; the job's outcome instead
+    when it ends here (deleted or cancelled, a repeated delivery of a finished job, a
+    teacher this worker does not serve or whose checkpoint changed mid-job)."""
     store = rt.store
     record = store.load_job(job_id)
     if record is None or record.cancelled_at is not None:
@@ -93,81 +129,52 @@ def _run(rt: runtime.Runtime, job_id: str, cache: Path) -> dict[str, Any]:
         return _fail(store, job_id, state, str(exc))
     store.save_json(store.job_key(job_id, "card.json"),
                     {"card": teacher.card.to_dict(), "info": teacher.info()})
+    return _Started(record, state, pool, teacher)
 
-    # The log is read here for the progress counts; afterwards each batch's outcomes arrive
-    # through the hook (infer_to_log's index of done images and finalize read it again).
+
+def _annotate(rt: runtime.Runtime, job: _Started, progress: Progress, cache: Path
+              ) -> tuple[dict[str, Any], tuple[int, int]]:
+    """Runs the teacher over the images not in the log yet, then selects from the whole
+    log; returns the COCO file and (images done, failed) by this run."""
+    record, teacher, store = job.record, job.teacher, rt.store
+    selection, source = selection_for(record.request)
+    # Cancellation is checked after every batch and, within one, between passes.
+    with interruptible(lambda: check_not_cancelled(store, record.id),
+                       every_s=max(0.5, progress.every)):
+        # A dataset is calibrated over all its jobs: no per-job floor (annotate.py).
+        floor = None if record.dataset else score_floor(teacher, selection)
+        sources = image_sources(store, record, set(progress.outcomes), cache,
+                                progress.on_failed, rt.references)
+        inferred = infer_to_log(teacher, sources, progress.log_file,
+                                on_batch=progress.on_batch, floor=floor)
+    progress.report()
     names = {f.name for f in record.files}
-    log_file = open_log(store, job_id, cache)
-    outcomes = {n: r.error for n, r in log_file.read().items() if n in names}
-    _count(state, outcomes)
-    store.save_state(job_id, state)
+    given = record.request.thresholds_from
+    coco = finalize(lambda: progress.log_file.iter_records(names), teacher.card, selection,
+                    {**teacher.info(), "teacher_name": job.pool.name,
+                     "selection_source": source,
+                     **({"thresholds_from": given} if given else {})})
+    return coco, inferred
 
-    # On a bucket, progress (the log's new part, the state, the cancellation check) is
-    # stored about once a second instead of after every batch: a fast model never waits
-    # on the bucket per image, and a restart redoes at most that second's images.
-    every = 0.0 if store.storage.local_path(store.job_key(job_id)) is not None else SYNC_S
-    progress_due = _Every(every)
 
-    def report() -> None:
-        sync_log(log_file)  # the log first: the state never counts an image not stored
-        _count(state, outcomes)
-        store.save_state(job_id, state)
-        _check_not_cancelled(store, job_id)
-
-    def on_batch(batch: list[ImageRecord]) -> None:
-        outcomes.update({r.file_name: r.error for r in batch})
-        if progress_due():
-            report()
-
-    def on_failed(name: str, error: str) -> None:  # an image that could not be fetched
-        failed = [ImageRecord.failed(name, error)]
-        log_file.append(failed)
-        on_batch(failed)
-
-    try:
-        selection, source = selection_for(record.request)
-        # Cancellation is checked after every batch and, within one, between passes.
-        with interruptible(lambda: _check_not_cancelled(store, job_id),
-                           every_s=max(0.5, every)):
-            # A dataset is calibrated over all its jobs: no per-job floor (annotate.py).
-            floor = None if record.dataset else score_floor(teacher, selection)
-            sources = image_sources(store, record, set(outcomes), cache, on_failed,
-                                    rt.references)
-            inferred = infer_to_log(teacher, sources, log_file, on_batch=on_batch,
-                                    floor=floor)
-        report()
-        given = record.request.thresholds_from
-        coco = finalize(lambda: log_file.iter_records(names), teacher.card, selection,
-                        {**teacher.info(), "teacher_name": pool.name,
-                         "selection_source": source,
-                         **({"thresholds_from": given} if given else {})})
-    except JobCancelledError:
-        _discard(store, job_id)
-        return {"status": JobStatus.CANCELLED}
-    except DistillError as exc:
-        if isinstance(exc, StorageUnavailableError):
-            raise  # the bucket is away: RQ retries the attempt, which resumes from the log
-        return _fail(store, job_id, state, str(exc))
-    except Exception as exc:
-        # Recorded so that the API can show why an attempt failed; RQ decides on a retry.
-        state.error = f"attempt {state.attempts} failed: {type(exc).__name__}: {exc}"
-        with contextlib.suppress(StorageUnavailableError):
-            store.save_state(job_id, state)
-        raise
-    seal_log(log_file)
+def _finish(rt: runtime.Runtime, job: _Started, progress: Progress, coco: dict[str, Any],
+            inferred: tuple[int, int], seconds: float) -> dict[str, Any]:
+    """Seals the log, stores the COCO file and the finished state, then tells the dataset
+    and the metrics (neither of which may fail a finished job)."""
+    store, record, state, job_id = rt.store, job.record, job.state, job.record.id
+    seal_log(progress.log_file)
     store.save_json(store.annotations_key(job_id), coco)
     state.finish(len(objects(coco)), coco["info"].get("categories_report"))
     store.save_state(job_id, state)
     log.info("job %s finished: %d images, %d failed, %d annotations", job_id, state.done,
              state.failed, state.annotations)
     job_ended(store, rt.redis, rt.queue_prefix, record)
-    if rt.redis is not None:  # neither raises: metrics must not fail a finished job
-        remember(rt.redis, rt.queue_prefix, record, pool.name, pool.sha256, coco,
+    if rt.redis is not None:
+        remember(rt.redis, rt.queue_prefix, record, job.pool.name, job.pool.sha256, coco,
                  state.done, rt.calibrate_min_images)
-        record_job(rt.redis, rt.queue_prefix, teacher=pool.name, tta=record.request.tta,
-                   images_done=state.done, images_failed=state.failed,
-                   seconds=time.monotonic() - started, coco=coco,
-                   images_timed=sum(inferred), job_id=job_id)
+        record_job(rt.redis, rt.queue_prefix, teacher=job.pool.name, tta=record.request.tta,
+                   images_done=state.done, images_failed=state.failed, seconds=seconds,
+                   coco=coco, images_timed=sum(inferred), job_id=job_id)
     return {"status": JobStatus.FINISHED, "done": state.done, "failed": state.failed,
             "annotations": state.annotations}
 
@@ -213,13 +220,6 @@ def on_job_failed(job: Job, connection: Redis, exc_type: type[BaseException] | N
     _fail(rt.store, job.id, state, f"job failed after {state.attempts} attempt(s): {reason}")
 
 
-def _count(state: JobState, outcomes: dict[str, str | None]) -> None:
-    state.done = sum(e is None for e in outcomes.values())
-    state.failed = len(outcomes) - state.done
-    state.errors = [ImageError(file_name=n, error=e) for n, e in sorted(outcomes.items())
-                    if e is not None]
-
-
 def _fail(store: JobStore, job_id: str, state: JobState, error: str) -> dict[str, Any]:
     log.warning("job %s failed: %s", job_id, error)
     state.fail(error)
@@ -228,26 +228,6 @@ def _fail(store: JobStore, job_id: str, state: JobState, error: str) -> dict[str
     if rt is not None and record is not None:
         job_ended(store, rt.redis, rt.queue_prefix, record)
     return {"status": JobStatus.FAILED, "error": error}
-
-
-class _Every:
-    """Calling it answers True at most once per ``seconds`` (always, for 0)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.last = seconds, float("-inf")
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now - self.last < self.seconds:
-            return False
-        self.last = now
-        return True
-
-
-def _check_not_cancelled(store: JobStore, job_id: str) -> None:
-    record: JobRecord | None = store.load_job(job_id)
-    if record is None or record.cancelled_at is not None:
-        raise JobCancelledError(job_id)
 
 
 def _discard(store: JobStore, job_id: str) -> None:
