@@ -44,7 +44,7 @@ from distill.exports.labelstudio import image_regions, prediction
 from jobs import queueing
 from jobs.ledger import remove_job
 from jobs.metrics import record_delivery
-from jobs.records import JobRecord, utcnow
+from jobs.records import JobRecord, JobStatus, utcnow
 from jobs.settings import Settings
 from jobs.store import JobStore
 from jobs.submit import Upload, submit_job
@@ -212,7 +212,8 @@ def _deliver(backend: Backend, record: JobRecord, config: LabelingConfig, versio
     for name, task in task_ids.items():
         pred = collected.get(name) or {}
         if "result" not in pred:
-            failed["image" if view.status == "finished" and name in unreadable else "job"] += 1
+            failed["image" if view.status == JobStatus.FINISHED and name in unreadable
+                   else "job"] += 1
             continue
         try:
             backend.studio.post_json("/api/predictions", {"task": task, **pred})
