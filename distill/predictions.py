@@ -122,18 +122,25 @@ def encode_records(records: Iterable[ImageRecord]) -> str:
     return "".join(json.dumps(r.to_json(), allow_nan=False) + "\n" for r in records)
 
 
-def read_records(lines: Iterable[bytes], into: dict[str, ImageRecord] | None = None
-                 ) -> dict[str, ImageRecord]:
-    """Parses log lines into ``into`` (a new dict by default), by file name, later lines
-    winning; stops at a torn last line and skips a line that is not a record."""
-    records: dict[str, ImageRecord] = {} if into is None else into
+def parse_records(lines: Iterable[bytes]) -> Iterator[tuple[ImageRecord, bytes]]:
+    """Each record of log ``lines`` with its line, in order; stops at a torn last line
+    and skips a line that is not a record."""
     for line in lines:
         if not line.endswith(b"\n"):
-            break  # torn last line
+            return  # torn last line
         try:
             rec = ImageRecord.from_json(json.loads(line))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
             continue
+        yield rec, line
+
+
+def read_records(lines: Iterable[bytes], into: dict[str, ImageRecord] | None = None
+                 ) -> dict[str, ImageRecord]:
+    """Parses log lines into ``into`` (a new dict by default), by file name, later lines
+    winning (:func:`parse_records`)."""
+    records: dict[str, ImageRecord] = {} if into is None else into
+    for rec, _ in parse_records(lines):
         records[rec.file_name] = rec
     return records
 

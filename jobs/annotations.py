@@ -10,6 +10,10 @@ dataset's file with it once (:mod:`jobs.datasets`); the API re-selects with it.
 
 from __future__ import annotations
 
+import json
+import tempfile
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,21 +41,72 @@ class Predictions:
 
 
 def collect(store: JobStore, records: list[JobRecord]) -> Predictions:
-    """Reads the prediction logs of ``records`` (finished jobs, oldest first) once.
+    """Reads the prediction logs of ``records`` (finished jobs, oldest first) into memory
+    (the review's; a COCO file is built from :func:`spooled` records instead).
 
     All jobs must have run with the same teacher checkpoint. Names are unique per
     content within a dataset (a clash was renamed at upload), so a name that several
     jobs share is the same image re-sent: it is kept once, from the oldest job.
     """
+    first = _same_teacher(store, records)
+    by_name: dict[str, ImageRecord] = {}
+    jobs: dict[str, str] = {}
+    for record in records:
+        names = {f.name for f in record.files}
+        for name, rec in store.read_predictions(record.id).items():
+            if name in names and name not in by_name:
+                by_name[name], jobs[name] = rec, record.id
+    return Predictions(ModelCard.from_dict(first["card"]), first["info"], by_name, jobs)
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """Records spooled by :func:`spooled`."""
+
+    stored: dict[str, Any]  # the oldest job's card.json: its card and inference info
+    names: Collection[str]  # the file names, in the order the records come
+    passes: Callable[[], Iterator[ImageRecord]]  # each call: a fresh pass over the records
+
+
+@contextmanager
+def spooled(store: JobStore, records: list[JobRecord]) -> Iterator[Spooled]:
+    """The records of ``records`` (finished jobs, oldest first, one teacher checkpoint),
+    chosen as :func:`collect` chooses them, for as many passes as needed. The logs are
+    read once, their chosen lines copied to a local temporary file; a pass reads them
+    back one at a time, so memory holds an offset per image, not the records (a
+    100,000-image dataset's candidates would not fit an API's or a worker's memory)."""
+    first = _same_teacher(store, records)
+    offsets: dict[str, int] = {}  # file name -> its chosen line in the spool
+    owner: dict[str, str] = {}  # file name -> the job it is kept from
+    with tempfile.TemporaryFile(prefix="distill-spool-") as spool:
+        end = 0
+        for record in records:
+            names = {f.name for f in record.files}
+            for rec, line in store.iter_predictions(record.id):
+                name = rec.file_name
+                if name not in names or owner.setdefault(name, record.id) != record.id:
+                    continue
+                spool.write(line)
+                offsets[name], end = end, end + len(line)  # a later line of a job wins
+
+        def passes() -> Iterator[ImageRecord]:
+            for offset in offsets.values():
+                spool.seek(offset)  # every read seeks: two passes may interleave
+                yield ImageRecord.from_json(json.loads(spool.readline()))
+
+        yield Spooled(first, offsets.keys(), passes)
+
+
+def _same_teacher(store: JobStore, records: list[JobRecord]) -> dict[str, Any]:
+    """The oldest job's stored card, once every job is known to have run with its
+    checkpoint (else NotAvailableError, which says what to do)."""
     if not records:
         raise NotAvailableError("no finished jobs to build annotations from")
     first = store.load_card(records[0].id)
     if first is None:
         raise NotAvailableError(f"job {records[0].id} has no teacher card stored")
     sha = _sha256(first)
-    by_name: dict[str, ImageRecord] = {}
-    jobs: dict[str, str] = {}
-    for record in records:
+    for record in records[1:]:
         ran = store.load_card(record.id)
         if ran is None or _sha256(ran) != sha:
             raise NotAvailableError(
@@ -60,11 +115,7 @@ def collect(store: JobStore, records: list[JobRecord]) -> Predictions:
                 f"with teacher {records[0].teacher or '?'!r} ({sha[:12]}...): pseudo-labels of "
                 "different teachers cannot be calibrated together; review and download "
                 "them per job")
-        names = {f.name for f in record.files}
-        for name, rec in store.read_predictions(record.id).items():
-            if name in names and name not in by_name:
-                by_name[name], jobs[name] = rec, record.id
-    return Predictions(ModelCard.from_dict(first["card"]), first["info"], by_name, jobs)
+    return first
 
 
 def resolve(records: list[JobRecord], query: SelectionQuery | None,
@@ -79,14 +130,16 @@ def build_coco(store: JobStore, records: list[JobRecord], query: SelectionQuery 
     COCO with the selection of :func:`resolve`. ``info.selection_source`` says which;
     a saved selection's excluded images are left out and listed in ``info.excluded``;
     ``info.renamed`` lists the uploads that were renamed."""
-    preds = collect(store, records)
     selection, source = resolve(records, query, saved)
-    info = {**preds.info, "teacher_name": records[0].teacher, "jobs": [r.id for r in records],
-            "renamed": [{**r.model_dump(), "job": rec.id} for rec in records
-                        for r in rec.renamed],
-            "selection_source": source,
-            "excluded": sorted(selection.excluded & set(preds.by_name))}
-    return finalize(list(preds.by_name.values()), preds.card, selection, info)
+    with spooled(store, records) as spool:
+        info = {**spool.stored["info"], "teacher_name": records[0].teacher,
+                "jobs": [r.id for r in records],
+                "renamed": [{**r.model_dump(), "job": rec.id} for rec in records
+                            for r in rec.renamed],
+                "selection_source": source,
+                "excluded": sorted(selection.excluded & set(spool.names))}
+        return finalize(spool.passes, ModelCard.from_dict(spool.stored["card"]), selection,
+                        info)
 
 
 def _sha256(saved: dict[str, Any]) -> str:

@@ -41,7 +41,7 @@ from typing import IO, Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from distill.errors import DistillError
-from distill.predictions import ImageRecord, read_records
+from distill.predictions import ImageRecord, parse_records
 from jobs.records import JobRecord, JobState, SavedSelection, utcnow
 from jobs.storage import LocalStorage, Storage, join
 
@@ -180,14 +180,17 @@ class JobStore:
         return join("index", owner, "datasets", f"{dataset}.selection.json")
 
     def read_predictions(self, job_id: str) -> dict[str, ImageRecord]:
-        """The job's raw predictions by file name: its log, then any parts not yet folded
-        into it (later records win), read a piece at a time."""
-        records: dict[str, ImageRecord] = {}
+        """The job's raw predictions by file name (later records win)."""
+        return {rec.file_name: rec for rec, _ in self.iter_predictions(job_id)}
+
+    def iter_predictions(self, job_id: str) -> Iterator[tuple[ImageRecord, bytes]]:
+        """The job's raw records with their log lines, in the order written: its log,
+        then any parts not yet folded into it, each read a piece at a time (a torn last
+        line of each ends it)."""
         for key in self.log_keys(job_id):
             chunks = self.storage.chunks(key)
             if chunks is not None:
-                read_records(_lines(chunks), records)
-        return records
+                yield from parse_records(_lines(chunks))
 
     def log_keys(self, job_id: str) -> list[str]:
         """The keys of a job's prediction log, in the order they were written."""
