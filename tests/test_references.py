@@ -130,7 +130,7 @@ def refs_stack(make_stack: Callable[..., ServiceStack], s3_server: S3Server, web
                        storage=f"s3://{store}/svc", s3_endpoint_url=s3_server.endpoint,
                        reference_allow=f"s3://{team}/set/,s3://{team}-gone/,"
                                        f"http://127.0.0.1:{web.port}/",
-                       reference_batch_size=8)
+                       reference_batch_size=8, review_max_images=20)
     stack.start_api()
     stack.start_worker(data_dir=str(stack.root / "worker-data"))
     yield stack, team
@@ -203,6 +203,13 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
         assert moved.status_code == 307 and "Signature" in moved.headers["location"]
         assert httpx.get(moved.headers["location"]).json() == job_file
         strict = c.get("/datasets/by-ref/annotations", params={"score_threshold": 0.9})
+        # 31 images are more than this review page takes; one batch of 8 is not.
+        too_many = c.get("/datasets/by-ref/review")
+        one_batch = c.get(f"/jobs/{jobs[0]['id']}/review")
+    assert too_many.status_code == 422, too_many.text
+    assert too_many.json()["detail"]["limit"] == 20
+    assert "DISTILL_REVIEW_MAX_IMAGES" in too_many.json()["detail"]["message"]
+    assert one_batch.status_code == 200 and one_batch.json()["images"]
     assert strict.headers["x-distill-selection"] == "query"
     assert len(strict.json()["annotations"]) < len(coco["annotations"])
 

@@ -43,11 +43,19 @@ def job_review(record: JobDep, store: StoreDep, redis: RedisDep, settings: Setti
             responses=responses(401, 404, 409, 422))
 def dataset_review(name: DatasetName, owner: OwnerDep,
                    store: StoreDep, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
-    """The same over a dataset's finished jobs, calibrated together."""
+    """The same over a dataset's finished jobs, calibrated together (at most
+    ``DISTILL_REVIEW_MAX_IMAGES`` images: the document holds every raw prediction)."""
     records = [r for _, r in store.list_owner_jobs(owner, dataset=name)][::-1]
     if not records:
         raise problem(404, f"no jobs in dataset {name!r}")
     finished = _require_finished(records, store, redis, settings.queue, some=True)
+    images = sum(len(r.files) for r in finished)
+    if images > settings.review_max_images:
+        raise problem(422, f"dataset {name!r} has {images} images in finished jobs, more than "
+                           f"the review page takes ({settings.review_max_images}, "
+                           "DISTILL_REVIEW_MAX_IMAGES): review its jobs one at a time "
+                           f"(GET /jobs?dataset={name}), or download it with thresholds",
+                      images=images, limit=settings.review_max_images)
     saved = store.load_selection(owner, dataset=name)
     return JSONResponse(_review(store, finished, saved, kind="dataset", name=name))
 
