@@ -15,10 +15,13 @@ written out independently of distill's, as the reference the tests compare with.
 from __future__ import annotations
 
 import io
+import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -133,6 +136,32 @@ def export(model: nn.Module, path: Path, size: tuple[int, int], *, dynamic: bool
 
 # ---- Ultralytics' own preprocessing and decoding, written out for reference -------------
 
+OPENCV = ["opencv-python-headless==4.12.0.88", "numpy==2.2.6"]  # its own venv (toolvenv)
+_RESIZE = """
+import sys
+import cv2
+import numpy as np
+image = np.load(sys.argv[1])
+h, w = int(sys.argv[2]), int(sys.argv[3])
+np.save(sys.argv[1], cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
+"""
+
+
+def opencv_resize(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """``cv2.resize(INTER_LINEAR)``, what ``LetterBox`` runs, of a [0, 1] image on 8-bit
+    levels, by the real OpenCV (opencv-python-headless in ``.venv-opencv``)."""
+    from tests.toolvenv import tool_python
+
+    python = tool_python("opencv", OPENCV)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "image.npy"
+        np.save(path, image.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+        subprocess.run([str(python), "-c", _RESIZE, str(path), str(size[0]), str(size[1])],
+                       check=True, capture_output=True, timeout=120)
+        out = torch.from_numpy(np.load(path))
+    return out.reshape(*size, -1).permute(2, 0, 1).float() / 255
+
+
 def reference_letterbox(image: Tensor, new_shape: tuple[int, int], auto: bool,
                         stride: int = 32) -> Tensor:
     """``LetterBox(new_shape, auto=auto, stride=stride)`` on a [0, 1] RGB tensor."""
@@ -143,8 +172,7 @@ def reference_letterbox(image: Tensor, new_shape: tuple[int, int], auto: bool,
     if auto:
         dw, dh = dw % stride, dh % stride
     dw, dh = dw / 2, dh / 2
-    out = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0] \
-        if (nh, nw) != (h, w) else image
+    out = opencv_resize(image, (nh, nw)) if (nh, nw) != (h, w) else image
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     return F.pad(out.clamp(0, 1), (left, right, top, bottom), value=114 / 255)

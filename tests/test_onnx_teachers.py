@@ -23,6 +23,7 @@ from tests.onnx_models import (
     TinyDetr,
     TinyYolo,
     export,
+    opencv_resize,
     reference_letterbox,
     reference_yolo,
 )
@@ -34,7 +35,8 @@ OWN = FusionParams("vote", pooling="nms", nms_threshold=0.7, max_detections=300)
 
 def _images(seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.rand(3, h, w, generator=g) for h, w in SIZES]
+    # Decoded 8-bit images, as the service's are (LetterBox resizes 8-bit values).
+    return [torch.rand(3, h, w, generator=g).mul(255).round().div(255) for h, w in SIZES]
 
 
 def _yaml(path: Path, names: list[str], pose: bool = False) -> Path:
@@ -124,8 +126,7 @@ def test_rtdetr_identity_is_its_own_decoded_output(teachers: dict[str, Path]) ->
     own = FusionParams("vote", pooling="nms", nms_threshold=1.0, vote_threshold=1.0)
     got = BoxTTA(detector, parse_preset("identity", 160, 160), own)([image])[0]
     # RTDETRPredictor: stretch to the input, best class per query > conf, boxes x (w, h).
-    canvas_in = torch.nn.functional.interpolate(image[None], size=(160, 160), mode="bilinear",
-                                                align_corners=False)[0]
+    canvas_in = opencv_resize(image, (160, 160))  # LetterBox(scaleFill=True): cv2.resize
     out = _run_session(detector, canvas_in)
     score, cls = out[:, 4:].max(1)
     keep = score > 0.25

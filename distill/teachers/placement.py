@@ -2,9 +2,10 @@
 
 Ultralytics' ``LetterBox`` (``ultralytics/data/augment.py``), which its predictor runs
 before an exported model: scale the image by ``r = min(th / h, tw / w)`` to
-``(round(h r), round(w r))`` with bilinear interpolation, then pad it, centred, with
-grey 114 to the input size: to the fixed input, or for a dynamic input to the smallest
-multiple of the stride (``auto=True``). RT-DETR's predictor stretches the image to the
+``(round(h r), round(w r))`` with OpenCV's bilinear interpolation on 8 bits
+(:mod:`distill.teachers.cv_resize`), then pad it, centred, with grey 114 to the input
+size: to the fixed input, or for a dynamic input to the smallest multiple of the stride
+(``auto=True``). RT-DETR's predictor stretches the image to the
 input instead (``scaleFill=True``: one factor per axis, no padding). The image here is
 RGB in [0, 1], as Ultralytics feeds its models after ``/ 255``.
 
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
+
+from distill.teachers.cv_resize import cv_linear
 
 PAD_VALUE = 114 / 255  # Ultralytics' letterbox grey, on the [0, 1] scale
 
@@ -50,9 +52,8 @@ class Placement:
     def apply(self, image: Tensor) -> Tensor:
         """The (3, H, W) image resized and padded onto the canvas."""
         out = image
-        if self.scaled != self.size:
-            out = F.interpolate(image[None].float(), size=self.scaled, mode="bilinear",
-                                align_corners=False)[0].clamp(0, 1)
+        if self.scaled != self.size:  # as LetterBox: cv2.resize(INTER_LINEAR) on 8 bits
+            out = cv_linear(image, self.scaled)
         if self.scaled == self.canvas:
             return out
         canvas = torch.full((image.shape[0], *self.canvas), PAD_VALUE, dtype=out.dtype,
