@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,22 +41,12 @@ class Predictions:
 
 
 def collect(store: JobStore, records: list[JobRecord]) -> Predictions:
-    """Reads the prediction logs of ``records`` (finished jobs, oldest first) into memory
-    (the review's; a COCO file is built from :func:`spooled` records instead).
-
-    All jobs must have run with the same teacher checkpoint. Names are unique per
-    content within a dataset (a clash was renamed at upload), so a name that several
-    jobs share is the same image re-sent: it is kept once, from the oldest job.
-    """
-    first = _same_teacher(store, records)
-    by_name: dict[str, ImageRecord] = {}
-    jobs: dict[str, str] = {}
-    for record in records:
-        names = {f.name for f in record.files}
-        for name, rec in store.read_predictions(record.id).items():
-            if name in names and name not in by_name:
-                by_name[name], jobs[name] = rec, record.id
-    return Predictions(ModelCard.from_dict(first["card"]), first["info"], by_name, jobs)
+    """The records :func:`spooled` chooses, read into memory (the review document's; a COCO
+    file is built from the spooled records instead)."""
+    with spooled(store, records) as spool:
+        by_name = {rec.file_name: rec for rec in spool.passes()}
+        return Predictions(ModelCard.from_dict(spool.stored["card"]), spool.stored["info"],
+                           by_name, dict(spool.jobs))
 
 
 @dataclass(frozen=True)
@@ -65,13 +55,16 @@ class Spooled:
 
     stored: dict[str, Any]  # the oldest job's card.json: its card and inference info
     names: Collection[str]  # the file names, in the order the records come
+    jobs: Mapping[str, str]  # file name -> the job its record is kept from
     passes: Callable[[], Iterator[ImageRecord]]  # each call: a fresh pass over the records
 
 
 @contextmanager
 def spooled(store: JobStore, records: list[JobRecord]) -> Iterator[Spooled]:
     """The records of ``records`` (finished jobs, oldest first, one teacher checkpoint),
-    chosen as :func:`collect` chooses them, for as many passes as needed. The logs are
+    for as many passes as needed. Names are unique per content within a dataset (a clash
+    was renamed at upload), so a name that several jobs share is the same image re-sent:
+    it is kept once, from the oldest job; within a job a later line wins. The logs are
     read once, their chosen lines copied to a local temporary file; a pass reads them
     back one at a time, so memory holds an offset per image, not the records (a
     100,000-image dataset's candidates would not fit an API's or a worker's memory)."""
@@ -94,7 +87,7 @@ def spooled(store: JobStore, records: list[JobRecord]) -> Iterator[Spooled]:
                 spool.seek(offset)  # every read seeks: two passes may interleave
                 yield ImageRecord.from_json(json.loads(spool.readline()))
 
-        yield Spooled(first, offsets.keys(), passes)
+        yield Spooled(first, offsets.keys(), owner, passes)
 
 
 def _same_teacher(store: JobStore, records: list[JobRecord]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ arguments, submits only what is missing and never uploads a batch twice.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from contextlib import ExitStack
@@ -70,6 +71,13 @@ class ClientState:
         write_json_atomic(path, vars(self), indent=1)
 
 
+def dataset_name_for(out: Path) -> str:
+    """A new dataset name from the output file's name: what DATASET_PATTERN allows of its
+    stem, then a random suffix, so that two runs never share a dataset by accident."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", out.stem).strip("-._")[:40] or "client"
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
 def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
                            options: ClientOptions) -> dict[str, Any]:
     """Runs the whole client flow; returns the downloaded COCO dict (also written to ``out``)."""
@@ -85,7 +93,7 @@ def annotate_folder_remote(url: str, key: str | None, images: Path, out: Path,
     if state is None or state.url != url or state.form != form or (
             options.dataset and state.dataset != options.dataset):
         multi = len(files) > options.batch_size
-        dataset = options.dataset or (f"{out.stem[:40]}-{uuid.uuid4().hex[:8]}" if multi else None)
+        dataset = options.dataset or (dataset_name_for(out) if multi else None)
         state = ClientState(url=url, dataset=dataset, form=form)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:

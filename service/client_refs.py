@@ -3,16 +3,17 @@ reads where they are, through a by-reference request.
 
 The client sends one JSON request (``POST /annotate``: the prefix, or the URIs), which
 the service stores as a plan that a worker splits into batch jobs of one dataset. It
-then follows the plan (``GET /plans/{id}``: images listed) and the dataset
-(``GET /datasets/{name}``: images annotated) with a progress bar, and downloads the
-dataset's COCO file, calibrated over all its batches, once no job is left. Nothing is
-uploaded and nothing is listed here: the client never needs the bucket's credentials.
+then follows the plan (``GET /plans/{id}``: images listed, its batch jobs by status and
+their images) with a progress bar, and downloads the dataset's COCO file, calibrated
+over all its batches, once every batch has ended. Nothing is uploaded and nothing is
+listed here: the client never needs the bucket's credentials.
 
 A small state file next to ``--out`` keeps the plan and the dataset name, so a rerun of
 the same command keeps waiting on the same plan instead of sending a second one. A plan
-that failed, was cancelled or is gone is sent again into the same dataset; its images
-are then annotated again (the batches that had finished included), and the dataset's
-file keeps one annotation per image name, the first job's.
+that failed, was cancelled, is gone, or finished with batch jobs that failed is sent
+again into the same dataset by the rerun; its images are then annotated again (those of
+the batches that had finished included), and the dataset's file keeps one annotation
+per image name, from the oldest finished job.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,14 @@ from tqdm import tqdm
 
 from distill.errors import DistillError
 from distill.fileio import write_json_atomic
-from service.client import ClientOptions, check_response, get_json
+from distill.images import IMAGE_SUFFIXES
+from jobs.records import JobStatus
+from service.client import ClientOptions, check_response, dataset_name_for, get_json
 
 log = logging.getLogger(__name__)
-MIN_POLL_S = 2.0  # a dataset's status reads every job's state: not more often than this
-_OVER = ("finished", "failed", "cancelled")
+MIN_POLL_S = 2.0  # a plan's status reads each of its jobs' state: not more often than this
+_OVER = {str(s) for s in JobStatus if s.is_terminal}
+_LOST = (str(JobStatus.FAILED), str(JobStatus.CANCELLED))
 
 
 def is_reference(spec: str) -> bool:
@@ -51,14 +54,25 @@ def reference_body(spec: str, options: ClientOptions) -> dict[str, Any]:
     elif spec.startswith(("s3://", "http://", "https://")):
         body = {"images": [spec]}
     else:
-        lines = Path(spec).read_text(encoding="utf-8").splitlines()
-        uris = [u for u in (line.split("#", 1)[0].strip() for line in lines) if u]
-        if not uris:
-            raise DistillError(f"{spec} lists no URIs (one s3:// or https:// URI per line)")
-        body = {"images": uris}
+        body = {"images": _listed(Path(spec))}
     asked = {"teacher": options.teacher, "tta": options.tta, "fusion": options.fusion,
              **options.selection}
     return {**body, **{k: v for k, v in asked.items() if v is not None}}
+
+
+def _listed(path: Path) -> list[str]:
+    """The URIs a text file lists (one per line, ``#`` comments)."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise DistillError(f"{path} is an image: give the folder that holds it (uploaded), "
+                           "or a text file of s3:// / https:// URIs")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DistillError(f"{path} is not a text file of URIs (one per line)") from exc
+    uris = [u for u in (line.split("#", 1)[0].strip() for line in lines) if u]
+    if not uris:
+        raise DistillError(f"{path} lists no URIs (one s3:// or https:// URI per line)")
+    return uris
 
 
 @dataclass
@@ -94,8 +108,7 @@ def annotate_references_remote(url: str, key: str | None, spec: str, out: Path,
     state = PlanState.load(state_path)
     if state is None or state.url != url or state.body != body or (
             options.dataset and state.dataset != options.dataset):
-        state = PlanState(url=url, body=body, dataset=options.dataset or
-                          f"{out.stem[:40]}-{uuid.uuid4().hex[:8]}")
+        state = PlanState(url=url, body=body, dataset=options.dataset or dataset_name_for(out))
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=120.0) as http:
@@ -111,54 +124,66 @@ def annotate_references_remote(url: str, key: str | None, spec: str, out: Path,
 
 def _follow(http: httpx.Client, state: PlanState, state_path: Path,
             options: ClientOptions) -> None:
-    """Sends the plan unless the state holds one that is alive, then waits until it has
+    """Sends the plan unless the state holds one worth waiting on, then waits until it has
     made every batch and every batch has ended."""
     plan = _plan(http, state.plan) if state.plan else None
-    if plan is None or plan["state"]["status"] in ("failed", "cancelled"):
+    if plan is None or _needs_resending(plan):
         resp = http.post("/annotate", json={**state.body, "dataset": state.dataset})
         check_response(resp, "the by-reference request")
-        plan = resp.json()
-        state.plan = str(plan["id"])
+        state.plan = str(resp.json()["id"])
         state.save(state_path)
+        plan = _plan(http, state.plan)
     deadline = time.monotonic() + options.timeout_s
     with tqdm(total=0, unit="img", desc="annotating", disable=not options.progress) as bar:
         while True:
-            listing = plan["state"]
-            if listing["status"] in ("failed", "cancelled"):
+            if plan is None:
+                raise DistillError(f"plan {state.plan} is gone from the service; run the same "
+                                   "command again to send it again")
+            listing, batches = plan["state"], plan["batches"] or {}
+            if listing["status"] in _LOST:
                 raise DistillError(f"plan {state.plan} {listing['status']}: "
                                    f"{listing.get('error')}; run the same command again to "
                                    "send it again into the same dataset")
-            summary = _dataset(http, state.dataset)
-            images = summary["images"]
+            statuses: dict[str, int] = batches.get("statuses", {})
+            images = batches.get("images", {"done": 0, "failed": 0, "total": 0})
             bar.total = max(listing["listed"], images["total"])
             bar.update(images["done"] + images["failed"] - bar.n)
-            running = sum(n for s, n in summary["statuses"].items() if s not in _OVER)
+            running = sum(n for s, n in statuses.items() if s not in _OVER)
             bar.set_postfix(listing=listing["status"], failed=images["failed"],
                             jobs_left=running)
-            if listing["status"] == "finished" and running == 0 and \
-                    summary["jobs"] >= listing["jobs"]:
-                _say_how_it_ended(state, listing, summary)
+            if listing["status"] == "finished" and running == 0:
+                _check_ended(state, listing, statuses)
                 return
             if time.monotonic() > deadline:
-                raise DistillError(f"timed out waiting for plan {state.plan} and dataset "
-                                   f"{state.dataset!r}; run the same command again to keep "
-                                   "waiting")
+                raise DistillError(f"timed out waiting for plan {state.plan}; run the same "
+                                   "command again to keep waiting")
             time.sleep(max(options.poll_s, MIN_POLL_S))
-            plan = _plan(http, str(state.plan)) or plan
+            plan = _plan(http, str(state.plan))
 
 
-def _say_how_it_ended(state: PlanState, listing: dict[str, Any], summary: dict[str, Any]
-                      ) -> None:
-    """Raises when there is nothing to download; warns of batch jobs left out of it."""
-    if summary["jobs"] == 0:
-        raise DistillError(f"plan {state.plan} found no images to annotate ({listing['listed']} "
-                           f"listed, {listing['skipped']} objects skipped without an image "
-                           "suffix)")
-    lost = {s: n for s, n in summary["statuses"].items() if s in ("failed", "cancelled")}
+def _needs_resending(plan: dict[str, Any]) -> bool:
+    """A plan that failed or was cancelled, or finished with batch jobs that did."""
+    statuses = (plan.get("batches") or {}).get("statuses", {})
+    return plan["state"]["status"] in _LOST or (
+        plan["state"]["status"] == "finished" and any(statuses.get(s) for s in _LOST))
+
+
+def _check_ended(state: PlanState, listing: dict[str, Any], statuses: dict[str, int]) -> None:
+    """Raises when the plan made nothing, or when some of its batch jobs failed (a rerun
+    sends it again); warns when the listing was cut short."""
+    if listing["jobs"] == 0:
+        raise DistillError(f"plan {state.plan} found no images to annotate "
+                           f"({listing['listed']} listed, {listing['skipped']} objects "
+                           "skipped without an image suffix)")
+    if listing.get("error"):
+        log.warning("plan %s: %s", state.plan, listing["error"])
+    lost = {s: n for s, n in statuses.items() if s in _LOST}
     if lost:
-        log.warning("dataset %s: %s batch job(s) left out of the file (GET /jobs?dataset=%s"
-                    "&status=failed says why)", state.dataset,
-                    ", ".join(f"{n} {s}" for s, n in lost.items()), state.dataset)
+        said = ", ".join(f"{n} {s}" for s, n in lost.items())
+        raise DistillError(f"plan {state.plan}: {said} of its {sum(statuses.values())} batch "
+                           f"jobs (GET /jobs?dataset={state.dataset}&status=failed says why); "
+                           "run the same command again to send the plan again into the same "
+                           "dataset")
 
 
 def _plan(http: httpx.Client, plan_id: str) -> dict[str, Any] | None:
@@ -167,13 +192,4 @@ def _plan(http: httpx.Client, plan_id: str) -> dict[str, Any] | None:
     if resp.status_code == 404:
         return None
     check_response(resp, "the plan's status")
-    return dict(resp.json())
-
-
-def _dataset(http: httpx.Client, name: str) -> dict[str, Any]:
-    """The dataset's jobs by status and its images; zeros before its first batch job."""
-    resp = http.get(f"/datasets/{name}")
-    if resp.status_code == 404:
-        return {"jobs": 0, "statuses": {}, "images": {"done": 0, "failed": 0, "total": 0}}
-    check_response(resp, "the dataset's status")
     return dict(resp.json())

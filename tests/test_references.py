@@ -256,7 +256,10 @@ def test_the_client_follows_a_prefix_and_a_list_and_resumes(
     state = json.loads(out.with_name("cam0.json.state.json").read_text())
     with stack.client() as c:
         summary = c.get(f"/datasets/{state['dataset']}").json()
+        plan = c.get(f"/plans/{state['plan']}").json()
         assert c.get("/datasets/no-such-set").status_code == 404
+    assert plan["batches"] == {"statuses": {"finished": 2},
+                               "images": {"done": 15, "failed": 0, "total": 15}}
     assert summary["jobs"] == 2 == len(coco["info"]["jobs"])  # 15 images, batches of 8
     assert summary["statuses"] == {"finished": 2}
     assert summary["images"] == {"done": 15, "failed": 0, "total": 15}

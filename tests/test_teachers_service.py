@@ -103,7 +103,8 @@ def test_each_job_runs_on_its_teachers_worker(
     with stack.client() as c:
         datasets = c.get("/datasets").json()["datasets"]
         other = c.get("/datasets", headers={"Authorization": f"Bearer {API_KEYS[1]}"}).json()
-    assert datasets == [{"name": "mixed", "jobs": 2, "statuses": {"finished": 2}}]
+    assert datasets == [{"name": "mixed", "jobs": 2, "statuses": {"finished": 2},
+                         "images": {"done": 6, "failed": 0, "total": 6}}]
     assert other == {"datasets": []}
 
 

@@ -65,14 +65,14 @@ def annotate(
     if len(uploads) > settings.max_files:
         raise problem(422, f"{len(uploads)} files in one request, more than the limit of "
                            f"{settings.max_files}; split them into several batches")
+    if calibration == "teacher" and dataset is not None:
+        raise problem(422, "calibration=teacher is for a job on its own: a dataset's jobs are "
+                           "calibrated together when it is downloaded")
     request = JobRequest(tta=tta or settings.tta, fusion=fusion or settings.fusion,
                          **selection.as_request())
     checked = _check_files(uploads, settings.max_file_bytes, settings.max_pixels)
     try:
         if calibration == "teacher":
-            if dataset is not None:
-                raise problem(422, "calibration=teacher is for a job on its own: a dataset's "
-                                   "jobs are calibrated together when it is downloaded")
             name = registry.resolve(teacher)
             request, source = with_last(redis, settings.queue, name,
                                         registry.get(name).sha256, request, len(checked))

@@ -9,6 +9,7 @@ the listing itself, however long, runs in a worker (:mod:`jobs.plans`).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response, status
@@ -36,7 +37,9 @@ from service.deps import (
     StoreDep,
 )
 from service.errors import problem, responses
+from service.models import Progress
 from service.routers.annotate import RETRY_AFTER_S
+from service.views import job_view
 
 
 class JsonRoute(APIRoute):
@@ -92,6 +95,13 @@ class PlanLinks(BaseModel):
     annotations: str
 
 
+class PlanBatches(BaseModel):
+    """The plan's batch jobs made so far: counted by status, and their images."""
+
+    statuses: dict[str, int]
+    images: Progress
+
+
 class PlanOut(BaseModel):
     """A plan: the by-reference request and how far its split into batch jobs got."""
 
@@ -101,6 +111,9 @@ class PlanOut(BaseModel):
     source: str | None
     images_requested: int | None
     state: PlanState
+    batches: PlanBatches | None = Field(
+        default=None, description="GET /plans/{id}: its batch jobs so far, by status, and "
+                                  "their images annotated, failed and sent")
     links: PlanLinks
 
 
@@ -169,9 +182,11 @@ def annotate_references(body: ReferenceRequest, response: Response, owner: Owner
 @plans.get("/plans/{plan_id}", response_model=PlanOut, summary="How far a by-reference "
            "request got in its split into batch jobs", responses=responses(401, 404, 422))
 def get_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits)")],
-             owner: OwnerDep, store: StoreDep, redis: RedisDep) -> PlanOut:
+             owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep
+             ) -> PlanOut:
     """Images listed, batch jobs made, objects skipped (no image suffix) and, once over,
-    ``finished`` or ``failed`` with the reason."""
+    ``finished`` or ``failed`` with the reason; the batch jobs by status and their images
+    (what ``distill client annotate s3://...`` follows)."""
     loaded = load_plan(store, plan_id)
     if loaded is None or loaded[0].owner != owner:
         raise problem(404, f"no plan {plan_id!r}")
@@ -181,7 +196,7 @@ def get_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits)")
         if rq == "failed":
             state.status = "failed"
             state.error = queueing.rq_failure(redis, f"plan-{plan_id}") or "failed in the queue"
-    return _view(plan, state)
+    return _view(plan, state, _batches(store, redis, settings.queue, plan))
 
 
 @plans.delete("/plans/{plan_id}", response_model=PlanOut, status_code=status.HTTP_202_ACCEPTED,
@@ -209,10 +224,22 @@ def delete_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits
     return _view(plan, state)
 
 
-def _view(plan: PlanRecord, state: PlanState) -> PlanOut:
+def _batches(store: StoreDep, redis: RedisDep, queue: str, plan: PlanRecord) -> PlanBatches:
+    """The plan's batch jobs in its dataset (reads each one's state, as GET /datasets/{name}
+    does)."""
+    views = [job_view(store, redis, r, queue)
+             for _, r in store.list_owner_jobs(plan.owner, dataset=plan.dataset)
+             if r.plan == plan.id]
+    return PlanBatches(statuses=dict(Counter(str(v.status) for v in views)),
+                       images=Progress(done=sum(v.progress.done for v in views),
+                                       failed=sum(v.progress.failed for v in views),
+                                       total=sum(v.progress.total for v in views)))
+
+
+def _view(plan: PlanRecord, state: PlanState, batches: PlanBatches | None = None) -> PlanOut:
     data: dict[str, Any] = {"status": f"/plans/{plan.id}",
                             "jobs": f"/jobs?dataset={plan.dataset}",
                             "annotations": f"/datasets/{plan.dataset}/annotations"}
     return PlanOut(id=plan.id, dataset=plan.dataset, teacher=plan.teacher, source=plan.source,
                    images_requested=len(plan.images) if plan.source is None else None,
-                   state=state, links=PlanLinks(**data))
+                   state=state, batches=batches, links=PlanLinks(**data))

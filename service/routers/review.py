@@ -49,12 +49,14 @@ def dataset_review(name: DatasetName, owner: OwnerDep,
     if not records:
         raise problem(404, f"no jobs in dataset {name!r}")
     finished = _require_finished(records, store, redis, settings.queue, some=True)
-    images = sum(len(r.files) for r in finished)
+    images = len({f.name for r in finished for f in r.files})
     if images > settings.review_max_images:
         raise problem(422, f"dataset {name!r} has {images} images in finished jobs, more than "
                            f"the review page takes ({settings.review_max_images}, "
-                           "DISTILL_REVIEW_MAX_IMAGES): review its jobs one at a time "
-                           f"(GET /jobs?dataset={name}), or download it with thresholds",
+                           "DISTILL_REVIEW_MAX_IMAGES): download it with the thresholds you "
+                           f"want (GET /datasets/{name}/annotations?score_threshold=...), or "
+                           "review its jobs one at a time (GET /jobs?dataset=...; a job's "
+                           "saved selection applies to that job's downloads only)",
                       images=images, limit=settings.review_max_images)
     saved = store.load_selection(owner, dataset=name)
     return JSONResponse(_review(store, finished, saved, kind="dataset", name=name))

@@ -40,4 +40,5 @@ def job_request(settings: Settings, redis: Redis, teacher: str, sha256: str | No
     if tasks >= settings.calibrate_min_images:
         return Choice(base, given or f"calibrated over the request's {tasks} images")
     request, said = with_last(redis, settings.queue, teacher, sha256, base, tasks)
-    return Choice(request, "; ".join(part for part in (given, said) if part))
+    source = "; ".join(part for part in (given, said) if part)
+    return Choice(request.model_copy(update={"thresholds_from": source or None}), source)
