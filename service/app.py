@@ -7,6 +7,7 @@ Run it with ``distill serve``, or ``uvicorn --factory service.app:app_factory``
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,8 @@ from jobs.teachers import TeacherRegistry
 from service import metrics
 from service.auth import check_auth_settings
 from service.errors import install_error_handlers
+from service.integrations.labelstudio.deliveries import keep_resuming, release_claims
+from service.integrations.labelstudio.results import Backend
 from service.middleware import AllowHeader, ContentLengthLimit
 from service.openapi import multipart_without_nulls
 from service.routers import (
@@ -76,7 +79,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_maintenance(app.state.store, app.state.redis.redis, settings, registry.resolve)
         except RedisError as exc:
             log.warning("could not check for lost jobs (Redis unreachable: %s)", exc)
+
+        def ls_backend() -> Backend | None:  # deliveries need a key to write with
+            ls = labelstudio.studio_of(app.state, settings)
+            return Backend(app.state.store, app.state.redis.redis, settings, registry,
+                           ls) if ls.writable else None
+        stop = threading.Event()
+        threading.Thread(target=keep_resuming, args=(ls_backend, stop), daemon=True,
+                         name="ls-deliveries").start()
         yield
+        stop.set()
+        release_claims(app.state.redis.redis, settings.queue)
         app.state.redis.close()
 
     app = FastAPI(title="distill pseudo-label service", version=distill.__version__,

@@ -21,14 +21,15 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from distill.errors import ConfigError
-from jobs.settings import TEACHER_NAME_PATTERN
+from jobs.settings import TEACHER_NAME_PATTERN, Settings
 from jobs.submit import QueueUnavailableError, QuotaExceededError
 from service.auth import authenticate
 from service.deps import RedisDep, RegistryDep, SettingsDep, StoreDep
 from service.errors import problem, responses
 from service.integrations.labelstudio.config import parse_config
 from service.integrations.labelstudio.media import LabelStudio
-from service.integrations.labelstudio.predict import Backend, model_version, predict
+from service.integrations.labelstudio.predict import predict
+from service.integrations.labelstudio.results import Backend, model_version
 from service.routers.annotate import RETRY_AFTER_S
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ LSOwnerDep = Annotated[str, Depends(ls_owner)]
 
 def studio(request: Request, settings: SettingsDep) -> LabelStudio:
     """The app's Label Studio client (made once, from the settings)."""
-    state = request.app.state
+    return studio_of(request.app.state, settings)
+
+
+def studio_of(state: Any, settings: Settings) -> LabelStudio:
+    """The Label Studio client kept on the app's ``state``, made on first use."""
     if getattr(state, "label_studio", None) is None:
         state.label_studio = LabelStudio(settings.label_studio_url,
                                          settings.label_studio_api_key)
@@ -135,7 +140,7 @@ def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, red
     try:
         config = parse_config(xml)
         results = predict(Backend(store, redis, settings, registry, ls), owner, name, config,
-                          tasks)
+                          tasks, xml)
     except QuotaExceededError as exc:
         raise problem(429, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
     except QueueUnavailableError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
 from tests.conftest import API_KEYS, ServiceStack, wait_for
 from tests.labelstudio.server import (
@@ -86,6 +87,38 @@ def test_a_request_longer_than_label_studio_waits_is_delivered_later(
         assert _delivery_metrics(stack.url, "shapes") == (delivered + len(ids), failed)
     finally:
         late.stop_api()
+
+
+def test_a_late_delivery_survives_a_restart_of_the_api(
+        label_studio: LabelStudioServer, stack: ServiceStack, images: list[Path]) -> None:
+    """The API that took the request stops before the job has run (no worker serves its
+    queue yet); the next API takes the delivery over when it starts, and makes it once a
+    worker has run the job."""
+    late = ServiceStack(root=stack.root / "restart", redis_url=stack.redis_url, teacher=None,
+                        settings={**stack.settings, "ls_predict_timeout_s": "0.001"})
+    late.root.mkdir(exist_ok=True)
+    late.start_api()
+    try:
+        with label_studio.client() as c:
+            project = new_project(c, "distill restart", BOX_CONFIG)
+        ids = make_tasks(label_studio, project, images[5:8], [], "image", [])
+        connect(label_studio, project, f"{late.url}/ls/shapes")
+        retrieve(label_studio, project, ids)
+        pending = f"distill:{late.queue}:ls-deliveries"
+        redis = Redis.from_url(late.redis_url)
+        wait_for(lambda: redis.hlen(pending) == 1, 60, "the delivery to be registered")
+        assert not any(predictions_of(label_studio, ids).values())  # nothing ran yet
+        late.stop_api()  # a clean stop gives its claim up
+        late.start_api()
+        late.start_worker()
+        got = wait_for(lambda: (p := predictions_of(label_studio, ids)) and all(
+            p.values()) and p, 180, "the taken-over predictions to reach Label Studio", 1)
+        assert all(len(predictions) == 1 for predictions in got.values())
+        wait_for(lambda: redis.hlen(pending) == 0, 30, "the delivery to be forgotten")
+        assert "taking over its delivery to Label Studio" in (late.root / "api.log").read_text()
+        redis.close()
+    finally:
+        late.close()
 
 
 def _delivery_metrics(url: str, teacher: str) -> tuple[float, float]:
