@@ -157,7 +157,9 @@ def _follow(http: httpx.Client, state: PlanState, state_path: Path,
             if time.monotonic() > deadline:
                 raise DistillError(f"timed out waiting for plan {state.plan}; run the same "
                                    "command again to keep waiting")
-            time.sleep(max(options.poll_s, MIN_POLL_S))
+            # Each poll reads every batch job's state on the service: poll a large plan
+            # less often (a second per 100 batch jobs).
+            time.sleep(max(options.poll_s, MIN_POLL_S, listing["jobs"] / 100))
             plan = _plan(http, str(state.plan))
 
 
