@@ -3,8 +3,8 @@ reads where they are, through a by-reference request.
 
 The client sends one JSON request (``POST /annotate``: the prefix, or the URIs), which
 the service stores as a plan that a worker splits into batch jobs of one dataset. It
-then follows the plan (``GET /plans/{id}``: images listed, its batch jobs by status and
-their images) with a progress bar, and downloads the dataset's COCO file, calibrated
+then follows the plan (``GET /plans/{id}?batches=true``: images listed, its batch jobs by
+status and their images) with a progress bar, and downloads the dataset's COCO file, calibrated
 over all its batches, once every batch has ended. Nothing is uploaded and nothing is
 listed here: the client never needs the bucket's credentials.
 
@@ -190,7 +190,7 @@ def _check_ended(state: PlanState, listing: dict[str, Any], statuses: dict[str, 
 
 def _plan(http: httpx.Client, plan_id: str) -> dict[str, Any] | None:
     """The plan's view, None when the service no longer has it."""
-    resp = http.get(f"/plans/{plan_id}")
+    resp = http.get(f"/plans/{plan_id}", params={"batches": "true"})
     if resp.status_code == 404:
         return None
     check_response(resp, "the plan's status")

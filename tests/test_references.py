@@ -256,7 +256,8 @@ def test_the_client_follows_a_prefix_and_a_list_and_resumes(
     state = json.loads(out.with_name("cam0.json.state.json").read_text())
     with stack.client() as c:
         summary = c.get(f"/datasets/{state['dataset']}").json()
-        plan = c.get(f"/plans/{state['plan']}").json()
+        plan = c.get(f"/plans/{state['plan']}", params={"batches": "true"}).json()
+        assert c.get(f"/plans/{state['plan']}").json()["batches"] is None  # only when asked
         assert c.get("/datasets/no-such-set").status_code == 404
     assert plan["batches"] == {"statuses": {"finished": 2},
                                "images": {"done": 15, "failed": 0, "total": 15}}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, model_validator
 from redis.exceptions import RedisError
@@ -112,8 +112,8 @@ class PlanOut(BaseModel):
     images_requested: int | None
     state: PlanState
     batches: PlanBatches | None = Field(
-        default=None, description="GET /plans/{id}: its batch jobs so far, by status, and "
-                                  "their images annotated, failed and sent")
+        default=None, description="GET /plans/{id}?batches=true: its batch jobs so far, by "
+                                  "status, and their images annotated, failed and sent")
     links: PlanLinks
 
 
@@ -182,11 +182,14 @@ def annotate_references(body: ReferenceRequest, response: Response, owner: Owner
 @plans.get("/plans/{plan_id}", response_model=PlanOut, summary="How far a by-reference "
            "request got in its split into batch jobs", responses=responses(401, 404, 422))
 def get_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits)")],
-             owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep
+             owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
+             batches: Annotated[bool, Query(
+                 description="also its batch jobs by status and their images (reads each "
+                             "batch job's state: slower for a large plan)")] = False
              ) -> PlanOut:
     """Images listed, batch jobs made, objects skipped (no image suffix) and, once over,
-    ``finished`` or ``failed`` with the reason; the batch jobs by status and their images
-    (what ``distill client annotate s3://...`` follows)."""
+    ``finished`` or ``failed`` with the reason; with ``batches``, the batch jobs by status
+    and their images (what ``distill client annotate s3://...`` follows)."""
     loaded = load_plan(store, plan_id)
     if loaded is None or loaded[0].owner != owner:
         raise problem(404, f"no plan {plan_id!r}")
@@ -196,7 +199,7 @@ def get_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits)")
         if rq == "failed":
             state.status = "failed"
             state.error = queueing.rq_failure(redis, f"plan-{plan_id}") or "failed in the queue"
-    return _view(plan, state, _batches(store, redis, settings.queue, plan))
+    return _view(plan, state, _batches(store, redis, settings.queue, plan) if batches else None)
 
 
 @plans.delete("/plans/{plan_id}", response_model=PlanOut, status_code=status.HTTP_202_ACCEPTED,
