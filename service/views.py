@@ -9,6 +9,8 @@ the job's teacher, which is why a queued job may be waiting.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -69,6 +71,14 @@ def job_view(store: JobStore, redis: Redis | None, record: JobRecord, queue_pref
         attempts=st.attempts, errors=st.errors, error=error, annotations=st.annotations,
         categories_report=st.categories_report,
         request=record.request, links=links(record.id))
+
+
+def tally(views: list[JobOut]) -> tuple[dict[str, int], Progress]:
+    """Jobs counted by status, and their images annotated, failed and sent."""
+    return (dict(Counter(str(v.status) for v in views)),
+            Progress(done=sum(v.progress.done for v in views),
+                     failed=sum(v.progress.failed for v in views),
+                     total=sum(v.progress.total for v in views)))
 
 
 def _waiting_for(redis: Redis | None, record: JobRecord, queue_prefix: str) -> str | None:

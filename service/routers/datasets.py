@@ -3,7 +3,6 @@ GET /datasets/{name}/annotations: one COCO file over all finished batches of a d
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -23,10 +22,10 @@ from service.downloads import (
     export_response,
 )
 from service.errors import problem, responses
-from service.models import DatasetList, DatasetOut, Progress
+from service.models import DatasetList, DatasetOut
 from service.params import DatasetName, RedirectQuery, SelectionQueryDep
 from service.stored import send_object
-from service.views import job_view
+from service.views import job_view, tally
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -61,11 +60,8 @@ def _summary(store: JobStore, redis: Redis, queue: str, owner: str, name: str
              for _, r in store.list_owner_jobs(owner, dataset=name)]
     if not views:
         return None
-    return DatasetOut(name=name, jobs=len(views),
-                      statuses=dict(Counter(str(v.status) for v in views)),
-                      images=Progress(done=sum(v.progress.done for v in views),
-                                      failed=sum(v.progress.failed for v in views),
-                                      total=sum(v.progress.total for v in views)))
+    statuses, images = tally(views)
+    return DatasetOut(name=name, jobs=len(views), statuses=statuses, images=images)
 
 
 @router.get(

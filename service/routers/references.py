@@ -9,7 +9,6 @@ the listing itself, however long, runs in a worker (:mod:`jobs.plans`).
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
@@ -39,7 +38,7 @@ from service.deps import (
 from service.errors import problem, responses
 from service.models import Progress
 from service.routers.annotate import RETRY_AFTER_S
-from service.views import job_view
+from service.views import job_view, tally
 
 
 class JsonRoute(APIRoute):
@@ -233,10 +232,8 @@ def _batches(store: StoreDep, redis: RedisDep, queue: str, plan: PlanRecord) -> 
     views = [job_view(store, redis, r, queue)
              for _, r in store.list_owner_jobs(plan.owner, dataset=plan.dataset)
              if r.plan == plan.id]
-    return PlanBatches(statuses=dict(Counter(str(v.status) for v in views)),
-                       images=Progress(done=sum(v.progress.done for v in views),
-                                       failed=sum(v.progress.failed for v in views),
-                                       total=sum(v.progress.total for v in views)))
+    statuses, images = tally(views)
+    return PlanBatches(statuses=statuses, images=images)
 
 
 def _view(plan: PlanRecord, state: PlanState, batches: PlanBatches | None = None) -> PlanOut:
