@@ -157,8 +157,8 @@ def _follow(http: httpx.Client, state: PlanState, state_path: Path,
             if time.monotonic() > deadline:
                 raise DistillError(f"timed out waiting for plan {state.plan}; run the same "
                                    "command again to keep waiting")
-            # Each poll reads every batch job's state on the service: poll a large plan
-            # less often (a second per 100 batch jobs).
+            # Each poll reads the state of every batch job still queued or running on the
+            # service: poll a large plan less often (a second per 100 batch jobs).
             time.sleep(max(options.poll_s, MIN_POLL_S, listing["jobs"] / 100))
             plan = _plan(http, str(state.plan))
 

@@ -10,16 +10,20 @@ the job's teacher, which is why a queued job may be waiting.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-from jobs import queueing
+from jobs import queueing, tallies
 from jobs.records import JobRecord, JobState, JobStatus, is_over
-from jobs.store import JobStore
+from jobs.storage import LocalStorage
+from jobs.store import DamagedRecordError, JobStore
 from service.models import JobLinks, JobOut, Progress
 
 _QUEUED_IN_RQ = ("queued", "scheduled", "deferred")
+_READERS = 8  # store reads in flight at once for a count (threads; S3 reads wait on I/O)
 
 
 def links(job_id: str) -> JobLinks:
@@ -73,12 +77,61 @@ def job_view(store: JobStore, redis: Redis | None, record: JobRecord, queue_pref
         request=record.request, links=links(record.id))
 
 
-def tally(views: list[JobOut]) -> tuple[dict[str, int], Progress]:
-    """Jobs counted by status, and their images annotated, failed and sent."""
-    return (dict(Counter(str(v.status) for v in views)),
-            Progress(done=sum(v.progress.done for v in views),
-                     failed=sum(v.progress.failed for v in views),
-                     total=sum(v.progress.total for v in views)))
+@dataclass
+class Tally:
+    """Jobs of a dataset (or of one plan in it) counted by status, and their images."""
+
+    jobs: int
+    statuses: dict[str, int]
+    images: Progress
+
+
+def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, dataset: str,
+          plan: str | None = None) -> Tally | None:
+    """The dataset's jobs (or only ``plan``'s batches) counted; None when it holds none.
+
+    Ended jobs come from what Redis remembers of them (:mod:`jobs.tallies`); only the
+    others are read from the store (side by side from a bucket, which answers each
+    read in milliseconds while a plan's batches queue by the thousand), and the ones found ended
+    are remembered for the next count.
+    """
+    ids = store.index_ids(owner, dataset)
+    known = tallies.recall(redis, queue_prefix, owner, dataset)
+    unread = [i for i in ids if i not in known]
+    def count(job_id: str) -> tuple[str, tallies.Ended] | None:
+        return _counted(store, redis, queue_prefix, owner, job_id)
+
+    if isinstance(store.storage, LocalStorage):  # threads only slow local reads down
+        read = [r for r in map(count, unread) if r is not None]
+    else:
+        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+            read = [r for r in pool.map(count, unread) if r is not None]
+    listed = set(ids)
+    tallies.remember(redis, queue_prefix, owner, dataset,
+                     {i: e for i, e in read if e.status.is_terminal},
+                     forget={i for i in known if i not in listed})
+    counted = [e for i, e in [*known.items(), *read] if i in listed
+               and (plan is None or e.plan == plan)]
+    if not counted:
+        return None
+    return Tally(jobs=len(counted), statuses=dict(Counter(str(e.status) for e in counted)),
+                 images=Progress(done=sum(e.done for e in counted),
+                                 failed=sum(e.failed for e in counted),
+                                 total=sum(e.total for e in counted)))
+
+
+def _counted(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str,
+             job_id: str) -> tuple[str, tallies.Ended] | None:
+    """One job's status and images as a count sees them; None when it is gone or damaged."""
+    try:
+        record = store.load_job(job_id)
+    except DamagedRecordError:
+        return None
+    if record is None or record.owner != owner:
+        return None
+    view = job_view(store, redis, record, queue_prefix)
+    return job_id, tallies.Ended(status=view.status, plan=record.plan, done=view.progress.done,
+                                 failed=view.progress.failed, total=view.progress.total)
 
 
 def _waiting_for(redis: Redis | None, record: JobRecord, queue_prefix: str) -> str | None:

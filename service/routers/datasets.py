@@ -56,12 +56,11 @@ def get_dataset(name: DatasetName, owner: OwnerDep, store: StoreDep, redis: Redi
 def _summary(store: JobStore, redis: Redis, queue: str, owner: str, name: str
              ) -> DatasetOut | None:
     """The dataset's jobs by status and its image counts; None when it has no job."""
-    views = [job_view(store, redis, r, queue)
-             for _, r in store.list_owner_jobs(owner, dataset=name)]
-    if not views:
+    counted = tally(store, redis, queue, owner, name)
+    if counted is None:
         return None
-    statuses, images = tally(views)
-    return DatasetOut(name=name, jobs=len(views), statuses=statuses, images=images)
+    return DatasetOut(name=name, jobs=counted.jobs, statuses=counted.statuses,
+                      images=counted.images)
 
 
 @router.get(

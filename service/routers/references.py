@@ -38,7 +38,7 @@ from service.deps import (
 from service.errors import problem, responses
 from service.models import Progress
 from service.routers.annotate import RETRY_AFTER_S
-from service.views import job_view, tally
+from service.views import tally
 
 
 class JsonRoute(APIRoute):
@@ -183,8 +183,8 @@ def annotate_references(body: ReferenceRequest, response: Response, owner: Owner
 def get_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits)")],
              owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
              batches: Annotated[bool, Query(
-                 description="also its batch jobs by status and their images (reads each "
-                             "batch job's state: slower for a large plan)")] = False
+                 description="also its batch jobs by status and their images (reads the "
+                             "state of each batch job not yet ended)")] = False
              ) -> PlanOut:
     """Images listed, batch jobs made, objects skipped (no image suffix) and, once over,
     ``finished`` or ``failed`` with the reason; with ``batches``, the batch jobs by status
@@ -227,13 +227,11 @@ def delete_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits
 
 
 def _batches(store: StoreDep, redis: RedisDep, queue: str, plan: PlanRecord) -> PlanBatches:
-    """The plan's batch jobs in its dataset (reads each one's state, as GET /datasets/{name}
-    does)."""
-    views = [job_view(store, redis, r, queue)
-             for _, r in store.list_owner_jobs(plan.owner, dataset=plan.dataset)
-             if r.plan == plan.id]
-    statuses, images = tally(views)
-    return PlanBatches(statuses=statuses, images=images)
+    """The plan's batch jobs in its dataset, counted (:func:`service.views.tally`)."""
+    counted = tally(store, redis, queue, plan.owner, plan.dataset, plan=plan.id)
+    if counted is None:
+        return PlanBatches(statuses={}, images=Progress())
+    return PlanBatches(statuses=counted.statuses, images=counted.images)
 
 
 def _view(plan: PlanRecord, state: PlanState, batches: PlanBatches | None = None) -> PlanOut:
