@@ -42,8 +42,9 @@ class PlanState(BaseModel):
     """``state.json``: how far the plan got (only the worker running it writes it)."""
 
     status: PlanStatus = "queued"
-    listed: int = 0  # images put into batches
+    listed: int = 0  # images listed into batches (the held ones included)
     skipped: int = 0  # listed objects without an image suffix
+    held: int = 0  # images the dataset holds already, annotated (jobs.held): not sent again
     batches: int = 0  # batches formed (they number the batch job ids)
     jobs: int = 0  # batch jobs that exist (a batch of names the dataset held makes none)
     cursor: str | None = None  # the last key listed (a source) or URI index (a list)

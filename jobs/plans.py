@@ -7,7 +7,8 @@ walks the images list), names the images by the upload rule
 and queues one batch job per ``batch_size`` images, recording its place in
 ``plans/<id>/state.json`` (the worker's file) about once a second, batches
 being committed a few at a time meanwhile and the next page of the listing
-fetched while one is split. So 100,000
+fetched while one is split. Images the dataset holds already, annotated by a
+finished job with the same checkpoint, are left out (:mod:`jobs.held`). So 100,000
 objects never sit in the API's memory or in one request, and a plan whose
 worker died resumes after its last batch: batch job ids are derived from the
 plan id and the batch number, so a batch is never made twice.
@@ -36,6 +37,7 @@ from jobs import queueing
 from jobs.ahead import ahead
 from jobs.cancel import cancel_jobs
 from jobs.datasets import plan_ended
+from jobs.held import HeldImages
 from jobs.ledger import Taken, taken_names
 from jobs.names import safe_path
 from jobs.plan_records import (
@@ -136,8 +138,9 @@ def run_plan(store: JobStore, redis: Redis, queue_prefix: str, plan_id: str,
         # running, so sweep here
         return _sweep(store, redis, queue_prefix, plan, state, state.batches)
     plan_ended(store, redis, queue_prefix, plan_id)  # its batches may all have ended already
-    log.info("plan %s: %d images in %d batch jobs of dataset %s (%d objects skipped)",
-             plan_id, state.listed, state.jobs, plan.dataset, state.skipped)
+    log.info("plan %s: %d images in %d batch jobs of dataset %s (%d held already, %d "
+             "objects skipped)", plan_id, state.listed, state.jobs, plan.dataset, state.held,
+             state.skipped)
     return state
 
 
@@ -175,11 +178,14 @@ class _Batches:
         self.pending: list[Future[None]] = []
         self.saved = time.monotonic()
         self.check_below: int | None = None if state.batches > 0 else 0
+        self.held = HeldImages(store, plan.id, plan.teacher_sha256)
 
     def add(self, batch: list[_Ref], taken: Taken) -> None:
         """Names one batch (here, in order) and commits it in the pool."""
         named, renamed = assign_names(batch, taken)
-        n = self.state.batches
+        kept = [r for r in named if not self._held(r, taken)]
+        self.state.held += len(named) - len(kept)
+        named, n = kept, self.state.batches
         if named and not self._made_before(n):
             self.pending.append(self.pool.submit(self._commit, n, named, renamed))
         self.state.jobs += bool(named)
@@ -195,6 +201,12 @@ class _Batches:
             self._settle(check=False)
         finally:
             self.pool.shutdown()
+
+    def _held(self, ref: _Ref, taken: Taken) -> bool:
+        """The dataset holds this image, annotated (:mod:`jobs.held`)."""
+        holder = taken.get(ref.name)
+        return (holder is not None and holder[1] is not None and holder[0] == ref.sha256
+                and self.held.annotated(holder[1], ref.name))
 
     def _made_before(self, n: int) -> bool:
         if self.check_below is not None and n >= self.check_below:

@@ -146,7 +146,7 @@ def _follow(http: httpx.Client, state: PlanState, state_path: Path,
                                    "send it again into the same dataset")
             statuses: dict[str, int] = batches.get("statuses", {})
             images = batches.get("images", {"done": 0, "failed": 0, "total": 0})
-            bar.total = max(listing["listed"], images["total"])
+            bar.total = max(listing["listed"] - listing.get("held", 0), images["total"])
             bar.update(images["done"] + images["failed"] - bar.n)
             running = sum(n for s, n in statuses.items() if s not in _OVER)
             bar.set_postfix(listing=listing["status"], failed=images["failed"],
@@ -171,9 +171,10 @@ def _needs_resending(plan: dict[str, Any]) -> bool:
 
 
 def _check_ended(state: PlanState, listing: dict[str, Any], statuses: dict[str, int]) -> None:
-    """Raises when the plan made nothing, or when some of its batch jobs failed (a rerun
+    """Raises when the plan made nothing (and the dataset held none of its images
+    annotated already), or when some of its batch jobs failed (a rerun
     sends it again); warns when the listing was cut short."""
-    if listing["jobs"] == 0:
+    if listing["jobs"] == 0 and not listing.get("held"):
         raise DistillError(f"plan {state.plan} found no images to annotate "
                            f"({listing['listed']} listed, {listing['skipped']} objects "
                            "skipped without an image suffix)")

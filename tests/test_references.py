@@ -270,17 +270,39 @@ def test_the_client_follows_a_prefix_and_a_list_and_resumes(
     assert json.loads(out.read_text()) == coco
     with stack.client() as c:
         assert c.get(f"/datasets/{state['dataset']}").json()["jobs"] == 2
-    # A plan the service no longer has is sent again, into the same dataset: its images
-    # are annotated again, and the dataset's file keeps one annotation per name.
+    # A plan the service no longer has is sent again, into the same dataset: the images
+    # the dataset holds, annotated by a finished job of the same checkpoint, are not
+    # annotated again (jobs.held).
     state_file = out.with_name("cam0.json.state.json")
     state_file.write_text(json.dumps({**state, "plan": "0" * 32}))
     resent = client(f"s3://{team}/set/cam0/", out)
     assert resent.returncode == 0, resent.stderr[-3000:]
-    assert json.loads(state_file.read_text())["plan"] not in (state["plan"], "0" * 32)
-    merged = json.loads(out.read_text())
-    assert len(merged["info"]["jobs"]) == 4
+    resent_plan = json.loads(state_file.read_text())["plan"]
+    assert resent_plan not in (state["plan"], "0" * 32)
+    with stack.client() as c:
+        listing = c.get(f"/plans/{resent_plan}").json()["state"]
+    assert (listing["listed"], listing["held"], listing["jobs"]) == (15, 15, 0)
+    again_coco = json.loads(out.read_text())
+    assert again_coco["info"]["jobs"] == coco["info"]["jobs"]
     for key in ("images", "annotations", "categories"):
-        assert merged[key] == coco[key], key
+        assert again_coco[key] == coco[key], key
+    # A batch job lost (deleted here): the plan sent again annotates its images only.
+    lost = coco["info"]["jobs"][0]
+    with stack.client() as c:
+        lost_images = c.get(f"/jobs/{lost}").json()["progress"]["total"]
+        assert c.delete(f"/jobs/{lost}").status_code == 200
+    state_file.write_text(json.dumps({**state, "plan": "0" * 32}))
+    redone = client(f"s3://{team}/set/cam0/", out)
+    assert redone.returncode == 0, redone.stderr[-3000:]
+    with stack.client() as c:
+        listing = c.get(f"/plans/{json.loads(state_file.read_text())['plan']}",
+                        params={"batches": "true"}).json()
+    assert (listing["state"]["held"], listing["state"]["jobs"]) == (15 - lost_images, 1)
+    assert listing["batches"]["images"]["done"] == lost_images
+    merged = json.loads(out.read_text())
+    assert len(merged["info"]["jobs"]) == 2 and lost not in merged["info"]["jobs"]
+    assert merged["categories"] == coco["categories"]
+    assert _by_name(merged) == _by_name(coco)  # the same pseudo-labels, redone or kept
 
     listed = tmp_path / "uris.txt"
     listed.write_text(f"# two of them\ns3://{team}/set/cam1/img_01.png\n\n"
@@ -291,6 +313,15 @@ def test_the_client_follows_a_prefix_and_a_list_and_resumes(
     assert sorted(names) == ["set/cam1/img_01.png", "set/cam1/img_03.png"]  # their keys
     refused = client(f"s3://{team}/elsewhere/", tmp_path / "no.json")
     assert refused.returncode != 0 and "not under an allowed" in refused.stderr
+
+
+def _by_name(coco: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each image's annotations (box, score, category), whatever the ids."""
+    names = {i["id"]: i["file_name"] for i in coco["images"]}
+    found: dict[str, list[tuple[Any, ...]]] = {n: [] for n in names.values()}
+    for a in coco["annotations"]:
+        found[names[a["image_id"]]].append((tuple(a["bbox"]), a["score"], a["category_id"]))
+    return {n: sorted(v) for n, v in found.items()}
 
 
 def test_a_restarted_plan_makes_no_batch_twice(s3_server: S3Server, redis_server: Any,
