@@ -27,6 +27,7 @@ from service.auth import authenticate
 from service.deps import RedisDep, RegistryDep, SettingsDep, StoreDep
 from service.errors import problem, responses
 from service.integrations.labelstudio.config import parse_config
+from service.integrations.labelstudio.interactive import drawn_boxes
 from service.integrations.labelstudio.media import LabelStudio
 from service.integrations.labelstudio.predict import predict
 from service.integrations.labelstudio.results import Backend, model_version
@@ -126,7 +127,9 @@ def setup(owner: LSOwnerDep, registry: RegistryDep, body: JSONBody,
 def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, redis: RedisDep,
                   settings: SettingsDep, ls: Annotated[LabelStudio, Depends(studio)],
                   body: JSONBody, teacher: TeacherPath | None = None) -> dict[str, Any]:
-    """``{"results": [prediction per task, in order]}``."""
+    """``{"results": [prediction per task, in order]}``; with ``params.context`` (a box
+    drawn with the smart rectangle tool), the drawn boxes with the teacher's keypoints
+    (:mod:`service.integrations.labelstudio.interactive`)."""
     name = _teacher(registry, teacher)
     tasks, xml = body.get("tasks"), body.get("label_config")
     if not isinstance(tasks, list) or not tasks:
@@ -139,8 +142,12 @@ def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, red
                            "DISTILL_MAX_PENDING_IMAGES): select fewer tasks")
     try:
         config = parse_config(xml)
+        drawn = drawn_boxes(body.get("params"), config)
+        if drawn is not None and len(tasks) != 1:
+            raise problem(422, "an interactive call (params.context) has one task, not "
+                               f"{len(tasks)}")
         results = predict(Backend(store, redis, settings, registry, ls), owner, name, config,
-                          tasks, xml)
+                          tasks, xml, drawn)
     except QuotaExceededError as exc:
         raise problem(429, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from exc
     except QueueUnavailableError as exc:

@@ -81,12 +81,16 @@ def make_tasks(ls: LabelStudioServer, project: int, uploads: list[Path], local: 
     return sorted(int(t["id"]) for t in tasks["tasks"])
 
 
-def connect(ls: LabelStudioServer, project: int, url: str) -> None:
+def connect(ls: LabelStudioServer, project: int, url: str, *, interactive: bool = False
+            ) -> int:
+    """Connects the backend at ``url`` to the project; returns the backend's id."""
     with ls.client() as c:
         r = c.post("/api/ml", json={"project": project, "url": url, "title": "distill",
                                     "auth_method": "BASIC_AUTH", "basic_auth_user": "ls",
-                                    "basic_auth_pass": API_KEYS[0], "is_interactive": False})
+                                    "basic_auth_pass": API_KEYS[0],
+                                    "is_interactive": interactive})
     assert r.status_code == 201, r.text
+    return int(r.json()["id"])
 
 
 def retrieve(ls: LabelStudioServer, project: int, ids: list[int]) -> None:

@@ -20,16 +20,28 @@ when it finishes (:mod:`.deliveries`, which survives a restart of the API).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, BinaryIO, cast
 
+from redis.exceptions import RedisError
+
+from jobs.cancel import cancel_job
+from jobs.ledger import remove_job
+from jobs.records import JobRecord
 from jobs.submit import Upload, submit_job
 from service.integrations.labelstudio.config import LabelingConfig
 from service.integrations.labelstudio.deliveries import deliver_later
+from service.integrations.labelstudio.interactive import (
+    DrawnBox,
+    interactive_request,
+    suggestion,
+)
 from service.integrations.labelstudio.results import (
     Backend,
     collect_predictions,
@@ -47,9 +59,12 @@ SPOOL_BYTES = 1 << 20
 
 
 def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
-            tasks: list[dict[str, Any]], label_config: str) -> list[dict[str, Any]]:
+            tasks: list[dict[str, Any]], label_config: str,
+            drawn: list[DrawnBox] | None = None) -> list[dict[str, Any]]:
     """One prediction per task, in order (see the module docstring); ``config`` is the
-    parsed ``label_config``, which a late delivery keeps."""
+    parsed ``label_config``, which a late delivery keeps. ``drawn``: the boxes of an
+    interactive call (:mod:`.interactive`), whose one task gets them back with keypoints;
+    it is not delivered later (a suggestion is wanted now or never)."""
     version = model_version(backend.registry, teacher)
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         fetched = list(pool.map(lambda it: _fetch(backend, config, *it), enumerate(tasks)))
@@ -60,6 +75,8 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
         s = backend.settings
         choice = job_request(s, backend.redis, teacher, backend.registry.get(teacher).sha256,
                              config, len(uploads))
+        if drawn is not None:
+            choice = replace(choice, request=interactive_request(choice.request))
         try:
             record = submit_job(store=backend.store, redis=backend.redis, settings=s,
                                 registry=backend.registry, owner=owner, uploads=uploads,
@@ -72,13 +89,25 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
                  len(uploads), teacher, choice.source)
         view = wait_for_job(backend, record, s.ls_predict_timeout_s)
         if view is not None:
-            out = collect_predictions(backend, record, view, config, version)
+            out = collect_predictions(backend, record, view, config, version,
+                                      None if drawn is None else
+                                      lambda coco: suggestion(coco, drawn, config, version))
+        elif drawn is not None:
+            _drop(backend, record)
+            errors.update({u.name: "the teacher did not answer in time" for u in uploads})
         else:
             late = deliver_later(backend, record, label_config, version, {
                 u.name: tasks[int(u.name[4:])].get("id") for u in uploads})
             errors.update({u.name: late for u in uploads})
     return [out.get(_name(i)) or error_prediction(version, errors.get(_name(i), "no result"))
             for i in range(len(tasks))]
+
+
+def _drop(backend: Backend, record: JobRecord) -> None:
+    """Cancels and deletes a job whose answer is no longer wanted."""
+    with contextlib.suppress(RedisError):
+        cancel_job(backend.store, backend.redis, backend.settings.queue, record)
+    remove_job(backend.store, backend.redis, backend.settings.queue, record)
 
 
 def _name(i: int) -> str:

@@ -72,8 +72,11 @@ def wait_for_job(backend: Backend, record: JobRecord, timeout_s: float,
 
 
 def collect_predictions(backend: Backend, record: JobRecord, view: JobOut,
-                        config: LabelingConfig, version: str) -> dict[str, dict[str, Any]]:
-    """Predictions by upload name from an ended job, which is then deleted."""
+                        config: LabelingConfig, version: str,
+                        one: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                        ) -> dict[str, dict[str, Any]]:
+    """Predictions by upload name from an ended job, which is then deleted; ``one`` turns
+    the COCO file of a one-image job into its prediction instead (an interactive call)."""
     try:
         if view.status != "finished":
             raise DistillError(f"the job {view.status}: {view.error or 'no reason given'}")
@@ -88,6 +91,8 @@ def collect_predictions(backend: Backend, record: JobRecord, view: JobOut,
     cats = {c["id"]: c for c in coco["categories"]}
     out = {e.file_name: error_prediction(version, f"the teacher failed on it: {e.error}")
            for e in view.errors}
+    if one is not None and coco["images"] and not out:
+        return {str(coco["images"][0]["file_name"]): one(coco)}
     for img, anns in images_with_objects(coco):
         regions, scores = image_regions(img, anns, cats, config.plan(int(img["width"])))
         out[str(img["file_name"])] = prediction(regions, scores, version)
