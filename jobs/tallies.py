@@ -1,7 +1,8 @@
 """What each ended job of a dataset counts for, remembered in Redis.
 
-A job that ended (finished, failed, cancelled) never changes again, so its status, its
-plan and its image counts are facts. ``GET /datasets``, ``GET /datasets/{name}`` and
+A job that ended by the store's word (cancelled, or finished or failed by its worker)
+never changes again, so its status, its plan and its image counts are facts (a job
+that only RQ calls failed is not one: maintenance queues it again once RQ forgets it). ``GET /datasets``, ``GET /datasets/{name}`` and
 ``GET /plans/{id}?batches=true`` count a dataset's jobs by status and images: without
 these facts each count read every job's record and state from the store, about 3,000
 reads for a 100,000-image plan on a bucket, on every poll of a client following it. With

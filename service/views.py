@@ -98,7 +98,7 @@ def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, d
     ids = store.index_ids(owner, dataset)
     known = tallies.recall(redis, queue_prefix, owner, dataset)
     unread = [i for i in ids if i not in known]
-    def count(job_id: str) -> tuple[str, tallies.Ended] | None:
+    def count(job_id: str) -> tuple[str, tallies.Ended, bool] | None:
         return _counted(store, redis, queue_prefix, owner, job_id)
 
     if isinstance(store.storage, LocalStorage):  # threads only slow local reads down
@@ -108,9 +108,9 @@ def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, d
             read = [r for r in pool.map(count, unread) if r is not None]
     listed = set(ids)
     tallies.remember(redis, queue_prefix, owner, dataset,
-                     {i: e for i, e in read if e.status.is_terminal},
+                     {i: e for i, e, over in read if over},
                      forget={i for i in known if i not in listed})
-    counted = [e for i, e in [*known.items(), *read] if i in listed
+    counted = [e for i, e in [*known.items(), *((i, e) for i, e, _ in read)] if i in listed
                and (plan is None or e.plan == plan)]
     if not counted:
         return None
@@ -121,8 +121,11 @@ def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, d
 
 
 def _counted(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str,
-             job_id: str) -> tuple[str, tallies.Ended] | None:
-    """One job's status and images as a count sees them; None when it is gone or damaged."""
+             job_id: str) -> tuple[str, tallies.Ended, bool] | None:
+    """One job's status and images as a count sees them, and whether they are final;
+    None when it is gone or damaged. Final means over by the store's word (cancelled, or
+    finished or failed by its worker): a job RQ alone calls failed (its worker died with
+    no retries left) is queued again by maintenance once RQ forgets it."""
     try:
         record = store.load_job(job_id)
     except DamagedRecordError:
@@ -130,8 +133,9 @@ def _counted(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str
     if record is None or record.owner != owner:
         return None
     view = job_view(store, redis, record, queue_prefix)
+    over = record.cancelled_at is not None or view.finished_at is not None
     return job_id, tallies.Ended(status=view.status, plan=record.plan, done=view.progress.done,
-                                 failed=view.progress.failed, total=view.progress.total)
+                                 failed=view.progress.failed, total=view.progress.total), over
 
 
 def _waiting_for(redis: Redis | None, record: JobRecord, queue_prefix: str) -> str | None:

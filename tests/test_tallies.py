@@ -48,7 +48,9 @@ def _job(store: JobStore, n: int, images: int, state: JobState | None, *,
 
 
 def _state(status: JobStatus, done: int, failed: int = 0) -> JobState:
-    return JobState(status=status, total=done + failed, done=done, failed=failed)
+    """As the worker writes it (finish and fail stamp the end)."""
+    return JobState(status=status, total=done + failed, done=done, failed=failed,
+                    finished_at=utcnow() if status.is_terminal else None)
 
 
 def _remembered(redis: Redis) -> set[str]:
