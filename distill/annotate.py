@@ -12,7 +12,7 @@ both run exactly these functions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -41,6 +41,8 @@ from distill.tta.predictor import Predictor, build_predictor
 log = logging.getLogger(__name__)
 # An image source: a name (metadata only, never a path we open) and its bytes or file.
 ImageSource = tuple[str, bytes | Path]
+# A drawn box: (x0, y0, x1, y1) as fractions of the image's width and height.
+Fractions = tuple[float, float, float, float]
 # Called with each batch's records once they are on disk (progress, cancellation checks).
 BatchHook = Callable[[list[ImageRecord]], None]
 
@@ -102,8 +104,9 @@ class Teacher:
 
 
 def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: PredictionLog, *,
-                 on_batch: BatchHook | None = None,
-                 floor: ScoreFloor | None = None) -> tuple[int, int]:
+                 on_batch: BatchHook | None = None, floor: ScoreFloor | None = None,
+                 prompts: Mapping[str, Sequence[Fractions]] | None = None
+                 ) -> tuple[int, int]:
     """Runs the teacher over every source not yet in ``log``; returns (done, failed).
 
     Unreadable images become failed records instead of stopping the run.
@@ -111,10 +114,12 @@ def infer_to_log(teacher: Teacher, sources: Iterable[ImageSource], log: Predicti
     an exception it raises stops the run (a cancelled job) with nothing lost.
     ``floor`` (see :func:`score_floor`) goes with every batch to the predictor and lets
     a keypoint teacher skip detections that cannot be kept; None ensembles every detection.
+    ``prompts``: boxes per image name (fractions of its width and height) in which a
+    keypoint teacher places keypoints instead of detecting (:func:`_on_boxes`).
     """
     finished = log.done()
     todo = (s for s in sources if s[0] not in finished)  # lazy: sources may be fetched
-    return _infer(teacher, todo, log, on_batch, floor)
+    return _infer(teacher, todo, log, on_batch, floor, prompts or {})
 
 
 def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | None:
@@ -129,7 +134,8 @@ def score_floor(teacher: Teacher, selection: SelectionConfig) -> ScoreFloor | No
 
 
 def _infer(teacher: Teacher, todo: Iterable[ImageSource], log: PredictionLog,
-           on_batch: BatchHook | None, floor: ScoreFloor | None) -> tuple[int, int]:
+           on_batch: BatchHook | None, floor: ScoreFloor | None,
+           prompts: Mapping[str, Sequence[Fractions]]) -> tuple[int, int]:
     done = failed = 0
     for batch in _batches(todo, teacher.batch_size):
         records: list[ImageRecord] = []
@@ -141,14 +147,36 @@ def _infer(teacher: Teacher, todo: Iterable[ImageSource], log: PredictionLog,
                 names.append(name)
             except (ImageDecodeError, OSError) as exc:
                 records.append(ImageRecord.failed(name, str(exc)))
-        if images:
-            records.extend(_predict(teacher, names, images, floor))
+        prompted = [_on_boxes(teacher, n, i, prompts[n])
+                    for n, i in zip(names, images, strict=True) if prompts.get(n)]
+        records.extend(r for r in prompted if r is not None)
+        done_here = {r.file_name for r in records}
+        rest = [(n, i) for n, i in zip(names, images, strict=True) if n not in done_here]
+        if rest:
+            records.extend(_predict(teacher, [n for n, _ in rest], [i for _, i in rest], floor))
         log.append(records)
         failed += sum(r.error is not None for r in records)
         done += sum(r.error is None for r in records)
         if on_batch is not None:
             on_batch(records)
     return done, failed
+
+
+def _on_boxes(teacher: Teacher, name: str, image: torch.Tensor, boxes: Sequence[Fractions]
+              ) -> ImageRecord | None:
+    """The record of an image whose instances were drawn (an interactive pre-annotation):
+    the drawn boxes with the keypoints the teacher places in them; None when the teacher
+    only detects (its detections are recorded instead, as for any image)."""
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    px = torch.tensor([(x0 * w, y0 * h, x1 * w, y1 * h) for x0, y0, x1, y1 in boxes],
+                      dtype=torch.float32)
+    try:
+        outputs = teacher.predictor.on_boxes([image], [px])
+    except (RuntimeError, ValueError) as exc:
+        return ImageRecord.failed(name, f"inference on the drawn boxes failed: {exc}")
+    if outputs is None:
+        return None
+    return ImageRecord.from_output(name, w, h, outputs[0], teacher.card)
 
 
 def _predict(teacher: Teacher, names: list[str], images: list[torch.Tensor],

@@ -42,6 +42,10 @@ class StoredFile(BaseModel):
     height: int
     sha256: str = ""  # "" in records written before images were keyed by content
     source: str | None = None
+    # Boxes an annotator drew on the image (Label Studio's interactive pre-annotation),
+    # (x0, y0, x1, y1) as fractions of its width and height: a keypoint teacher places
+    # keypoints in them instead of detecting (distill.annotate.infer_to_log's prompts).
+    boxes: list[tuple[float, float, float, float]] | None = None
 
 
 class Renamed(BaseModel):

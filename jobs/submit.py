@@ -79,6 +79,7 @@ class Upload:
     width: int
     height: int
     sha256: str
+    boxes: list[tuple[float, float, float, float]] | None = None  # StoredFile.boxes
 
 
 def plan_passes(registry: TeacherRegistry, teacher: str, tta: str, settings: Settings
@@ -236,7 +237,7 @@ def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: T
                 written.add(target)
             stored.append(StoredFile(name=upload.name, stored=target, bytes=upload.size,
                                      width=upload.width, height=upload.height,
-                                     sha256=upload.sha256))
+                                     sha256=upload.sha256, boxes=upload.boxes))
         record = JobRecord(
             id=job_id, owner=owner, dataset=dataset, created_at=utcnow(), files=stored,
             request=request, timeout_s=job_timeout(settings, len(stored), len(transforms)),

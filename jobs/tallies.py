@@ -2,12 +2,13 @@
 
 A job that ended by the store's word (cancelled, or finished or failed by its worker)
 never changes again, so its status, its plan and its image counts are facts (a job
-that only RQ calls failed is not one: maintenance queues it again once RQ forgets it). ``GET /datasets``, ``GET /datasets/{name}`` and
-``GET /plans/{id}?batches=true`` count a dataset's jobs by status and images: without
-these facts each count read every job's record and state from the store, about 3,000
-reads for a 100,000-image plan on a bucket, on every poll of a client following it. With
-them a count reads one Redis hash per dataset, and the store only for the jobs still
-queued or running (and those ended since the last count, which it then remembers).
+that only RQ calls failed is not one: maintenance queues it again once RQ forgets it).
+``GET /datasets``, ``GET /datasets/{name}`` and ``GET /plans/{id}?batches=true`` count
+a dataset's jobs by status and images: without these facts each count read every
+job's record and state from the store, about 3,000 reads for a 100,000-image plan on a
+bucket, on every poll of a client following it. With them a count reads one Redis hash
+per dataset, and the store only for the jobs still queued or running (and those ended
+since the last count, which it then remembers).
 
 The hash lives 30 days from its last write; a lost one (Redis flushed, expired) costs
 one full read, which writes it again. Entries of deleted jobs are dropped by the next

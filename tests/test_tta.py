@@ -322,3 +322,28 @@ def test_default_pooling_follows_the_fusion_method() -> None:
     assert FusionParams("wbf", pooling="nms").pooled == "nms"
     with pytest.raises(ConfigError, match="weighted boxes fusion"):
         FusionParams("wbf", pooling="raw")
+
+
+def test_keypoints_on_given_boxes_are_the_ensemble_of_those_boxes(kp_model: KeypointRCNN
+                                                                  ) -> None:
+    """``on_boxes`` (a box an annotator drew): the boxes come back as given, with the
+    keypoints the detection path ensembles on the same boxes, inside each box, and a
+    box-head score and foreground label per box."""
+    images = _images(5)
+    tta = KeypointTTA(kp_model, parse_preset("standard", 256, 416), list(range(13)))
+    detected = tta(images)
+    given = [d["boxes"] for d in detected]
+    placed = tta.on_boxes(images, given)
+    for d, p, g in zip(detected, placed, given, strict=True):
+        assert len(g) > 0
+        assert torch.equal(p["boxes"], g)
+        torch.testing.assert_close(p["keypoints"], d["keypoints"])
+        torch.testing.assert_close(p["keypoints_scores"], d["keypoints_scores"])
+        assert (p["labels"] == 1).all() and ((p["scores"] > 0) & (p["scores"] <= 1)).all()
+    # A box where nothing was detected still gets keypoints, inside it.
+    drawn = [torch.tensor([[10.0, 20.0, 90.0, 180.0]])]
+    (out,) = tta.on_boxes(images[:1], drawn)
+    kps = out["keypoints"][0]
+    assert kps.shape == (13, 3)
+    assert ((kps[:, 0] >= 10 - 1) & (kps[:, 0] <= 90 + 1)).all()
+    assert ((kps[:, 1] >= 20 - 1) & (kps[:, 1] <= 180 + 1)).all()

@@ -146,7 +146,8 @@ def _annotate(rt: runtime.Runtime, job: _Started, progress: Progress, cache: Pat
         sources = image_sources(store, record, set(progress.outcomes), cache,
                                 progress.on_failed, rt.references)
         inferred = infer_to_log(teacher, sources, progress.log_file,
-                                on_batch=progress.on_batch, floor=floor)
+                                on_batch=progress.on_batch, floor=floor,
+                                prompts={f.name: f.boxes for f in record.files if f.boxes})
     progress.report()
     names = {f.name for f in record.files}
     given = record.request.thresholds_from

@@ -109,6 +109,30 @@ class KeypointTTA:
                                                 spreads, strict=True)]
 
     @torch.inference_mode()
+    def on_boxes(self, images: list[Tensor], boxes: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Keypoints placed in given boxes (original coordinates, one (N, 4) tensor per
+        image) instead of detected ones: a box an annotator drew (interactive
+        pre-annotation). Each box is kept as given and scored and labelled by the box
+        head (its best foreground class); the keypoints are ensembled as always."""
+        model = self.model
+        batch = self.identity.apply(images, model.transform)
+        features = model.backbone(batch.tensors)
+        sizes = [(int(h), int(w)) for h, w in batch.image_sizes]
+        rois = [resize_boxes(b, [int(i.shape[-2]), int(i.shape[-1])], list(s))
+                for b, i, s in zip(boxes, images, sizes, strict=True)]
+        heads = model.roi_heads
+        logits, _ = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, rois,
+                                                                          sizes)))
+        scores, labels = torch.softmax(logits, -1)[:, 1:].max(-1)
+        keypoints, kp_scores, spreads = self.keypoints_on_boxes(images, boxes,
+                                                                identity_features=features)
+        n = [len(b) for b in boxes]
+        return [{"boxes": b, "labels": lbl + 1, "scores": s, "keypoints": k,
+                 "keypoints_scores": ks, "keypoints_spread": sp}
+                for b, lbl, s, k, ks, sp in zip(boxes, labels.split(n), scores.split(n),
+                                                keypoints, kp_scores, spreads, strict=True)]
+
+    @torch.inference_mode()
     def keypoints_on_boxes(self, images: list[Tensor], boxes: list[Tensor], *,
                            identity_features: OrderedDict[str, Tensor] | None = None
                            ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:

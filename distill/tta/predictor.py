@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -80,6 +81,23 @@ class Predictor:
                  ) -> list[dict[str, Tensor]]:
         """Detections per image; ``floor`` goes to the wrapped ensemble (see
         :class:`Ensemble`)."""
+        return self._run(lambda on: self.wrapped(on, floor=floor), images)
+
+
+    def on_boxes(self, images: list[Tensor], boxes: list[Tensor]
+                 ) -> list[dict[str, Tensor]] | None:
+        """Keypoints placed in given boxes (original coordinates), CPU outputs as
+        :meth:`__call__`'s; None when the ensemble cannot take boxes (it detects only:
+        box teachers, and keypoint teachers without a keypoint head, such as ONNX ones)."""
+        on_boxes = getattr(self.wrapped, "on_boxes", None)
+        if on_boxes is None:
+            return None
+        return self._run(lambda on: on_boxes(on, [b.to(self.device) for b in boxes]), images)
+
+    def _run(self, ensemble: Callable[[list[Tensor]], list[dict[str, Tensor]]],
+             images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """``ensemble`` on the images moved to the device (half precision on a GPU if
+        asked), its outputs back on the CPU in float32."""
         if self.device.type == "cuda":
             # Page-locked host memory lets the copies overlap with the GPU's work.
             images = [img.pin_memory() if img.device.type == "cpu" else img for img in images]
@@ -87,7 +105,7 @@ class Predictor:
         with torch.inference_mode(), torch.autocast(
                 device_type=self.device.type, dtype=torch.float16,
                 enabled=self.half and self.device.type == "cuda"):
-            outputs = self.wrapped(images, floor=floor)
+            outputs = ensemble(images)
         return [{k: v.float().cpu() if v.is_floating_point() else v.cpu()
                  for k, v in out.items()} for out in outputs]
 

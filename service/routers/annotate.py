@@ -125,7 +125,7 @@ def _check_files(uploads: list[UploadFile], max_bytes: int, max_pixels: int
             problems.append({"file": name, "error": str(exc)})
             continue
         probed.append(_Checked(path, upload.file, size, probe.width, probe.height,
-                               _sha256(upload), upload.filename))
+                               _sha256(upload), filename=upload.filename))
     if problems:
         raise problem(413 if too_big else 422, f"{len(problems)} of {len(uploads)} files "
                       "refused; nothing was queued", files=problems)

@@ -7,13 +7,16 @@ one task and ``params.context.result``: the drawn regions, in percent of the ima
 prediction is shown as a suggestion; accepting (or rejecting) it deletes the drawn
 regions, so every drawn box is sent back.
 
-The teacher runs on the task's image as for any ``/predict`` (the interactive preset),
-but with no instance-score threshold: the annotator has said where an instance is, so
-a low-scoring detection there is still the best guess of its keypoints. Each drawn box
-is matched to the detection of its label (any label when none maps) that overlaps it
-most, at an intersection over union of at least :data:`MIN_IOU`, and comes back as
-drawn, with that detection's keypoints (those over the keypoint threshold, as always)
-linked to it. A box that matches nothing comes back alone.
+The job carries the drawn boxes (:attr:`jobs.records.StoredFile.boxes`). A Keypoint
+R-CNN teacher runs its keypoint head on them, with the interactive preset's passes
+(:meth:`distill.tta.keypoints.KeypointTTA.on_boxes`): no detection is needed, and the
+box head only scores each box. A teacher that only detects (an ONNX pose model) runs
+as for any ``/predict``, and each drawn box takes the keypoints of the detection of its
+label (any label when none maps) that overlaps it most, at an intersection over union of
+at least :data:`MIN_IOU`, however low its score: the annotator has said an instance is
+there, so the job keeps every detection. Either way a box comes back as drawn, with the
+keypoints over the keypoint threshold (as always) linked to it; a box that matches no
+detection comes back alone.
 """
 
 from __future__ import annotations
@@ -68,8 +71,21 @@ def drawn_boxes(params: Any, config: LabelingConfig) -> list[DrawnBox] | None:
     return found
 
 
+def fractions(drawn: list[DrawnBox]) -> list[tuple[float, float, float, float]]:
+    """The drawn boxes as the job's prompts (:attr:`jobs.records.StoredFile.boxes`):
+    (x0, y0, x1, y1) as fractions of the image, clipped to it; boxes left empty by the
+    clipping are left out (they still come back as drawn)."""
+    out = []
+    for b in drawn:
+        x0, y0 = max(0.0, b.x / 100), max(0.0, b.y / 100)
+        x1, y1 = min(1.0, (b.x + b.width) / 100), min(1.0, (b.y + b.height) / 100)
+        if x1 > x0 and y1 > y0:
+            out.append((x0, y0, x1, y1))
+    return out
+
+
 def interactive_request(request: JobRequest) -> JobRequest:
-    """The job's request for an interactive call: every detection kept (see above)."""
+    """The job's request for an interactive call: every instance kept (see above)."""
     return request.model_copy(update={
         "score_threshold": 0.0, "score_thresholds": {}, "min_votes": 0, "thresholds_from":
             f"interactive: drawn boxes choose the instances; {request.thresholds_from or ''}"

@@ -39,6 +39,7 @@ from service.integrations.labelstudio.config import LabelingConfig
 from service.integrations.labelstudio.deliveries import deliver_later
 from service.integrations.labelstudio.interactive import (
     DrawnBox,
+    fractions,
     interactive_request,
     suggestion,
 )
@@ -69,6 +70,8 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         fetched = list(pool.map(lambda it: _fetch(backend, config, *it), enumerate(tasks)))
     uploads = [f for f in fetched if isinstance(f, Upload)]
+    if drawn:  # the one task's drawn boxes: a keypoint teacher places keypoints in them
+        uploads = [replace(u, boxes=fractions(drawn) or None) for u in uploads]
     errors = {_name(i): f for i, f in enumerate(fetched) if isinstance(f, str)}
     out: dict[str, dict[str, Any]] = {}
     if uploads:
