@@ -69,8 +69,11 @@ def forget_if_empty(store: JobStore, owner: str, dataset: str | None) -> bool:
 
 
 def write_file(store: JobStore, owner: str, dataset: str) -> bool:
-    """Writes the dataset's file if every job of it is over and one finished; True if it
-    did (the COCO file first, then the list that makes it current)."""
+    """Writes the dataset's file if every job of it is over, one finished and the stored
+    file is not current already (a plan sent again that found every image held makes no
+    job); True if it did (the COCO file first, then the list that makes it current)."""
+    if current_file(store, owner, dataset) is not None:
+        return False
     records = [r for _, r in store.list_owner_jobs(owner, dataset=dataset)][::-1]
     states = {r.id: store.load_state(r.id) for r in records}
     if not records or not all(is_over(r, states[r.id]) for r in records):

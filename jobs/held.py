@@ -7,7 +7,9 @@ name. The dataset's file keeps the oldest job's annotation of a name, so annotat
 such an image again would cost a teacher pass whose result is thrown away. It is left
 out of the new batches when the job holding it finished, annotated it (it is not among
 the job's failed images), ran the same checkpoint, and is not a batch of this very plan
-(a plan resuming after its worker died makes its own batches as before).
+(a plan resuming after its worker died makes its own batches as before). Held images
+stay in the older jobs only: deleting those (or retention) takes them out of the
+dataset, and the next plan sent again annotates them again.
 """
 
 from __future__ import annotations

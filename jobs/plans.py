@@ -185,7 +185,9 @@ class _Batches:
         named, renamed = assign_names(batch, taken)
         kept = [r for r in named if not self._held(r, taken)]
         self.state.held += len(named) - len(kept)
+        names = {r.name for r in kept}
         named, n = kept, self.state.batches
+        renamed = [r for r in renamed if r.name in names]
         if named and not self._made_before(n):
             self.pending.append(self.pool.submit(self._commit, n, named, renamed))
         self.state.jobs += bool(named)

@@ -98,6 +98,8 @@ def call(fn: Callable[[], _T], *, retry_s: float, what: str) -> _T:
 class S3Storage(Storage):
     """Keys as objects under ``s3://BUCKET/PREFIX/``."""
 
+    parallel_reads = 8
+
     def __init__(self, uri: str, *, endpoint_url: str | None = None, retry_s: float = 60.0,
                  client: Any = None) -> None:
         self.bucket, prefix = parse_s3_uri(uri.rstrip("/"))

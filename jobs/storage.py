@@ -59,6 +59,9 @@ class Storage(ABC):
     """Objects under keys: put, get, list, delete, and the few extras jobs need."""
 
     url: str  # where the store is, for messages (never with credentials)
+    # Reads worth having in flight at once: a local directory answers at once, a bucket
+    # after a round trip (its latency, not its bandwidth, bounds a run of small reads).
+    parallel_reads: int = 1
 
     @abstractmethod
     def put(self, key: str, data: bytes | IO[bytes]) -> None:

@@ -164,10 +164,12 @@ def _follow(http: httpx.Client, state: PlanState, state_path: Path,
 
 
 def _needs_resending(plan: dict[str, Any]) -> bool:
-    """A plan that failed or was cancelled, or finished with batch jobs that did."""
+    """A plan that failed or was cancelled, or finished with batch jobs that failed, were
+    cancelled or are gone (deleted, or removed by the service's retention)."""
     statuses = (plan.get("batches") or {}).get("statuses", {})
-    return plan["state"]["status"] in _LOST or (
-        plan["state"]["status"] == "finished" and any(statuses.get(s) for s in _LOST))
+    listing = plan["state"]
+    return listing["status"] in _LOST or (listing["status"] == "finished" and (
+        any(statuses.get(s) for s in _LOST) or sum(statuses.values()) < listing["jobs"]))
 
 
 def _check_ended(state: PlanState, listing: dict[str, Any], statuses: dict[str, int]) -> None:

@@ -18,12 +18,10 @@ from redis.exceptions import RedisError
 
 from jobs import queueing, tallies
 from jobs.records import JobRecord, JobState, JobStatus, is_over
-from jobs.storage import LocalStorage
 from jobs.store import DamagedRecordError, JobStore
 from service.models import JobLinks, JobOut, Progress
 
 _QUEUED_IN_RQ = ("queued", "scheduled", "deferred")
-_READERS = 8  # store reads in flight at once for a count (threads; S3 reads wait on I/O)
 
 
 def links(job_id: str) -> JobLinks:
@@ -101,10 +99,10 @@ def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, d
     def count(job_id: str) -> tuple[str, tallies.Ended, bool] | None:
         return _counted(store, redis, queue_prefix, owner, job_id)
 
-    if isinstance(store.storage, LocalStorage):  # threads only slow local reads down
+    if store.storage.parallel_reads <= 1 or len(unread) <= 1:
         read = [r for r in map(count, unread) if r is not None]
     else:
-        with ThreadPoolExecutor(max_workers=_READERS) as pool:
+        with ThreadPoolExecutor(max_workers=store.storage.parallel_reads) as pool:
             read = [r for r in pool.map(count, unread) if r is not None]
     listed = set(ids)
     tallies.remember(redis, queue_prefix, owner, dataset,
@@ -123,9 +121,10 @@ def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, d
 def _counted(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str,
              job_id: str) -> tuple[str, tallies.Ended, bool] | None:
     """One job's status and images as a count sees them, and whether they are final;
-    None when it is gone or damaged. Final means over by the store's word (cancelled, or
-    finished or failed by its worker): a job RQ alone calls failed (its worker died with
-    no retries left) is queued again by maintenance once RQ forgets it."""
+    None when it is gone or damaged. Final means over by the store's word (ended by its
+    worker, or cancelled before it started): a job RQ alone calls failed (its worker died
+    with no retries left) is queued again by maintenance once RQ forgets it, and one
+    cancelled while it ran is read again each time (its worker leaves it running)."""
     try:
         record = store.load_job(job_id)
     except DamagedRecordError:
@@ -133,7 +132,9 @@ def _counted(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str
     if record is None or record.owner != owner:
         return None
     view = job_view(store, redis, record, queue_prefix)
-    over = record.cancelled_at is not None or view.finished_at is not None
+    # A job cancelled while it ran may still count a batch before its worker stops.
+    over = view.finished_at is not None or (
+        record.cancelled_at is not None and view.started_at is None)
     return job_id, tallies.Ended(status=view.status, plan=record.plan, done=view.progress.done,
                                  failed=view.progress.failed, total=view.progress.total), over
 

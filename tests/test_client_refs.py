@@ -26,6 +26,8 @@ def test_a_rerun_resends_a_plan_that_failed_or_lost_batches() -> None:
     assert _needs_resending(_plan("cancelled", {"finished": 1}))
     assert _needs_resending(_plan("finished", {"finished": 1, "failed": 1}))
     assert not _needs_resending(_plan("finished", {"finished": 2}))
+    assert _needs_resending(_plan("finished", {"finished": 1}))  # one batch job is gone
+    assert not _needs_resending(_plan("finished", {}, jobs=0))  # every image held already
     assert not _needs_resending(_plan("running", {"failed": 1}))  # still going: wait
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from jobs.records import JobRequest
 from service.integrations.labelstudio.config import parse_config
 from service.integrations.labelstudio.interactive import (
     drawn_boxes,
+    fractions,
     interactive_request,
     suggestion,
 )
@@ -68,7 +71,8 @@ def test_a_drawn_box_takes_the_keypoints_of_the_detection_under_it() -> None:
 
 def test_no_context_is_a_plain_predict_and_the_request_keeps_every_detection() -> None:
     assert drawn_boxes({}, CONFIG) is None and drawn_boxes(None, CONFIG) is None
-    assert drawn_boxes({"context": {"result": []}}, CONFIG) == []
+    assert drawn_boxes({"context": {"result": []}}, CONFIG) is None
+    assert drawn_boxes({"context": {"result": [{"type": "keypointlabels"}]}}, CONFIG) is None
     request = interactive_request(JobRequest(tta="flip", fusion="vote", score_threshold=0.4,
                                              keypoint_threshold=0.2,
                                              score_thresholds={"1": 0.7}))
@@ -79,3 +83,41 @@ def test_no_context_is_a_plain_predict_and_the_request_keeps_every_detection() -
     assert drawn is not None
     (box,) = suggestion({**_coco(), "annotations": []}, drawn, CONFIG, "v")["result"]
     assert (box["id"], box["value"]["width"]) == ("drawn1", 10)
+
+
+def test_hostile_contexts_are_ignored_or_refused() -> None:
+    """Numbers that are no finite JSON numbers make no box; too many boxes are refused
+    (the router answers 422); a rotated box comes back as drawn, without keypoints."""
+    bad = [{**_drawn(1, 1, 5, 5), "value": {**_drawn(1, 1, 5, 5)["value"], "x": v}}
+           for v in (10 ** 400, True, "1", None, float("nan"))]
+    assert drawn_boxes({"context": {"result": bad}}, CONFIG) is None
+    with pytest.raises(ValueError, match="more than 100"):
+        drawn_boxes({"context": {"result": [_drawn(1, 1, 5, 5)] * 101}}, CONFIG)
+    turned = {**_drawn(51, 12, 18, 76), "value": {**_drawn(51, 12, 18, 76)["value"],
+                                                  "rotation": 30}}
+    drawn = drawn_boxes({"context": {"result": [turned]}}, CONFIG)
+    assert drawn is not None and fractions(drawn) == []
+    (box,) = suggestion(_coco(), drawn, CONFIG, "v")["result"]
+    assert box["value"]["rotation"] == 30
+
+
+def test_a_label_of_the_teacher_matches_only_its_own_detections() -> None:
+    """A box labelled with a category the image has no detection of gets no keypoints
+    (not another category's); an unlabelled box may match any detection."""
+    config = parse_config("""<View>
+  <Image name="photo" value="$img"/>
+  <RectangleLabels name="body" toName="photo">
+    <Label value="person"/><Label value="dog"/></RectangleLabels>
+  <KeyPointLabels name="joints" toName="photo">
+    <Label value="head" predicted_values="person" model_index="0"/></KeyPointLabels>
+</View>""")
+    coco = {**_coco(), "categories": [*_coco()["categories"], {"id": 2, "name": "dog"}]}
+    as_dog = {**_drawn(5, 10, 20, 80), "value": {**_drawn(5, 10, 20, 80)["value"],
+                                                 "rectanglelabels": ["dog"]}}
+    unlabelled = {**_drawn(5, 10, 20, 80), "value": {**_drawn(5, 10, 20, 80)["value"],
+                                                     "rectanglelabels": []}}
+    for region, points in ((as_dog, 0), (unlabelled, 1)):
+        drawn = drawn_boxes({"context": {"result": [region]}}, config)
+        assert drawn is not None
+        got = suggestion(coco, drawn, config, "v")["result"]
+        assert sum(r["type"] == "keypointlabels" for r in got) == points, region

@@ -270,39 +270,37 @@ def test_the_client_follows_a_prefix_and_a_list_and_resumes(
     assert json.loads(out.read_text()) == coco
     with stack.client() as c:
         assert c.get(f"/datasets/{state['dataset']}").json()["jobs"] == 2
-    # A plan the service no longer has is sent again, into the same dataset: the images
-    # the dataset holds, annotated by a finished job of the same checkpoint, are not
-    # annotated again (jobs.held).
+    # A batch job of the plan lost (deleted here): a rerun sends the plan again, into the
+    # same dataset, and it annotates that batch's images only: the images the dataset
+    # holds, annotated by a finished job of the same checkpoint, are left out (jobs.held).
     state_file = out.with_name("cam0.json.state.json")
-    state_file.write_text(json.dumps({**state, "plan": "0" * 32}))
-    resent = client(f"s3://{team}/set/cam0/", out)
-    assert resent.returncode == 0, resent.stderr[-3000:]
-    resent_plan = json.loads(state_file.read_text())["plan"]
-    assert resent_plan not in (state["plan"], "0" * 32)
-    with stack.client() as c:
-        listing = c.get(f"/plans/{resent_plan}").json()["state"]
-    assert (listing["listed"], listing["held"], listing["jobs"]) == (15, 15, 0)
-    again_coco = json.loads(out.read_text())
-    assert again_coco["info"]["jobs"] == coco["info"]["jobs"]
-    for key in ("images", "annotations", "categories"):
-        assert again_coco[key] == coco[key], key
-    # A batch job lost (deleted here): the plan sent again annotates its images only.
     lost = coco["info"]["jobs"][0]
     with stack.client() as c:
         lost_images = c.get(f"/jobs/{lost}").json()["progress"]["total"]
         assert c.delete(f"/jobs/{lost}").status_code == 200
-    state_file.write_text(json.dumps({**state, "plan": "0" * 32}))
     redone = client(f"s3://{team}/set/cam0/", out)
     assert redone.returncode == 0, redone.stderr[-3000:]
+    redone_plan = json.loads(state_file.read_text())["plan"]
+    assert redone_plan != state["plan"]
     with stack.client() as c:
-        listing = c.get(f"/plans/{json.loads(state_file.read_text())['plan']}",
-                        params={"batches": "true"}).json()
+        listing = c.get(f"/plans/{redone_plan}", params={"batches": "true"}).json()
     assert (listing["state"]["held"], listing["state"]["jobs"]) == (15 - lost_images, 1)
     assert listing["batches"]["images"]["done"] == lost_images
     merged = json.loads(out.read_text())
     assert len(merged["info"]["jobs"]) == 2 and lost not in merged["info"]["jobs"]
     assert merged["categories"] == coco["categories"]
     assert _by_name(merged) == _by_name(coco)  # the same pseudo-labels, redone or kept
+    # A plan the service no longer has is sent again too; here every image is held, so
+    # it makes no job, and the dataset's file stays as it was.
+    state_file.write_text(json.dumps({**state, "plan": "0" * 32}))
+    resent = client(f"s3://{team}/set/cam0/", out)
+    assert resent.returncode == 0, resent.stderr[-3000:]
+    resent_plan = json.loads(state_file.read_text())["plan"]
+    assert resent_plan not in (state["plan"], redone_plan, "0" * 32)
+    with stack.client() as c:
+        listing = c.get(f"/plans/{resent_plan}").json()["state"]
+    assert (listing["listed"], listing["held"], listing["jobs"]) == (15, 15, 0)
+    assert json.loads(out.read_text()) == merged
 
     listed = tmp_path / "uris.txt"
     listed.write_text(f"# two of them\ns3://{team}/set/cam1/img_01.png\n\n"

@@ -142,7 +142,10 @@ def predict_tasks(owner: LSOwnerDep, registry: RegistryDep, store: StoreDep, red
                            "DISTILL_MAX_PENDING_IMAGES): select fewer tasks")
     try:
         config = parse_config(xml)
-        drawn = drawn_boxes(body.get("params"), config)
+        try:
+            drawn = drawn_boxes(body.get("params"), config)
+        except ValueError as exc:
+            raise problem(422, str(exc)) from exc
         if drawn is not None and len(tasks) != 1:
             raise problem(422, "an interactive call (params.context) has one task, not "
                                f"{len(tasks)}")

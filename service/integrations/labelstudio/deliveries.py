@@ -31,13 +31,13 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from distill.errors import ConfigError
-from jobs import queueing
 from jobs.keys import redis_key
 from jobs.metrics import record_delivery
-from jobs.records import JobRecord, JobStatus, utcnow
+from jobs.records import JobRecord, JobStatus
 from service.integrations.labelstudio.config import parse_config
 from service.integrations.labelstudio.results import (
     Backend,
+    abandon,
     collect_predictions,
     wait_for_job,
 )
@@ -70,10 +70,7 @@ def deliver_later(backend: Backend, record: JobRecord, label_config: str, versio
              "(DISTILL_LS_PREDICT_TIMEOUT_S)"
     if not backend.studio.writable:
         _count(backend, record.teacher, 0, Counter(no_key=len(task_ids)))
-        record.cancelled_at = utcnow()  # as DELETE /jobs does
-        backend.store.save_job(record)
-        queueing.cancel(backend.redis, record.id)
-        backend.store.delete_artifacts(record.id)
+        abandon(backend, record, remove=False)
         return f"{waited}; retrieve fewer tasks at a time"
     delivery = Delivery(record.id, record.teacher, label_config, version, task_ids)
     token = uuid.uuid4().hex

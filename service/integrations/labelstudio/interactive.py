@@ -32,51 +32,70 @@ from jobs.records import JobRequest
 from service.integrations.labelstudio.config import LabelingConfig
 
 MIN_IOU = 0.3  # a drawn box and the detection it takes its keypoints from
+MAX_DRAWN = 100  # boxes in one interactive call (an annotator draws one at a time)
 
 
 @dataclass(frozen=True)
 class DrawnBox:
-    """A box the annotator drew with the smart rectangle tool, in percent of the image."""
+    """A box the annotator drew with the smart rectangle tool, in percent of the image
+    (``rotation`` in degrees about its top-left corner, as Label Studio has it)."""
 
     label: str | None
     x: float
     y: float
     width: float
     height: float
+    rotation: float = 0.0
 
 
 def drawn_boxes(params: Any, config: LabelingConfig) -> list[DrawnBox] | None:
     """The boxes of an interactive request's context (in the config's box tag); None for
-    a request without a context (a plain ``/predict``)."""
+    a request without one (a plain ``/predict``, or a context of other regions: a smart
+    keypoint, another tag). Raises ValueError beyond :data:`MAX_DRAWN` boxes."""
     context = params.get("context") if isinstance(params, dict) else None
     regions = context.get("result") if isinstance(context, dict) else None
-    if not isinstance(regions, list):
+    if not isinstance(regions, list) or config.boxes is None:
         return None
     found = []
     for region in regions:
         value = region.get("value") if isinstance(region, dict) else None
-        if config.boxes is None or not isinstance(value, dict) or region.get(
-                "type") != "rectanglelabels" or region.get("from_name") != config.boxes.name:
+        if not isinstance(value, dict) or region.get("type") != "rectanglelabels" \
+                or region.get("from_name") != config.boxes.name:
             continue
-        try:
-            x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
-        except (KeyError, TypeError, ValueError):
-            continue
-        if not all(map(math.isfinite, (x, y, w, h))) or w <= 0 or h <= 0:
+        x, y, w, h, turn = (_number(value.get(k, 0.0 if k == "rotation" else None))
+                            for k in ("x", "y", "width", "height", "rotation"))
+        if x is None or y is None or w is None or h is None or turn is None or w <= 0 \
+                or h <= 0:
             continue
         labels = value.get("rectanglelabels")
         label = labels[0] if isinstance(labels, list) and labels and \
             isinstance(labels[0], str) else None
-        found.append(DrawnBox(label, x, y, w, h))
-    return found
+        found.append(DrawnBox(label, x, y, w, h, turn))
+    if len(found) > MAX_DRAWN:
+        raise ValueError(f"{len(found)} drawn boxes in one interactive call, more than "
+                         f"{MAX_DRAWN}")
+    return found or None
+
+
+def _number(v: Any) -> float | None:
+    """A JSON number as a finite float (not a boolean, not an overflowing integer)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
 
 
 def fractions(drawn: list[DrawnBox]) -> list[tuple[float, float, float, float]]:
     """The drawn boxes as the job's prompts (:attr:`jobs.records.StoredFile.boxes`):
     (x0, y0, x1, y1) as fractions of the image, clipped to it; boxes left empty by the
-    clipping are left out (they still come back as drawn)."""
+    clipping, and rotated boxes, are left out (they still come back as drawn)."""
     out = []
     for b in drawn:
+        if b.rotation:
+            continue
         x0, y0 = max(0.0, b.x / 100), max(0.0, b.y / 100)
         x1, y1 = min(1.0, (b.x + b.width) / 100), min(1.0, (b.y + b.height) / 100)
         if x1 > x0 and y1 > y0:
@@ -104,7 +123,8 @@ def suggestion(coco: dict[str, Any], drawn: list[DrawnBox], config: LabelingConf
     scores: list[float] = []
     for n, box in enumerate(drawn, 1):
         px = (box.x * w / 100, box.y * h / 100, box.width * w / 100, box.height * h / 100)
-        ann = _best_match(px, box.label, anns, cats, plan.box_label)
+        ann = None if box.rotation else _best_match(px, box.label, anns, cats,
+                                                     plan.box_label)
         if ann is None:
             result.append(_rectangle(f"drawn{n}", box, img, config))
             continue
@@ -127,23 +147,26 @@ def _always(label: str | None) -> Callable[[dict[str, Any]], str | None]:
 
 def _rectangle(region_id: str, box: DrawnBox, img: dict[str, Any], config: LabelingConfig
                ) -> dict[str, Any]:
-    """A drawn box as it was drawn (no detection matched it)."""
+    """A drawn box as it was drawn (no detection matched it, or it is rotated)."""
     assert config.boxes is not None  # drawn boxes are read from the config's box tag
     return {"id": region_id, "type": "rectanglelabels", "from_name": config.boxes.name,
             "to_name": config.image, "original_width": int(img["width"]),
             "original_height": int(img["height"]), "image_rotation": 0,
             "value": {"x": box.x, "y": box.y, "width": box.width, "height": box.height,
-                      "rotation": 0, "rectanglelabels": [box.label] if box.label else []}}
+                      "rotation": box.rotation,
+                      "rectanglelabels": [box.label] if box.label else []}}
 
 
 def _best_match(px: tuple[float, float, float, float], label: str | None,
                 anns: list[dict[str, Any]], cats: dict[Any, dict[str, Any]],
                 box_label: Any) -> dict[str, Any] | None:
-    """The detection overlapping the drawn box most (of its label when any detection's
-    label is the drawn one), if it overlaps at least ``MIN_IOU``."""
-    same = [a for a in anns if label is not None and box_label(cats[a["category_id"]]) == label]
+    """The detection overlapping the drawn box most, if it overlaps at least ``MIN_IOU``:
+    one of the drawn label's category, or of any when the label is none of the teacher's
+    categories' (an unlabeled box, a label the config maps to nothing)."""
+    if label is not None and label in {box_label(c) for c in cats.values()}:
+        anns = [a for a in anns if box_label(cats[a["category_id"]]) == label]
     best, best_iou = None, MIN_IOU
-    for ann in same or anns:
+    for ann in anns:
         iou = _iou(px, box_xywh(ann))
         if iou >= best_iou:
             best, best_iou = ann, iou

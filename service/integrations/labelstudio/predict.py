@@ -20,7 +20,6 @@ when it finishes (:mod:`.deliveries`, which survives a restart of the API).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
@@ -29,11 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, BinaryIO, cast
 
-from redis.exceptions import RedisError
-
-from jobs.cancel import cancel_job
-from jobs.ledger import remove_job
-from jobs.records import JobRecord
 from jobs.submit import Upload, submit_job
 from service.integrations.labelstudio.config import LabelingConfig
 from service.integrations.labelstudio.deliveries import deliver_later
@@ -45,6 +39,7 @@ from service.integrations.labelstudio.interactive import (
 )
 from service.integrations.labelstudio.results import (
     Backend,
+    abandon,
     collect_predictions,
     error_prediction,
     model_version,
@@ -96,7 +91,7 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
                                       None if drawn is None else
                                       lambda coco: suggestion(coco, drawn, config, version))
         elif drawn is not None:
-            _drop(backend, record)
+            abandon(backend, record, remove=True)
             errors.update({u.name: "the teacher did not answer in time" for u in uploads})
         else:
             late = deliver_later(backend, record, label_config, version, {
@@ -104,13 +99,6 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
             errors.update({u.name: late for u in uploads})
     return [out.get(_name(i)) or error_prediction(version, errors.get(_name(i), "no result"))
             for i in range(len(tasks))]
-
-
-def _drop(backend: Backend, record: JobRecord) -> None:
-    """Cancels and deletes a job whose answer is no longer wanted."""
-    with contextlib.suppress(RedisError):
-        cancel_job(backend.store, backend.redis, backend.settings.queue, record)
-    remove_job(backend.store, backend.redis, backend.settings.queue, record)
 
 
 def _name(i: int) -> str:

@@ -8,6 +8,7 @@ into the project's regions through the file export's converter
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from distill.errors import DistillError
 from distill.exports._common import images_with_objects
 from distill.exports.labelstudio import image_regions, prediction
+from jobs.cancel import cancel_job
 from jobs.ledger import remove_job
 from jobs.records import JobRecord
 from jobs.settings import Settings
@@ -69,6 +72,15 @@ def wait_for_job(backend: Backend, record: JobRecord, timeout_s: float,
             every()
         time.sleep(POLL_S)
     return view
+
+
+def abandon(backend: Backend, record: JobRecord, *, remove: bool) -> None:
+    """Cancels a job whose predictions nobody will take (as ``DELETE /jobs`` does), and
+    with ``remove`` deletes it too."""
+    with contextlib.suppress(RedisError):
+        cancel_job(backend.store, backend.redis, backend.settings.queue, record)
+    if remove:
+        remove_job(backend.store, backend.redis, backend.settings.queue, record)
 
 
 def collect_predictions(backend: Backend, record: JobRecord, view: JobOut,
