@@ -15,6 +15,7 @@ from training.sweep_points import (
     Point,
     best_baseline,
     check_settings,
+    chosen,
     load_points,
     pending,
     plan,
@@ -75,6 +76,17 @@ def test_pending_skips_the_points_whose_file_exists(tmp_path: Path) -> None:
     assert first not in left and len(left) == len(plan(AXES)) - 1
     (record,) = load_points(tmp_path)
     assert record["point"]["role"] == "baseline" and record["settings"] == SETTINGS
+
+
+def test_points_chosen_by_name_keep_the_plan_order() -> None:
+    todo = plan(AXES)
+    names = [todo[5].name, todo[2].name]
+    assert chosen(todo, names) == [todo[2], todo[5]]
+    assert chosen(todo, None) == todo
+    with pytest.raises(ConfigError, match="not pending: no-such-point"):
+        chosen(todo[:3], ["no-such-point", todo[1].name])
+    with pytest.raises(ConfigError, match=f"not pending: {todo[5].name}"):
+        chosen(todo[:3], [todo[5].name])  # planned, but done already
 
 
 def test_points_made_with_other_settings_are_refused() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from training.sweep_points import (
     Point,
     best_baseline,
     check_settings,
+    chosen,
     load_points,
     pending,
     point_of,
@@ -70,9 +72,11 @@ def point_config(base: ExperimentConfig, point: Point) -> ExperimentConfig:
 
 
 def run_sweep(base: ExperimentConfig, axes: Axes, points_dir: Path = DEFAULT_POINTS_DIR,
-              report: Path | None = None, max_points: int | None = None) -> list[Path]:
-    """Runs the pending points (at most ``max_points``), each written as it finishes,
-    and regenerates the report after each; returns the files written."""
+              report: Path | None = None, max_points: int | None = None,
+              only: Sequence[str] | None = None) -> list[Path]:
+    """Runs the pending points (only those named in ``only``, if given; at most
+    ``max_points``), each written as it finishes, and regenerates the report after
+    each; returns the files written."""
     from training.pipeline import sigterm_exits
     from training.sweep_report import write_report
 
@@ -82,7 +86,7 @@ def run_sweep(base: ExperimentConfig, axes: Axes, points_dir: Path = DEFAULT_POI
     if axes.lever_budgets:
         check_ignore_factor(committed, base.ignore_factor)
     report = report or points_dir.parent / "SWEEP.md"
-    todo = pending(axes, points_dir)
+    todo = chosen(pending(axes, points_dir), only)
     if max_points is not None:
         todo = todo[:max_points]
     print(f"sweep: {len(todo)} point(s) to run, {len(pending(axes, points_dir)) - len(todo)} "

@@ -8,7 +8,7 @@ from pathlib import Path
 from distill.errors import ConfigError
 from training.experiment_config import add_arguments, config_from_args
 from training.sweep import DEFAULT_POINTS_DIR, run_sweep
-from training.sweep_points import Axes, pending
+from training.sweep_points import Axes, chosen, pending
 
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,6 +34,9 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, default=None,
                    help="the summary (default: SWEEP.md beside the points folder)")
     p.add_argument("--max-points", type=int, default=None, help="stop after this many points")
+    p.add_argument("--points", nargs="+", default=None, metavar="NAME",
+                   help="only these pending points (names as --plan lists them), in plan "
+                        "order: say, a lever while its student's checkpoint is still there")
     p.add_argument("--plan", action="store_true", help="list the pending points and stop")
     p.add_argument("--report-only", action="store_true",
                    help="regenerate the summary from the committed points and stop")
@@ -62,9 +65,9 @@ def run_sweep_from_args(args: argparse.Namespace) -> int:
         print(report.read_text(encoding="utf-8"))
         return 0
     if args.plan:
-        todo = pending(axes, args.points_dir)
+        todo = chosen(pending(axes, args.points_dir), args.points)
         print("\n".join(p.name for p in todo) or "nothing left")
         print(f"{len(todo)} point(s) pending")
         return 0
-    run_sweep(base, axes, args.points_dir, report, args.max_points)
+    run_sweep(base, axes, args.points_dir, report, args.max_points, args.points)
     return 0

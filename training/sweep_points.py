@@ -22,6 +22,7 @@ retrains that baseline first).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -127,6 +128,19 @@ def check_settings(records: list[dict[str, Any]], settings: dict[str, Any]) -> N
 def pending(axes: Axes, points_dir: Path) -> list[Point]:
     """The planned points whose file is not there yet, in plan order."""
     return [p for p in plan(axes) if not p.file(points_dir).is_file()]
+
+
+def chosen(todo: list[Point], names: Sequence[str] | None) -> list[Point]:
+    """The points of ``todo`` named in ``names`` (all of them when None), in plan order;
+    a name that is no pending point is an error that lists the pending ones."""
+    if names is None:
+        return todo
+    unknown = set(names) - {p.name for p in todo}
+    if unknown:
+        raise ConfigError(f"not pending: {', '.join(sorted(unknown))} (pending: "
+                          f"{', '.join(p.name for p in todo) or 'none'}; `distill sweep "
+                          "--plan` lists them)")
+    return [p for p in todo if p.name in set(names)]
 
 
 def best_baseline(records: list[dict[str, Any]], family: str, task: Task, labeled: int,
