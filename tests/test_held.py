@@ -16,6 +16,7 @@ from jobs.records import (
     StoredFile,
     utcnow,
 )
+from jobs.storage import LocalStorage
 from jobs.store import JobStore
 
 SHA = "a" * 64
@@ -52,3 +53,16 @@ def test_only_images_a_finished_job_of_the_checkpoint_annotated_are_held(tmp_pat
         assert not held.annotated(job_id, "a.png"), job
     assert not held.annotated("f" * 32, "a.png")  # a job that is gone
     assert not HeldImages(store, "new", None).annotated(done, "a.png")  # no checkpoint known
+
+
+def test_holders_are_read_side_by_side_on_a_store_that_takes_it(tmp_path: Path) -> None:
+    class Parallel(LocalStorage):
+        parallel_reads = 4
+
+    store = JobStore(Parallel(tmp_path / "store"))
+    done = [_job(store, n, JobStatus.FINISHED) for n in range(1, 6)]
+    failed = _job(store, 9, JobStatus.FAILED)
+    held = HeldImages(store, "new", SHA)
+    held.prefetch({*done, failed, "f" * 32})
+    assert all(held.annotated(j, "b.png") for j in done)
+    assert not held.annotated(failed, "a.png") and not held.annotated("f" * 32, "a.png")
