@@ -28,20 +28,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redis import Redis
+from rq import Queue
+from rq.job import Job
 
+from jobs import queueing, tallies
+from jobs.keys import redis_key
 from jobs.records import JobRecord, JobRequest, JobState, JobStatus, StoredFile, utcnow
 from jobs.storage import LocalStorage, Storage
 from jobs.store import JobStore
 from service.views import job_view, tally
 
 PREFIX = "bench-tally"
+QUEUE = f"{PREFIX}-queue"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
           "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def make_jobs(store: JobStore, jobs: int, running: int, queued: int, images: int) -> None:
-    """``jobs`` jobs of one dataset: the last ``queued`` without a state, the ``running``
-    before them running, the rest finished."""
+def make_jobs(store: JobStore, redis: Redis, jobs: int, running: int, queued: int,
+              images: int) -> None:
+    """``jobs`` jobs of one dataset, committed as the service commits them (their facts
+    noted in Redis): the last ``queued`` waiting in an RQ queue no worker serves, the
+    ``running`` before them running, the rest finished."""
     for n in range(jobs):
         created = utcnow() + timedelta(milliseconds=n)
         record = JobRecord(
@@ -50,11 +57,14 @@ def make_jobs(store: JobStore, jobs: int, running: int, queued: int, images: int
                               sha256="0" * 64) for k in range(images)],
             request=JobRequest(tta="standard", fusion="vote"), timeout_s=3600)
         store.commit(store.staging(record.id), record)
+        tallies.accepted(redis, PREFIX, record)
         if n < jobs - queued - running:
-            state = JobState(status=JobStatus.FINISHED, total=images, done=images)
+            state = JobState(total=images, done=images)
+            state.finish(annotations=0)  # as the worker ends it
         elif n < jobs - queued:
             state = JobState(status=JobStatus.RUNNING, total=images, done=images // 2)
         else:
+            queueing.enqueue(redis, QUEUE, record.id, timeout_s=3600, retries=0)
             continue
         store.save_state(record.id, state)
 
@@ -120,7 +130,7 @@ def main() -> None:
         try:
             store = JobStore(storage)
             start = time.perf_counter()
-            make_jobs(store, args.jobs, args.running, args.queued, args.images)
+            make_jobs(store, redis, args.jobs, args.running, args.queued, args.images)
             print(f"{args.jobs} jobs written in {time.perf_counter() - start:.1f} s "
                   f"({'moto S3' if args.s3 else 'local directory'})")
             before = timed("every record and state, one by one", lambda: read_everything(
@@ -133,15 +143,17 @@ def main() -> None:
         finally:
             for key in redis.scan_iter(f"distill:{PREFIX}:*"):
                 redis.delete(key)
+            for n in range(args.jobs):
+                redis.delete(Job.key_for(f"{n:032x}"))
+            Queue(QUEUE, connection=redis).delete(delete_jobs=True)
             if proc is not None:
                 proc.terminate()
                 proc.wait()
 
 
 def _tally(store: JobStore, redis: Redis, forget: bool = False) -> tuple[int, dict[str, int], int]:
-    if forget:
-        for key in redis.scan_iter(f"distill:{PREFIX}:*"):
-            redis.delete(key)
+    if forget:  # what a count has remembered (the facts noted at commit stay)
+        redis.delete(redis_key(PREFIX, "dataset", "o", "ds", "ended-jobs"))
     counted = tally(store, redis, PREFIX, "o", "ds")
     assert counted is not None
     return counted.jobs, counted.statuses, counted.images.done

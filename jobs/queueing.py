@@ -96,6 +96,19 @@ def rq_statuses(redis: Redis, job_ids: list[str]) -> dict[str, str | None]:
             for job_id, raw in zip(job_ids, found, strict=True)}
 
 
+def rq_never_started(redis: Redis, job_ids: list[str]) -> set[str]:
+    """The jobs RQ holds waiting (queued, scheduled, deferred) that no worker ever
+    started, in one round trip: a count needs nothing else of them (a job queued again
+    for a retry keeps its first start, and has progress to read)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(Job.key_for(job_id), "status", "started_at")
+        found = pipe.execute()
+    waiting = {b"queued", b"scheduled", b"deferred", "queued", "scheduled", "deferred"}
+    return {job_id for job_id, (status, started) in zip(job_ids, found, strict=True)
+            if status in waiting and not started}
+
+
 def rq_failure(redis: Redis, job_id: str) -> str | None:
     """The last line of RQ's recorded failure of a job, if any."""
     try:

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from distill.errors import ConfigError, DistillError
 from distill.options import PRESETS
 from distill.tta.transforms import Transform, parse_preset
-from jobs import queueing
+from jobs import queueing, tallies
 from jobs.ledger import (
     NamingBusyError,
     Taken,
@@ -191,6 +191,7 @@ def commit_job(store: JobStore, redis: Redis, queue: str, staging: str, record: 
         with contextlib.suppress(RedisError):
             job_removed(redis, queue, record.owner, record.dataset, record.id)
         raise
+    tallies.accepted(redis, queue, record)  # after the index entry: a count keeps it
 
 
 def submit_job(*, store: JobStore, redis: Redis, settings: Settings, registry: TeacherRegistry,

@@ -10,7 +10,12 @@ bucket, on every poll of a client following it. With them a count reads one Redi
 per dataset, and the store only for the jobs still queued or running (and those ended
 since the last count, which it then remembers).
 
-The hash lives 30 days from its last write; a lost one (Redis flushed, expired) costs
+A job's plan and image count are facts from its commit on, noted in a second hash
+(:func:`accepted`, dropped once the job ends): a job RQ says waits and never started is
+counted from them without any read of the store, so a plan that has just queued a
+thousand batches costs a count nothing per batch.
+
+The hashes live 30 days from their last write; a lost one (Redis flushed, expired) costs
 one full read, which writes it again. Entries of deleted jobs are dropped by the next
 count (it keeps only the jobs the dataset's index still lists).
 """
@@ -25,7 +30,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from jobs.keys import redis_key
-from jobs.records import JobStatus
+from jobs.records import JobRecord, JobStatus
 
 log = logging.getLogger(__name__)
 _TTL_S = 30 * 24 * 3600
@@ -41,8 +46,50 @@ class Ended(BaseModel):
     total: int = 0
 
 
+class Facts(BaseModel):
+    """What never changes of any job of a dataset: its plan and its number of images."""
+
+    plan: str | None = None
+    total: int = 0
+
+
 def _key(prefix: str, owner: str, dataset: str) -> str:
     return redis_key(prefix, "dataset", owner, dataset, "ended-jobs")
+
+
+def _facts_key(prefix: str, owner: str, dataset: str) -> str:
+    return redis_key(prefix, "dataset", owner, dataset, "job-facts")
+
+
+def accepted(redis: Redis, prefix: str, record: JobRecord) -> None:
+    """Notes a job's facts as it is committed (a plan commits its batches by the
+    thousand; a count then needs no read of a batch that waits in the queue)."""
+    if record.dataset is None:
+        return
+    key = _facts_key(prefix, record.owner, record.dataset)
+    facts = Facts(plan=record.plan, total=len(record.files))
+    with contextlib.suppress(RedisError):
+        pipe = redis.pipeline(transaction=False)
+        pipe.hset(key, record.id, facts.model_dump_json())
+        pipe.expire(key, _TTL_S)
+        pipe.execute()
+
+
+def facts(redis: Redis | None, prefix: str, owner: str, dataset: str) -> dict[str, Facts]:
+    """The noted facts of the dataset's jobs not yet remembered as ended (an ended job's
+    are dropped); none without Redis."""
+    if redis is None:
+        return {}
+    try:
+        raw: dict[bytes, bytes] = redis.hgetall(  # type: ignore[assignment]
+            _facts_key(prefix, owner, dataset))
+    except RedisError:
+        return {}
+    found: dict[str, Facts] = {}
+    for job_id, value in raw.items():
+        with contextlib.suppress(ValidationError, UnicodeDecodeError):
+            found[job_id.decode()] = Facts.model_validate_json(value)
+    return found
 
 
 def recall(redis: Redis | None, prefix: str, owner: str, dataset: str) -> dict[str, Ended]:
@@ -64,17 +111,26 @@ def recall(redis: Redis | None, prefix: str, owner: str, dataset: str) -> dict[s
 
 
 def remember(redis: Redis | None, prefix: str, owner: str, dataset: str,
-             ended: dict[str, Ended], forget: set[str] | frozenset[str] = frozenset()) -> None:
-    """Adds ended jobs to the dataset's hash and drops ``forget`` (jobs no longer in the
-    dataset). Never raises: a lost write costs a read next time."""
-    if redis is None or not (ended or forget):
+             ended: dict[str, Ended], *, noted: dict[str, Facts] | None = None,
+             forget: set[str] | frozenset[str] = frozenset()) -> None:
+    """Adds ended jobs to the dataset's hash (their facts are no longer needed), notes
+    the facts of jobs not ended (read before their commit noted them, or from before
+    facts were noted), and drops ``forget`` (jobs no longer in the dataset). Never
+    raises: a lost write costs a read next time."""
+    noted = noted or {}
+    if redis is None or not (ended or noted or forget):
         return
-    key = _key(prefix, owner, dataset)
+    key, facts_key = _key(prefix, owner, dataset), _facts_key(prefix, owner, dataset)
     with contextlib.suppress(RedisError):
         pipe = redis.pipeline(transaction=False)
         if ended:
             pipe.hset(key, mapping={i: e.model_dump_json() for i, e in ended.items()})
             pipe.expire(key, _TTL_S)
+        if noted:
+            pipe.hset(facts_key, mapping={i: f.model_dump_json() for i, f in noted.items()})
+            pipe.expire(facts_key, _TTL_S)
+        if ended or forget:
+            pipe.hdel(facts_key, *ended, *forget)
         if forget:
             pipe.hdel(key, *forget)
         pipe.execute()

@@ -88,34 +88,55 @@ def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, d
           plan: str | None = None) -> Tally | None:
     """The dataset's jobs (or only ``plan``'s batches) counted; None when it holds none.
 
-    Ended jobs come from what Redis remembers of them (:mod:`jobs.tallies`); only the
-    others are read from the store (side by side from a bucket, which answers each
-    read in milliseconds while a plan's batches queue by the thousand), and the ones found ended
-    are remembered for the next count.
+    Ended jobs come from what Redis remembers of them, and jobs waiting in the queue that
+    never started from their noted facts and RQ (:mod:`jobs.tallies`); only the others
+    are read from the store (side by side from a bucket, which answers each read in
+    milliseconds), and what they show is noted for the next count.
     """
     ids = store.index_ids(owner, dataset)
     known = tallies.recall(redis, queue_prefix, owner, dataset)
-    unread = [i for i in ids if i not in known]
-    def count(job_id: str) -> tuple[str, tallies.Ended, bool] | None:
-        return _counted(store, redis, queue_prefix, owner, job_id)
-
-    if store.storage.parallel_reads <= 1 or len(unread) <= 1:
-        read = [r for r in map(count, unread) if r is not None]
-    else:
-        with ThreadPoolExecutor(max_workers=store.storage.parallel_reads) as pool:
-            read = [r for r in pool.map(count, unread) if r is not None]
+    noted = tallies.facts(redis, queue_prefix, owner, dataset)
+    waiting = _never_started(redis, [i for i in ids if i in noted and i not in known])
+    read = _read(store, redis, queue_prefix, owner,
+                 [i for i in ids if i not in known and i not in waiting])
     listed = set(ids)
     tallies.remember(redis, queue_prefix, owner, dataset,
                      {i: e for i, e, over in read if over},
-                     forget={i for i in known if i not in listed})
-    counted = [e for i, e in [*known.items(), *((i, e) for i, e, _ in read)] if i in listed
-               and (plan is None or e.plan == plan)]
+                     noted={i: tallies.Facts(plan=e.plan, total=e.total)
+                            for i, e, over in read if not over and i not in noted},
+                     forget={i for i in [*known, *noted] if i not in listed})
+    queued = [(i, tallies.Ended(status=JobStatus.QUEUED, plan=noted[i].plan,
+                                total=noted[i].total)) for i in waiting]
+    counted = [e for i, e in [*known.items(), *queued, *((i, e) for i, e, _ in read)]
+               if i in listed and (plan is None or e.plan == plan)]
     if not counted:
         return None
     return Tally(jobs=len(counted), statuses=dict(Counter(str(e.status) for e in counted)),
                  images=Progress(done=sum(e.done for e in counted),
                                  failed=sum(e.failed for e in counted),
                                  total=sum(e.total for e in counted)))
+
+
+def _read(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str,
+          job_ids: list[str]) -> list[tuple[str, tallies.Ended, bool]]:
+    """What :func:`_counted` says of each job (gone and damaged ones left out)."""
+    def count(job_id: str) -> tuple[str, tallies.Ended, bool] | None:
+        return _counted(store, redis, queue_prefix, owner, job_id)
+
+    if store.storage.parallel_reads <= 1 or len(job_ids) <= 1:
+        return [r for r in map(count, job_ids) if r is not None]
+    with ThreadPoolExecutor(max_workers=store.storage.parallel_reads) as pool:
+        return [r for r in pool.map(count, job_ids) if r is not None]
+
+
+def _never_started(redis: Redis | None, job_ids: list[str]) -> set[str]:
+    """Jobs waiting in RQ that never started: queued, nothing to read of them."""
+    if redis is None or not job_ids:
+        return set()
+    try:
+        return queueing.rq_never_started(redis, job_ids)
+    except RedisError:
+        return set()
 
 
 def _counted(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str,

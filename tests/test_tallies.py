@@ -124,3 +124,27 @@ def test_a_damaged_entry_is_read_again(tmp_path: Path, redis: Redis) -> None:
     counted = tally(store, redis, PREFIX, "o", "ds")
     assert counted is not None and counted.statuses == {"finished": 1}
     assert tallies.recall(redis, PREFIX, "o", "ds")[job.id].done == 2
+
+
+def test_jobs_waiting_in_the_queue_are_counted_without_reading_them(
+        tmp_path: Path, redis: Redis) -> None:
+    """A committed job's facts are noted and RQ says it waits, never started: the count
+    reads nothing of it (here its record is damaged after the commit, and it still
+    counts as queued with its images); once RQ has started it, it is read again."""
+    from rq.job import Job
+
+    from jobs import queueing
+
+    store = JobStore(LocalStorage(tmp_path / "store"))
+    waiting = _job(store, 1, 6, None, plan="p1")
+    tallies.accepted(redis, PREFIX, waiting)
+    queueing.enqueue(redis, f"{PREFIX}-q", waiting.id, timeout_s=60, retries=0)
+    store.storage.put(store.job_key(waiting.id, "job.json"), b"{damaged")
+    counted = tally(store, redis, PREFIX, "o", "ds", plan="p1")
+    assert counted is not None
+    assert (counted.jobs, counted.statuses, counted.images.total) == (1, {"queued": 1}, 6)
+    # Started once (a retry queues it again with its first start kept): read again, and
+    # a damaged record is left out of the count.
+    redis.hset(Job.key_for(waiting.id), "started_at", "2026-12-07T00:00:00.000000Z")
+    assert tally(store, redis, PREFIX, "o", "ds") is None
+    queueing.cancel(redis, waiting.id)
