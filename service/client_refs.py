@@ -157,9 +157,9 @@ def _follow(http: httpx.Client, state: PlanState, state_path: Path,
             if time.monotonic() > deadline:
                 raise DistillError(f"timed out waiting for plan {state.plan}; run the same "
                                    "command again to keep waiting")
-            # Each poll reads the state of every batch job still queued or running on the
-            # service: poll a large plan less often (a second per 100 batch jobs).
-            time.sleep(max(options.poll_s, MIN_POLL_S, listing["jobs"] / 100))
+            # Each poll costs the service a read per batch job running: poll a large
+            # plan a little less often (a second per 500 batch jobs).
+            time.sleep(max(options.poll_s, MIN_POLL_S, listing["jobs"] / 500))
             plan = _plan(http, str(state.plan))
 
 

@@ -183,8 +183,8 @@ def annotate_references(body: ReferenceRequest, response: Response, owner: Owner
 def get_plan(plan_id: Annotated[str, Path(description="plan id (32 hex digits)")],
              owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
              batches: Annotated[bool, Query(
-                 description="also its batch jobs by status and their images (reads the "
-                             "state of each batch job not yet ended)")] = False
+                 description="also its batch jobs by status and their images (counted "
+                             "from Redis; each running batch job is read)")] = False
              ) -> PlanOut:
     """Images listed, batch jobs made, objects skipped (no image suffix) and, once over,
     ``finished`` or ``failed`` with the reason; with ``batches``, the batch jobs by status
