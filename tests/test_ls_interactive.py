@@ -121,3 +121,26 @@ def test_a_label_of_the_teacher_matches_only_its_own_detections() -> None:
         assert drawn is not None
         got = suggestion(coco, drawn, config, "v")["result"]
         assert sum(r["type"] == "keypointlabels" for r in got) == points, region
+
+
+def _click(x: float, y: float, positive: bool = True) -> dict[str, Any]:
+    return {"id": "k1", "type": "keypointlabels", "from_name": "joints", "to_name": "photo",
+            "original_width": 200, "original_height": 100, "is_positive": positive,
+            "value": {"x": x, "y": y, "width": 0.5, "keypointlabels": ["head"]}}
+
+
+def test_a_click_takes_the_whole_detection_under_it() -> None:
+    """A click inside person 2 (score 0.08) gives person 2's own box and keypoints; an
+    Alt-click, or a click over nothing, comes back as clicked."""
+    drawn = drawn_boxes({"context": {"result": [_click(60, 50), _click(60, 50, False),
+                                                _click(97, 5)]}}, CONFIG)
+    assert drawn is not None and [d.click for d in drawn] == [True] * 3
+    assert fractions(drawn) == []  # clicks make no prompt: the teacher detects
+    got = suggestion(_coco(), drawn, CONFIG, "v")["result"]
+    (box,) = [r for r in got if r["type"] == "rectanglelabels"]
+    assert (box["id"], box["value"]["x"], box["value"]["width"]) == ("drawn1", 50, 20)
+    assert box["score"] == 0.08
+    points = [r for r in got if r["type"] == "keypointlabels" and "parentID" in r]
+    assert sorted(p["value"]["keypointlabels"][0] for p in points) == ["foot", "head"]
+    echoed = [r for r in got if r["type"] == "keypointlabels" and "parentID" not in r]
+    assert [(r["id"], r["value"]["x"]) for r in echoed] == [("drawn2", 60), ("drawn3", 97)]

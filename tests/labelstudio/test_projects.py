@@ -214,5 +214,29 @@ def test_a_drawn_box_gets_its_keypoints(label_studio: LabelStudioServer, stack: 
     for p in points:  # the keypoint head places them in its box
         assert x - 1 <= p["value"]["x"] * W / 100 <= x + w + 1
         assert y - 1 <= p["value"]["y"] * H / 100 <= y + h + 1
-    with stack.client() as c:  # the interactive job is gone, as every /predict job
+    # A click with the smart keypoint tool on a detection (the best-scoring one of a job
+    # with the same preset) gives that detection back, box and keypoints.
+    job = stack.submit([image], teacher="person", tta="flip", score_threshold=0.0)
+    stack.wait_job(job["id"])
+    with stack.client() as c:
+        coco = c.get(f"/jobs/{job['id']}/annotations").json()
+        assert c.delete(f"/jobs/{job['id']}").status_code in (200, 204)
+    best = max(coco["annotations"], key=lambda a: a["score"])
+    bx, by, bw, bh = best["bbox"]
+    click = {"id": "Kc1", "type": "keypointlabels", "from_name": "joints", "to_name": "photo",
+             "origin": "manual", "original_width": W, "original_height": H,
+             "image_rotation": 0, "is_positive": True,
+             "value": {"x": (bx + bw / 2) / W * 100, "y": (by + bh / 2) / H * 100,
+                       "width": 0.5, "keypointlabels": ["P0"]}}
+    with label_studio.client() as c:
+        r = c.post(f"/api/ml/{backend}/interactive-annotating",
+                   json={"task": task, "context": {"result": [click]}}, timeout=120)
+    assert r.status_code == 200 and "errors" not in r.json(), r.text
+    got = r.json()["data"]["result"]
+    (box,) = [b for b in got if b["type"] == "rectanglelabels"]
+    for k, v in zip(("x", "y", "width", "height"), (bx / W, by / H, bw / W, bh / H),
+                    strict=True):
+        assert abs(box["value"][k] - 100 * v) < 0.01, k
+    assert {p["parentID"] for p in got if p["type"] == "keypointlabels"} <= {box["id"]}
+    with stack.client() as c:  # the interactive jobs are gone, as every /predict job
         assert c.get("/jobs").json()["jobs"] == []

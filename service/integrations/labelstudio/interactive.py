@@ -1,4 +1,5 @@
-"""Interactive pre-annotation: the annotator draws a box, the teacher places its keypoints.
+"""Interactive pre-annotation: the annotator draws a box (or clicks a person), the teacher
+places its keypoints.
 
 With the backend connected for interactive pre-annotations and Auto-Annotation on, a
 box drawn with the smart rectangle tool makes Label Studio call ``/predict`` with that
@@ -17,6 +18,11 @@ at least :data:`MIN_IOU`, however low its score: the annotator has said an insta
 there, so the job keeps every detection. Either way a box comes back as drawn, with the
 keypoints over the keypoint threshold (as always) linked to it; a box that matches no
 detection comes back alone.
+
+A click with the smart keypoint tool says "this one": it comes back as the
+best-scoring detection whose box holds it, whole (its box and keypoints), or as it was
+clicked when no detection holds it (or it was an Alt-click, "not here"). Label Studio
+sends one kind of region per call (the drawn regions of one type and label).
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ MAX_DRAWN = 100  # boxes in one interactive call (an annotator draws one at a ti
 @dataclass(frozen=True)
 class DrawnBox:
     """A box the annotator drew with the smart rectangle tool, in percent of the image
-    (``rotation`` in degrees about its top-left corner, as Label Studio has it)."""
+    (``rotation`` in degrees about its top-left corner, as Label Studio has it); or, with
+    ``click``, a point clicked with the smart keypoint tool (no width or height;
+    ``positive`` False for an Alt-click, which says "not here")."""
 
     label: str | None
     x: float
@@ -46,35 +54,52 @@ class DrawnBox:
     width: float
     height: float
     rotation: float = 0.0
+    click: bool = False
+    positive: bool = True
 
 
 def drawn_boxes(params: Any, config: LabelingConfig) -> list[DrawnBox] | None:
-    """The boxes of an interactive request's context (in the config's box tag); None for
-    a request without one (a plain ``/predict``, or a context of other regions: a smart
-    keypoint, another tag). Raises ValueError beyond :data:`MAX_DRAWN` boxes."""
+    """The boxes (in the config's box tag) and clicks (in its keypoint tag) of an
+    interactive request's context; None for a request without any (a plain
+    ``/predict``, or a context of other regions). Raises ValueError beyond
+    :data:`MAX_DRAWN` of them."""
     context = params.get("context") if isinstance(params, dict) else None
     regions = context.get("result") if isinstance(context, dict) else None
-    if not isinstance(regions, list) or config.boxes is None:
+    if not isinstance(regions, list):
         return None
-    found = []
-    for region in regions:
-        value = region.get("value") if isinstance(region, dict) else None
-        if not isinstance(value, dict) or region.get("type") != "rectanglelabels" \
-                or region.get("from_name") != config.boxes.name:
-            continue
+    found = [d for d in map(lambda r: _drawn(r, config), regions) if d is not None]
+    if len(found) > MAX_DRAWN:
+        raise ValueError(f"{len(found)} drawn regions in one interactive call, more than "
+                         f"{MAX_DRAWN}")
+    return found or None
+
+
+def _drawn(region: Any, config: LabelingConfig) -> DrawnBox | None:
+    """One context region as a drawn box or click; None for anything else."""
+    value = region.get("value") if isinstance(region, dict) else None
+    if not isinstance(value, dict):
+        return None
+    kind, tag = region.get("type"), region.get("from_name")
+    if kind == "rectanglelabels" and config.boxes is not None and tag == config.boxes.name:
         x, y, w, h, turn = (_number(value.get(k, 0.0 if k == "rotation" else None))
                             for k in ("x", "y", "width", "height", "rotation"))
         if x is None or y is None or w is None or h is None or turn is None or w <= 0 \
                 or h <= 0:
-            continue
-        labels = value.get("rectanglelabels")
-        label = labels[0] if isinstance(labels, list) and labels and \
-            isinstance(labels[0], str) else None
-        found.append(DrawnBox(label, x, y, w, h, turn))
-    if len(found) > MAX_DRAWN:
-        raise ValueError(f"{len(found)} drawn boxes in one interactive call, more than "
-                         f"{MAX_DRAWN}")
-    return found or None
+            return None
+        return DrawnBox(_first(value.get("rectanglelabels")), x, y, w, h, turn)
+    if kind == "keypointlabels" and config.keypoints is not None \
+            and tag == config.keypoints.name:
+        x, y = _number(value.get("x")), _number(value.get("y"))
+        if x is None or y is None:
+            return None
+        return DrawnBox(_first(value.get("keypointlabels")), x, y, 0.0, 0.0, click=True,
+                        positive=region.get("is_positive") is not False)
+    return None
+
+
+def _first(labels: Any) -> str | None:
+    return labels[0] if isinstance(labels, list) and labels and \
+        isinstance(labels[0], str) else None
 
 
 def _number(v: Any) -> float | None:
@@ -91,10 +116,10 @@ def _number(v: Any) -> float | None:
 def fractions(drawn: list[DrawnBox]) -> list[tuple[float, float, float, float]]:
     """The drawn boxes as the job's prompts (:attr:`jobs.records.StoredFile.boxes`):
     (x0, y0, x1, y1) as fractions of the image, clipped to it; boxes left empty by the
-    clipping, and rotated boxes, are left out (they still come back as drawn)."""
+    clipping, rotated boxes and clicks are left out (they still come back as drawn)."""
     out = []
     for b in drawn:
-        if b.rotation:
+        if b.rotation or b.click:
             continue
         x0, y0 = max(0.0, b.x / 100), max(0.0, b.y / 100)
         x1, y1 = min(1.0, (b.x + b.width) / 100), min(1.0, (b.y + b.height) / 100)
@@ -123,15 +148,19 @@ def suggestion(coco: dict[str, Any], drawn: list[DrawnBox], config: LabelingConf
     scores: list[float] = []
     for n, box in enumerate(drawn, 1):
         px = (box.x * w / 100, box.y * h / 100, box.width * w / 100, box.height * h / 100)
-        ann = None if box.rotation else _best_match(px, box.label, anns, cats,
-                                                     plan.box_label)
-        if ann is None:
-            result.append(_rectangle(f"drawn{n}", box, img, config))
+        if box.click:  # the detection under the click, whole (its box and keypoints)
+            ann = _under(px[:2], anns) if box.positive else None
+            one = ann
+        else:  # the detection's keypoints on the drawn box, under the drawn label
+            ann = None if box.rotation else _best_match(px, box.label, anns, cats,
+                                                         plan.box_label)
+            one = ann and {**ann, "bbox": list(px)}
+        if ann is None or one is None:
+            result.append(_as_drawn(f"drawn{n}", box, img, config))
             continue
-        # The detection's keypoints on the drawn box, under the drawn label.
-        label = box.label or plan.box_label(cats[ann["category_id"]])
-        regions, kept = image_regions(img, [{**ann, "bbox": list(px)}], cats, replace(
-            plan, box_label=_always(label)))
+        label = box.label if box.label and not box.click else \
+            plan.box_label(cats[ann["category_id"]])
+        regions, kept = image_regions(img, [one], cats, replace(plan, box_label=_always(label)))
         scores += kept
         for region in regions:  # "box1" and "box1_kp<j>": unique across the drawn boxes
             region["id"] = region["id"].replace("box1", f"drawn{n}", 1)
@@ -145,16 +174,29 @@ def _always(label: str | None) -> Callable[[dict[str, Any]], str | None]:
     return lambda _category: label
 
 
-def _rectangle(region_id: str, box: DrawnBox, img: dict[str, Any], config: LabelingConfig
-               ) -> dict[str, Any]:
-    """A drawn box as it was drawn (no detection matched it, or it is rotated)."""
+def _as_drawn(region_id: str, box: DrawnBox, img: dict[str, Any], config: LabelingConfig
+              ) -> dict[str, Any]:
+    """A drawn box or click as it was drawn (no detection matched it)."""
+    size = {"to_name": config.image, "original_width": int(img["width"]),
+            "original_height": int(img["height"]), "image_rotation": 0}
+    labels = [box.label] if box.label else []
+    if box.click:
+        assert config.keypoints is not None  # clicks are read from the keypoint tag
+        return {"id": region_id, "type": "keypointlabels", "from_name": config.keypoints.name,
+                **size, "value": {"x": box.x, "y": box.y, "keypointlabels": labels}}
     assert config.boxes is not None  # drawn boxes are read from the config's box tag
     return {"id": region_id, "type": "rectanglelabels", "from_name": config.boxes.name,
-            "to_name": config.image, "original_width": int(img["width"]),
-            "original_height": int(img["height"]), "image_rotation": 0,
-            "value": {"x": box.x, "y": box.y, "width": box.width, "height": box.height,
-                      "rotation": box.rotation,
-                      "rectanglelabels": [box.label] if box.label else []}}
+            **size, "value": {"x": box.x, "y": box.y, "width": box.width,
+                              "height": box.height, "rotation": box.rotation,
+                              "rectanglelabels": labels}}
+
+
+def _under(point: tuple[float, float], anns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best-scoring detection whose box holds the point."""
+    px, py = point
+    inside = [a for a in anns if (b := box_xywh(a))[0] <= px <= b[0] + b[2]
+              and b[1] <= py <= b[1] + b[3]]
+    return max(inside, key=lambda a: float(a.get("score") or 0.0), default=None)
 
 
 def _best_match(px: tuple[float, float, float, float], label: str | None,
