@@ -172,6 +172,9 @@ def _on_boxes(teacher: Teacher, name: str, image: torch.Tensor, boxes: Sequence[
                       dtype=torch.float32)
     try:
         outputs = teacher.predictor.on_boxes([image], [px])
+    except torch.cuda.OutOfMemoryError as exc:  # one image already: nothing to halve
+        torch.cuda.empty_cache()
+        return ImageRecord.failed(name, f"out of GPU memory on the drawn boxes: {exc}")
     except (RuntimeError, ValueError) as exc:
         return ImageRecord.failed(name, f"inference on the drawn boxes failed: {exc}")
     if outputs is None:

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis
 
-from jobs import queueing
+from jobs import queueing, tallies
 from jobs.ledger import job_over
 from jobs.records import JobRecord, is_over, utcnow
 from jobs.store import JobStore
@@ -28,6 +28,7 @@ def cancel_job(store: JobStore, redis: Redis, queue: str, record: JobRecord) -> 
     if record.cancelled_at is None:
         record.cancelled_at = utcnow()
         store.save_job(record)  # the worker checks this between batches
+    tallies.unnote(redis, queue, record)
     queueing.cancel(redis, record.id)
     job_over(redis, queue, record.owner, record.id)  # after the record says so: see ledger
     store.delete_artifacts(record.id)

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from redis import Redis
 
-from jobs import queueing
+from jobs import queueing, tallies
 from jobs.datasets import forget_if_empty
 from jobs.keys import redis_key
 from jobs.ledger import remove_job
@@ -59,6 +59,7 @@ def requeue_lost_jobs(store: JobStore, redis: Redis, settings: Settings,
         except ValueError as exc:
             log.error("job %s cannot be requeued: %s", record.id, exc)
             continue
+        tallies.unnote(redis, settings.queue, record)  # it may have run: counts read it
         queueing.enqueue(redis, queueing.queue_name(settings.queue, teacher), record.id,
                          timeout_s=record.timeout_s, retries=settings.job_retries)
         count += 1

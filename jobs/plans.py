@@ -183,7 +183,8 @@ class _Batches:
     def add(self, batch: list[_Ref], taken: Taken) -> None:
         """Names one batch (here, in order) and commits it in the pool."""
         named, renamed = assign_names(batch, taken)
-        self.held.prefetch({h[1] for r in named if (h := taken.get(r.name)) and h[1]})
+        self.held.prefetch({h[1] for r in named
+                            if (h := taken.get(r.name)) and h[1] and h[0] == r.sha256})
         kept = [r for r in named if not self._held(r, taken)]
         self.state.held += len(named) - len(kept)
         names = {r.name for r in kept}

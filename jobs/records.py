@@ -162,6 +162,10 @@ class JobState(BaseModel):
         """The job ended without a result; ``error`` says why."""
         self.status, self.error, self.finished_at = JobStatus.FAILED, error, utcnow()
 
+    def stop(self) -> None:
+        """The worker stopped the job after its cancellation (its artifacts are gone)."""
+        self.status, self.finished_at = JobStatus.CANCELLED, utcnow()
+
 
 def ended_at(record: JobRecord, state: JobState | None) -> datetime | None:
     """When the job ended (cancelled, finished or failed), None while it is queued or

@@ -75,6 +75,15 @@ def accepted(redis: Redis, prefix: str, record: JobRecord) -> None:
         pipe.execute()
 
 
+def unnote(redis: Redis, prefix: str, record: JobRecord) -> None:
+    """Drops a job's noted facts where RQ's word is no longer enough to count it: it is
+    cancelled (before RQ hears of it), or queued again by maintenance after Redis lost
+    it (it may have run). Its next count reads it."""
+    if record.dataset is not None:
+        with contextlib.suppress(RedisError):
+            redis.hdel(_facts_key(prefix, record.owner, record.dataset), record.id)
+
+
 def facts(redis: Redis | None, prefix: str, owner: str, dataset: str) -> dict[str, Facts]:
     """The noted facts of the dataset's jobs not yet remembered as ended (an ended job's
     are dropped); none without Redis."""

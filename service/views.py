@@ -93,21 +93,24 @@ def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, d
     are read from the store (side by side from a bucket, which answers each read in
     milliseconds), and what they show is noted for the next count.
     """
-    ids = store.index_ids(owner, dataset)
+    # Redis first: facts are noted after a job's index entry, so every one seen here
+    # belongs to a job the index lists (none is forgotten as deleted while committed).
     known = tallies.recall(redis, queue_prefix, owner, dataset)
     noted = tallies.facts(redis, queue_prefix, owner, dataset)
+    ids = store.index_ids(owner, dataset)
     waiting = _never_started(redis, [i for i in ids if i in noted and i not in known])
     read = _read(store, redis, queue_prefix, owner,
                  [i for i in ids if i not in known and i not in waiting])
     listed = set(ids)
     tallies.remember(redis, queue_prefix, owner, dataset,
-                     {i: e for i, e, over in read if over},
+                     {i: e for i, e, over, _ in read if over},
                      noted={i: tallies.Facts(plan=e.plan, total=e.total)
-                            for i, e, over in read if not over and i not in noted},
+                            for i, e, over, started in read
+                            if not over and not started and i not in noted},
                      forget={i for i in [*known, *noted] if i not in listed})
     queued = [(i, tallies.Ended(status=JobStatus.QUEUED, plan=noted[i].plan,
                                 total=noted[i].total)) for i in waiting]
-    counted = [e for i, e in [*known.items(), *queued, *((i, e) for i, e, _ in read)]
+    counted = [e for i, e in [*known.items(), *queued, *((i, e) for i, e, _, _ in read)]
                if i in listed and (plan is None or e.plan == plan)]
     if not counted:
         return None
@@ -118,9 +121,9 @@ def tally(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str, d
 
 
 def _read(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str,
-          job_ids: list[str]) -> list[tuple[str, tallies.Ended, bool]]:
+          job_ids: list[str]) -> list[tuple[str, tallies.Ended, bool, bool]]:
     """What :func:`_counted` says of each job (gone and damaged ones left out)."""
-    def count(job_id: str) -> tuple[str, tallies.Ended, bool] | None:
+    def count(job_id: str) -> tuple[str, tallies.Ended, bool, bool] | None:
         return _counted(store, redis, queue_prefix, owner, job_id)
 
     if store.storage.parallel_reads <= 1 or len(job_ids) <= 1:
@@ -140,12 +143,13 @@ def _never_started(redis: Redis | None, job_ids: list[str]) -> set[str]:
 
 
 def _counted(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str,
-             job_id: str) -> tuple[str, tallies.Ended, bool] | None:
-    """One job's status and images as a count sees them, and whether they are final;
-    None when it is gone or damaged. Final means over by the store's word (ended by its
-    worker, or cancelled before it started): a job RQ alone calls failed (its worker died
-    with no retries left) is queued again by maintenance once RQ forgets it, and one
-    cancelled while it ran is read again each time (its worker leaves it running)."""
+             job_id: str) -> tuple[str, tallies.Ended, bool, bool] | None:
+    """One job's status and images as a count sees them, whether they are final and
+    whether it ever started; None when it is gone or damaged. Final means over by the
+    store's word (ended by its worker, or cancelled and not running): a job RQ alone
+    calls failed (its worker died with no retries left) is queued again by maintenance
+    once RQ forgets it. Only the facts of a job that never started are noted: one that
+    ran has progress to read, even when RQ has it queued again."""
     try:
         record = store.load_job(job_id)
     except DamagedRecordError:
@@ -153,11 +157,12 @@ def _counted(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str
     if record is None or record.owner != owner:
         return None
     view = job_view(store, redis, record, queue_prefix)
-    # A job cancelled while it ran may still count a batch before its worker stops.
     over = view.finished_at is not None or (
         record.cancelled_at is not None and view.started_at is None)
-    return job_id, tallies.Ended(status=view.status, plan=record.plan, done=view.progress.done,
-                                 failed=view.progress.failed, total=view.progress.total), over
+    return (job_id, tallies.Ended(status=view.status, plan=record.plan,
+                                  done=view.progress.done, failed=view.progress.failed,
+                                  total=view.progress.total),
+            over, view.started_at is not None)
 
 
 def _waiting_for(redis: Redis | None, record: JobRecord, queue_prefix: str) -> str | None:

@@ -215,3 +215,40 @@ def test_out_of_gpu_memory_halves_the_batch_and_loses_nothing(tmp_path: Path) ->
     assert [r.error for r in records] == [None] * 5
     assert [r.file_name for r in records] == [p.name for p in paths]
     assert sizes[0] == 5 and max(sizes[1:]) <= 2 and teacher.max_batch <= 2
+
+
+def test_drawn_boxes_get_keypoints_and_the_other_images_are_detected(setup: dict,
+                                                                      tmp_path: Path) -> None:
+    """``infer_to_log(prompts=...)`` (Label Studio's drawn boxes): a Keypoint R-CNN
+    teacher records the drawn boxes with keypoints in them; an image without boxes, in
+    the same batch, is detected as always; an unreadable one fails alone; a box teacher
+    detects the prompted image too."""
+    splits, root = setup["splits"], setup["root"]
+    images = list_images(splits["unlabeled"].images_dir)[:2]
+    sources: list[tuple[str, bytes | Path]] = [
+        ("drawn.png", images[0]), ("plain.png", images[1]), ("broken.png", b"not an image")]
+    prompts = {"drawn.png": [(0.1, 0.2, 0.5, 0.9), (0.6, 0.0, 1.0, 0.5)],
+               "broken.png": [(0.0, 0.0, 1.0, 1.0)]}
+    teacher = Teacher.load(root / "kp.pt", FAST)
+    log = PredictionLog(tmp_path / "kp.jsonl")
+    assert infer_to_log(teacher, sources, log, prompts=prompts) == (2, 1)
+    got = log.read()
+    assert got["broken.png"].error is not None
+    drawn, plain = got["drawn.png"], got["plain.png"]
+    w, h = drawn.width, drawn.height
+    assert [tuple(round(v, 1) for v in b) for b in drawn.boxes] == [
+        (round(0.1 * w, 1), round(0.2 * h, 1), round(0.5 * w, 1), round(0.9 * h, 1)),
+        (round(0.6 * w, 1), 0.0, float(w), round(0.5 * h, 1))]
+    assert drawn.keypoints is not None and len(drawn.keypoints) == 2
+    for (x0, y0, x1, y1), points in zip(drawn.boxes, drawn.keypoints, strict=True):
+        assert all(x0 - 1 <= x <= x1 + 1 and y0 - 1 <= y <= y1 + 1 for x, y in points)
+    assert all(0 < s <= 1 for s in drawn.scores)
+    # The plain image is what a run without prompts records.
+    alone = PredictionLog(tmp_path / "alone.jsonl")
+    infer_to_log(teacher, sources[1:2], alone)
+    assert alone.read()["plain.png"] == plain
+    box_teacher = Teacher.load(root / "box.pt", FAST)
+    prompted, detected = PredictionLog(tmp_path / "b1.jsonl"), PredictionLog(tmp_path / "b2.jsonl")
+    infer_to_log(box_teacher, sources[:1], prompted, prompts=prompts)
+    infer_to_log(box_teacher, sources[:1], detected)
+    assert prompted.read() == detected.read()  # no keypoint head: detected as always

@@ -71,8 +71,11 @@ def test_a_drawn_box_takes_the_keypoints_of_the_detection_under_it() -> None:
 
 def test_no_context_is_a_plain_predict_and_the_request_keeps_every_detection() -> None:
     assert drawn_boxes({}, CONFIG) is None and drawn_boxes(None, CONFIG) is None
-    assert drawn_boxes({"context": {"result": []}}, CONFIG) is None
-    assert drawn_boxes({"context": {"result": [{"type": "keypointlabels"}]}}, CONFIG) is None
+    assert drawn_boxes({"context": None}, CONFIG) is None  # Label Studio's plain predict
+    # A context with nothing of the config's tags: nothing to answer (not a plain predict).
+    assert drawn_boxes({"context": {"result": []}}, CONFIG) == []
+    assert drawn_boxes({"context": {"result": [{"type": "keypointlabels"}]}}, CONFIG) == []
+    assert drawn_boxes({"context": "junk"}, CONFIG) == []
     request = interactive_request(JobRequest(tta="flip", fusion="vote", score_threshold=0.4,
                                              keypoint_threshold=0.2,
                                              score_thresholds={"1": 0.7}))
@@ -90,7 +93,9 @@ def test_hostile_contexts_are_ignored_or_refused() -> None:
     (the router answers 422); a rotated box comes back as drawn, without keypoints."""
     bad = [{**_drawn(1, 1, 5, 5), "value": {**_drawn(1, 1, 5, 5)["value"], "x": v}}
            for v in (10 ** 400, True, "1", None, float("nan"))]
-    assert drawn_boxes({"context": {"result": bad}}, CONFIG) is None
+    assert drawn_boxes({"context": {"result": bad}}, CONFIG) == []
+    with pytest.raises(ValueError, match="not both"):
+        drawn_boxes({"context": {"result": [_drawn(1, 1, 5, 5), _click(3, 3)]}}, CONFIG)
     with pytest.raises(ValueError, match="more than 100"):
         drawn_boxes({"context": {"result": [_drawn(1, 1, 5, 5)] * 101}}, CONFIG)
     turned = {**_drawn(51, 12, 18, 76), "value": {**_drawn(51, 12, 18, 76)["value"],

@@ -95,6 +95,9 @@ def test_cancelling_a_running_job_stops_it(stack: ServiceStack,
              "the worker to drop the cancelled job")
     job_dir = stack.data_dir / "jobs" / job_id
     assert sorted(p.name for p in job_dir.iterdir()) == ["job.json", "state.json"]
+    # Its state says it stopped (so counts remember it as ended: jobs.tallies).
+    state = json.loads((job_dir / "state.json").read_text())
+    assert state["status"] == "cancelled" and state["finished_at"] is not None
     assert stack.job(job_id)["status"] == "cancelled"
     assert stack.job(job_id)["progress"]["done"] < 10
     next_job = stack.submit(unlabeled_images[:1])["id"]

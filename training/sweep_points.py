@@ -140,7 +140,8 @@ def chosen(todo: list[Point], names: Sequence[str] | None) -> list[Point]:
         raise ConfigError(f"not pending: {', '.join(sorted(unknown))} (pending: "
                           f"{', '.join(p.name for p in todo) or 'none'}; `distill sweep "
                           "--plan` lists them)")
-    return [p for p in todo if p.name in set(names)]
+    wanted = set(names)
+    return [p for p in todo if p.name in wanted]
 
 
 def best_baseline(records: list[dict[str, Any]], family: str, task: Task, labeled: int,

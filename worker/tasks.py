@@ -107,6 +107,8 @@ def _start(rt: runtime.Runtime, job_id: str) -> _Started | dict[str, Any]:
     record = store.load_job(job_id)
     if record is None or record.cancelled_at is not None:
         log.info("job %s was deleted or cancelled before it started", job_id)
+        if record is not None:
+            _stopped(store, job_id)  # an earlier attempt's state says it runs
         return {"status": JobStatus.CANCELLED}
     state = store.load_state(job_id) or JobState()
     if state.status == JobStatus.FINISHED and store.storage.exists(store.annotations_key(job_id)):
@@ -237,4 +239,14 @@ def _discard(store: JobStore, job_id: str) -> None:
         store.delete_job(job_id)
     else:
         store.delete_artifacts(job_id)
+        _stopped(store, job_id)
     log.info("job %s cancelled; its artifacts are removed", job_id)
+
+
+def _stopped(store: JobStore, job_id: str) -> None:
+    """Ends a cancelled job's state that still says it runs: nothing will change it any
+    more (counts remember it, :mod:`jobs.tallies`)."""
+    state = store.load_state(job_id)
+    if state is not None and not state.is_terminal:
+        state.stop()
+        store.save_state(job_id, state)

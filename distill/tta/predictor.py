@@ -83,7 +83,6 @@ class Predictor:
         :class:`Ensemble`)."""
         return self._run(lambda on: self.wrapped(on, floor=floor), images)
 
-
     def on_boxes(self, images: list[Tensor], boxes: list[Tensor]
                  ) -> list[dict[str, Tensor]] | None:
         """Keypoints placed in given boxes (original coordinates), CPU outputs as

@@ -60,18 +60,23 @@ class DrawnBox:
 
 def drawn_boxes(params: Any, config: LabelingConfig) -> list[DrawnBox] | None:
     """The boxes (in the config's box tag) and clicks (in its keypoint tag) of an
-    interactive request's context; None for a request without any (a plain
-    ``/predict``, or a context of other regions). Raises ValueError beyond
-    :data:`MAX_DRAWN` of them."""
+    interactive request's context: None for a request without a context (a plain
+    ``/predict``), empty when it holds none of them (other regions, unreadable values:
+    nothing to answer). Raises ValueError beyond :data:`MAX_DRAWN` of them, and for
+    boxes and clicks together (Label Studio sends one kind per call; a Keypoint R-CNN
+    teacher would see only the boxes)."""
     context = params.get("context") if isinstance(params, dict) else None
-    regions = context.get("result") if isinstance(context, dict) else None
-    if not isinstance(regions, list):
+    if context is None:
         return None
-    found = [d for d in map(lambda r: _drawn(r, config), regions) if d is not None]
+    regions = context.get("result") if isinstance(context, dict) else None
+    found = [d for d in map(lambda r: _drawn(r, config), regions)
+             if d is not None] if isinstance(regions, list) else []
     if len(found) > MAX_DRAWN:
         raise ValueError(f"{len(found)} drawn regions in one interactive call, more than "
                          f"{MAX_DRAWN}")
-    return found or None
+    if len({d.click for d in found}) > 1:
+        raise ValueError("an interactive call has drawn boxes or clicks, not both")
+    return found
 
 
 def _drawn(region: Any, config: LabelingConfig) -> DrawnBox | None:

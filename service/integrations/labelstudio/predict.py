@@ -62,6 +62,9 @@ def predict(backend: Backend, owner: str, teacher: str, config: LabelingConfig,
     interactive call (:mod:`.interactive`), whose one task gets them back with keypoints;
     it is not delivered later (a suggestion is wanted now or never)."""
     version = model_version(backend.registry, teacher)
+    if drawn == []:  # an interactive call with nothing to answer: its regions stay
+        return [error_prediction(version, "no box or click of this project's tags in the "
+                                          "interactive context") for _ in tasks]
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         fetched = list(pool.map(lambda it: _fetch(backend, config, *it), enumerate(tasks)))
     uploads = [f for f in fetched if isinstance(f, Upload)]
