@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -199,16 +199,21 @@ class JobStore:
         return [self.job_key(job_id, LOG), *parts]
 
     def list_owner_jobs(self, owner: str, *, dataset: str | None = None,
-                        after: str | None = None) -> Iterator[tuple[str, JobRecord]]:
+                        after: str | None = None, skip: Callable[[str], bool] | None = None
+                        ) -> Iterator[tuple[str, JobRecord]]:
         """A key's jobs (or one dataset's), newest first, with each one's cursor.
 
         ``after`` is a cursor from an earlier page: the listing resumes after it.
-        Reads only the index and the listed jobs' records.
+        Reads only the index and the listed jobs' records; ``skip(job_id)`` True leaves a
+        job out unread (what the caller knows it does not want).
         """
         for entry in reversed(self.storage.children(self._index_folder(owner, dataset))):
             if after is not None and entry >= after:
                 continue
-            record = self._load_listed(entry.rsplit("-", 1)[-1])
+            job_id = entry.rsplit("-", 1)[-1]
+            if skip is not None and skip(job_id):
+                continue
+            record = self._load_listed(job_id)
             if record is not None and record.owner == owner:
                 yield entry, record
 

@@ -210,3 +210,27 @@ def test_service_refuses_to_start_without_keys(redis_server: RedisServer, tmp_pa
                               queue="open-test"))
     with TestClient(app) as client:
         assert client.get("/jobs").json() == {"jobs": [], "next_cursor": None}
+
+
+def test_listing_a_datasets_jobs_by_status_after_a_count(api: ServiceStack,
+                                                         unlabeled_images: list[Path]) -> None:
+    """GET /jobs?dataset=&status= once GET /datasets/{name} has counted (and remembered
+    the ended jobs): the same answers as before any count, each status its own jobs."""
+    ids = [api.submit(unlabeled_images[n:n + 1], dataset="by-status", tta="identity")["id"]
+           for n in range(4)]
+    with api.client() as c:
+        for job_id in ids[:2]:
+            assert c.delete(f"/jobs/{job_id}").status_code == 200
+
+        def listed(status: str) -> set[str]:
+            page = c.get("/jobs", params={"dataset": "by-status", "status": status})
+            assert page.status_code == 200, page.text
+            return {j["id"] for j in page.json()["jobs"]}
+        before = {s: listed(s) for s in ("queued", "cancelled", "finished")}
+        summary = c.get("/datasets/by-status").json()
+        assert summary["statuses"] == {"cancelled": 2, "queued": 2}
+        after = {s: listed(s) for s in ("queued", "cancelled", "finished")}
+        for job_id in ids[2:]:  # leave the queue as the other tests expect it
+            assert c.delete(f"/jobs/{job_id}").status_code == 200
+    assert before == after == {"queued": set(ids[2:]), "cancelled": set(ids[:2]),
+                               "finished": set()}

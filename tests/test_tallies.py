@@ -148,3 +148,19 @@ def test_jobs_waiting_in_the_queue_are_counted_without_reading_them(
     redis.hset(Job.key_for(waiting.id), "started_at", "2026-12-07T00:00:00.000000Z")
     assert tally(store, redis, PREFIX, "o", "ds") is None
     queueing.cancel(redis, waiting.id)
+
+
+def test_a_listing_leaves_out_unread_what_it_is_told_to(tmp_path: Path) -> None:
+    read: list[str] = []
+
+    class Counting(LocalStorage):
+        def get(self, key: str) -> bytes | None:
+            read.append(key)
+            return super().get(key)
+
+    store = JobStore(Counting(tmp_path / "store"))
+    kept, skipped = _job(store, 1, 1, None), _job(store, 2, 1, None)
+    listed = [r.id for _, r in store.list_owner_jobs("o", dataset="ds",
+                                                      skip=lambda i: i == skipped.id)]
+    assert listed == [kept.id]
+    assert any(kept.id in k for k in read) and not any(skipped.id in k for k in read)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 
+from jobs import tallies
 from jobs.cancel import cancel_job
 from jobs.datasets import forget_if_empty
 from jobs.ledger import remove_job
@@ -39,10 +40,19 @@ def list_jobs(owner: OwnerDep, store: StoreDep, redis: RedisDep, settings: Setti
                   pattern=r"^[0-9T]{21}-[0-9a-f]{32}$",
                   description="next_cursor of the previous page")] = None) -> JobList:
     """The caller's jobs (optionally one status or dataset), a page of at most ``limit``;
-    ``next_cursor`` fetches the next page. Only the listed jobs are read."""
+    ``next_cursor`` fetches the next page. Only the listed jobs are read, and with a
+    status and a dataset not the ones counts remember as ended otherwise
+    (:mod:`jobs.tallies`): the failed batches of a large plan are found at once."""
     jobs: list[JobOut] = []
     last: str | None = None
-    for entry, record in store.list_owner_jobs(owner, dataset=dataset, after=cursor):
+    ended = tallies.recall(redis, settings.queue, owner, dataset) \
+        if status_ is not None and dataset is not None else {}
+
+    def other_status(job_id: str) -> bool:
+        return job_id in ended and ended[job_id].status != status_
+
+    for entry, record in store.list_owner_jobs(owner, dataset=dataset, after=cursor,
+                                               skip=other_status if ended else None):
         view = job_view(store, redis, record, settings.queue)
         last = entry
         if status_ is None or view.status == status_:
