@@ -57,9 +57,13 @@ def metrics_prefix(queue: str) -> str:
     return redis_key(queue, "metrics", "")
 
 
+DRAWN = "drawn-boxes"  # the label of jobs whose images carry drawn boxes (Label Studio)
+
+
 def tta_label(tta: str) -> str:
-    """The preset's name, or ``custom`` for a transform list: bounded label values."""
-    return tta if tta in PRESETS else "custom"
+    """The preset's name, ``custom`` for a transform list, or :data:`DRAWN`: bounded
+    label values."""
+    return tta if tta in PRESETS or tta == DRAWN else "custom"
 
 
 def _bound(le: float) -> str:

@@ -30,7 +30,7 @@ from distill.pseudolabels import finalize
 from jobs.calibration import remember
 from jobs.datasets import job_ended
 from jobs.logs import job_context
-from jobs.metrics import record_job
+from jobs.metrics import DRAWN, record_job
 from jobs.plans import run_plan
 from jobs.predlog import open_log, seal_log
 from jobs.records import JobRecord, JobState, JobStatus
@@ -175,7 +175,9 @@ def _finish(rt: runtime.Runtime, job: _Started, progress: Progress, coco: dict[s
     if rt.redis is not None:
         remember(rt.redis, rt.queue_prefix, record, job.pool.name, job.pool.sha256, coco,
                  state.done, rt.calibrate_min_images)
-        record_job(rt.redis, rt.queue_prefix, teacher=job.pool.name, tta=record.request.tta,
+        # Keypoints placed in drawn boxes cost another time per image than detection.
+        tta = DRAWN if any(f.boxes for f in record.files) else record.request.tta
+        record_job(rt.redis, rt.queue_prefix, teacher=job.pool.name, tta=tta,
                    images_done=state.done, images_failed=state.failed, seconds=seconds,
                    coco=coco, images_timed=sum(inferred), job_id=job_id)
     return {"status": JobStatus.FINISHED, "done": state.done, "failed": state.failed,

@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, RedisServer, ServiceStack
+from tests.conftest import REPO, RedisServer, ServiceStack, wait_for
 from tests.labelstudio.server import (
     BOX_CONFIG,
     BOX_LOCAL,
@@ -214,6 +215,9 @@ def test_a_drawn_box_gets_its_keypoints(label_studio: LabelStudioServer, stack: 
     for p in points:  # the keypoint head places them in its box
         assert x - 1 <= p["value"]["x"] * W / 100 <= x + w + 1
         assert y - 1 <= p["value"]["y"] * H / 100 <= y + h + 1
+    # Its time per image is its own series in the metrics.
+    wait_for(lambda: 'tta="drawn-boxes"' in httpx.get(f"{stack.url}/metrics").text, 30,
+             "the interactive job's metrics")
     # A click with the smart keypoint tool on a detection (the best-scoring one of a job
     # with the same preset) gives that detection back, box and keypoints.
     job = stack.submit([image], teacher="person", tta="flip", score_threshold=0.0)
