@@ -3,7 +3,7 @@
 // Crops are laid out by instance; each says data-file, data-index and data-status.
 
 import { loadImage } from "./api.js";
-import { $, button, el } from "./dom.js";
+import { $, button, el, pagerButtons } from "./dom.js";
 import { drawInstances } from "./draw.js";
 import { openZoom } from "./zoom.js";
 
@@ -42,8 +42,7 @@ export function renderCrops(host, reorder) {
   root.dataset.category = catId;
   const head = el("p", `${list.length} kept or rejected instances of ${name}, lowest score first`, { class: "crops-head" });
   const pager = el("div", null, { class: "crops-pager" });
-  pager.append(...Array.from({ length: pages }, (_, p) => button(`${p + 1}`, () => { page = p; renderCrops(host, false); },
-    p === page ? { "aria-current": "page" } : {})));
+  pager.append(...pagerButtons(page, pages, (p) => { page = p; renderCrops(host, false); }));
   const grid = el("div", null, { class: "crop-grid" });
   for (const { file, index } of list.slice(page * PER_PAGE, (page + 1) * PER_PAGE)) {
     grid.append(crop(host, host.image(file), index));

@@ -1,4 +1,5 @@
 // DOM helpers. Every server-provided name is set as text (textContent), never as HTML.
+import { pageWindow } from "./pages.js";
 
 export const $ = (id) => document.getElementById(id);
 
@@ -14,6 +15,13 @@ export function button(text, onClick, attrs = {}) {
   const b = el("button", text, { type: "button", ...attrs });
   b.addEventListener("click", onClick);
   return b;
+}
+
+/** A pager's buttons (see pages.js): `go(p)` shows page p; the current one is marked. */
+export function pagerButtons(current, total, go) {
+  return pageWindow(current, total).map((p) => p === null
+    ? el("span", "…", { class: "pager-gap" })
+    : button(`${p + 1}`, () => go(p), p === current ? { "aria-current": "page" } : {}));
 }
 
 /** Sets a node's text only when it changed (so that a refresh disturbs nothing). */

@@ -5,7 +5,7 @@
 // data-kept (what the file holds for the image).
 
 import { loadImage } from "./api.js";
-import { $, button, el } from "./dom.js";
+import { $, el, pagerButtons } from "./dom.js";
 import { drawInstances } from "./draw.js";
 import { renderCrops } from "./crops.js";
 import { openZoom } from "./zoom.js";
@@ -37,9 +37,9 @@ export function renderGallery(host, reorder) {
   if (reorder || !order.length) order = ordered(host);
   const pages = Math.max(1, Math.ceil(order.length / PAGE));
   R.page = Math.min(R.page, pages - 1);
-  $("pager").replaceChildren(...Array.from({ length: pages }, (_, p) => button(`${p + 1}`, () => {
+  $("pager").replaceChildren(...pagerButtons(R.page, pages, (p) => {
     R.page = p; renderGallery(host, false);
-  }, p === R.page ? { "aria-current": "page" } : {})));
+  }));
   const shown = order.slice(R.page * PAGE, (R.page + 1) * PAGE);
   const gallery = $("gallery");
   const cards = new Map([...gallery.children].map((c) => [c.dataset.file, c]));
