@@ -187,6 +187,10 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
     errors = [e for j in jobs for e in j["errors"]]
     assert [e["file_name"] for e in errors] == ["broken.png"]
     with stack.client() as c:
+        # The last batch's worker writes the dataset's file just after the batch says it
+        # finished: until then a download is built from the logs (another date_created).
+        wait_for(lambda: c.get("/datasets/by-ref/annotations", params={"redirect": "true"}
+                               ).status_code == 307, 30, "the dataset's file to be written")
         coco = c.get("/datasets/by-ref/annotations").json()
         image = c.get(f"/jobs/{jobs[0]['id']}/images/0", follow_redirects=False)
     assert len(coco["images"]) == 30
