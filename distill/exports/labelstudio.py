@@ -61,19 +61,21 @@ class RegionPlan:
 
 
 def image_regions(img: dict[str, Any], anns: list[dict[str, Any]],
-                  cats: dict[Any, dict[str, Any]], plan: RegionPlan = RegionPlan()
+                  cats: dict[Any, dict[str, Any]], plan: RegionPlan = RegionPlan(),
+                  prefix: str = "box", first: int = 1
                   ) -> tuple[list[dict[str, Any]], list[float]]:
     """The regions of one image (see the module docstring) and the scores of its kept
     instances: each box a ``rectanglelabels`` region with its score, each kept keypoint
     (v > 0) a ``keypointlabels`` region with its own score whose ``parentID`` is its box
-    (no ``parentID`` when the plan has no box tag)."""
+    (no ``parentID`` when the plan has no box tag). The n-th instance's box is region
+    ``<prefix><first + n>`` and its keypoints ``<box id>_kp<j>``."""
     size = {"original_width": int(img["width"]), "original_height": int(img["height"]),
             "image_rotation": 0}
     w, h = float(img["width"]), float(img["height"])
     result: list[dict[str, Any]] = []
     scores: list[float] = []
-    for n, ann in enumerate(anns, 1):
-        cat, box_id = cats[ann["category_id"]], f"box{n}"
+    for n, ann in enumerate(anns, first):
+        cat, box_id = cats[ann["category_id"]], f"{prefix}{n}"
         s = instance_score(ann)
         if s is not None and s < plan.min_score:
             continue

@@ -165,12 +165,9 @@ def suggestion(coco: dict[str, Any], drawn: list[DrawnBox], config: LabelingConf
             continue
         label = box.label if box.label and not box.click else \
             plan.box_label(cats[ann["category_id"]])
-        regions, kept = image_regions(img, [one], cats, replace(plan, box_label=_always(label)))
+        regions, kept = image_regions(img, [one], cats, replace(plan, box_label=_always(label)),
+                                      prefix="drawn", first=n)
         scores += kept
-        for region in regions:  # "box1" and "box1_kp<j>": unique across the drawn boxes
-            region["id"] = region["id"].replace("box1", f"drawn{n}", 1)
-            if "parentID" in region:
-                region["parentID"] = f"drawn{n}"
         result += regions
     return prediction(result, scores, version)
 
