@@ -14,9 +14,8 @@ dataset, and the next plan sent again annotates them again.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from jobs.records import JobStatus
+from jobs.storage import read_all
 from jobs.store import DamagedRecordError, JobStore
 
 
@@ -32,12 +31,8 @@ class HeldImages:
         """Reads the holder jobs not read yet, side by side on a bucket (a plan's page of
         names has a few dozen holders, each two reads away)."""
         todo = [i for i in job_ids if i not in self._annotated]
-        workers = min(len(todo), self.store.storage.parallel_reads)
-        if workers <= 1:
-            self._annotated.update((i, self._read(i)) for i in todo)
-            return
-        with ThreadPoolExecutor(workers, thread_name_prefix="held") as pool:
-            self._annotated.update(zip(todo, pool.map(self._read, todo), strict=True))
+        self._annotated.update(zip(todo, read_all(self.store.storage, self._read, todo),
+                                   strict=True))
 
     def annotated(self, job_id: str, name: str) -> bool:
         """True if job ``job_id`` (the newest holder of ``name``) annotated it for good."""

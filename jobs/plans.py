@@ -183,9 +183,12 @@ class _Batches:
     def add(self, batch: list[_Ref], taken: Taken) -> None:
         """Names one batch (here, in order) and commits it in the pool."""
         named, renamed = assign_names(batch, taken)
-        self.held.prefetch({h[1] for r in named
-                            if (h := taken.get(r.name)) and h[1] and h[0] == r.sha256})
-        kept = [r for r in named if not self._held(r, taken)]
+        # The job holding each name with the same identity (jobs.held decides the rest).
+        holders = {r.name: h[1] for r in named
+                   if (h := taken.get(r.name)) and h[1] and h[0] == r.sha256}
+        self.held.prefetch(set(holders.values()))
+        kept = [r for r in named
+                if not (r.name in holders and self.held.annotated(holders[r.name], r.name))]
         self.state.held += len(named) - len(kept)
         names = {r.name for r in kept}
         named, n = kept, self.state.batches
@@ -205,12 +208,6 @@ class _Batches:
             self._settle(check=False)
         finally:
             self.pool.shutdown()
-
-    def _held(self, ref: _Ref, taken: Taken) -> bool:
-        """The dataset holds this image, annotated (:mod:`jobs.held`)."""
-        holder = taken.get(ref.name)
-        return (holder is not None and holder[1] is not None and holder[0] == ref.sha256
-                and self.held.annotated(holder[1], ref.name))
 
     def _made_before(self, n: int) -> bool:
         if self.check_below is not None and n >= self.check_below:

@@ -77,6 +77,9 @@ def enqueue(redis: Redis, queue: str, job_id: str, *, timeout_s: int, retries: i
         description=f"annotate job {job_id}", at_front=at_front)
 
 
+WAITING = ("queued", "scheduled", "deferred")  # RQ's statuses of a job not yet running
+
+
 def rq_status(redis: Redis, job_id: str) -> str | None:
     """RQ's view of a job (queued, started, failed, ...), None when Redis does not know it."""
     try:
@@ -91,9 +94,11 @@ def rq_statuses(redis: Redis, job_ids: list[str]) -> dict[str, str | None]:
         for job_id in job_ids:
             pipe.hget(Job.key_for(job_id), "status")
         found = pipe.execute()
-    return {job_id: None if raw is None else (raw.decode() if isinstance(raw, bytes) else
-                                              str(raw))
-            for job_id, raw in zip(job_ids, found, strict=True)}
+    return {job_id: _text(raw) for job_id, raw in zip(job_ids, found, strict=True)}
+
+
+def _text(raw: bytes | str | None) -> str | None:
+    return None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
 
 
 def rq_never_started(redis: Redis, job_ids: list[str]) -> set[str]:
@@ -104,9 +109,8 @@ def rq_never_started(redis: Redis, job_ids: list[str]) -> set[str]:
         for job_id in job_ids:
             pipe.hmget(Job.key_for(job_id), "status", "started_at")
         found = pipe.execute()
-    waiting = {b"queued", b"scheduled", b"deferred", "queued", "scheduled", "deferred"}
     return {job_id for job_id, (status, started) in zip(job_ids, found, strict=True)
-            if status in waiting and not started}
+            if _text(status) in WAITING and not started}
 
 
 def rq_failure(redis: Redis, job_id: str) -> str | None:

@@ -22,9 +22,10 @@ import re
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from distill.errors import DistillError
 from distill.fileio import atomic_writer
@@ -112,6 +113,21 @@ class Storage(ABC):
         """A URL that downloads the object without credentials; None when the store has
         no such URLs (a local directory)."""
         return None
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def read_all(storage: Storage, read: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+    """``read`` of each item, in order: one after the other on a local directory,
+    ``storage.parallel_reads`` at a time on a bucket (whose round trips they overlap)."""
+    todo = list(items)
+    if storage.parallel_reads <= 1 or len(todo) <= 1:
+        return [read(i) for i in todo]
+    with ThreadPoolExecutor(min(len(todo), storage.parallel_reads),
+                            thread_name_prefix="reads") as pool:
+        return list(pool.map(read, todo))
 
 
 class LocalStorage(Storage):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from redis import Redis
@@ -51,6 +52,9 @@ class Facts(BaseModel):
 
     plan: str | None = None
     total: int = 0
+
+
+_Entry = TypeVar("_Entry", Ended, Facts)
 
 
 def _key(prefix: str, owner: str, dataset: str) -> str:
@@ -87,35 +91,29 @@ def unnote(redis: Redis, prefix: str, record: JobRecord) -> None:
 def facts(redis: Redis | None, prefix: str, owner: str, dataset: str) -> dict[str, Facts]:
     """The noted facts of the dataset's jobs not yet remembered as ended (an ended job's
     are dropped); none without Redis."""
-    if redis is None:
-        return {}
-    try:
-        raw: dict[bytes, bytes] = redis.hgetall(  # type: ignore[assignment]
-            _facts_key(prefix, owner, dataset))
-    except RedisError:
-        return {}
-    found: dict[str, Facts] = {}
-    for job_id, value in raw.items():
-        with contextlib.suppress(ValidationError, UnicodeDecodeError):
-            found[job_id.decode()] = Facts.model_validate_json(value)
-    return found
+    return _entries(redis, _facts_key(prefix, owner, dataset), Facts)
 
 
 def recall(redis: Redis | None, prefix: str, owner: str, dataset: str) -> dict[str, Ended]:
     """The remembered ended jobs of a dataset by id; empty without Redis (everything is
     then read from the store) and without the damaged entries (read again)."""
+    return _entries(redis, _key(prefix, owner, dataset), Ended)
+
+
+def _entries(redis: Redis | None, key: str, model: type[_Entry]) -> dict[str, _Entry]:
+    """A hash's entries by job id; a damaged one is left out (its job is read again)."""
     if redis is None:
         return {}
     try:
-        raw: dict[bytes, bytes] = redis.hgetall(_key(prefix, owner, dataset))  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = redis.hgetall(key)  # type: ignore[assignment]
     except RedisError:
         return {}
-    found: dict[str, Ended] = {}
+    found: dict[str, _Entry] = {}
     for job_id, value in raw.items():
         try:
-            found[job_id.decode()] = Ended.model_validate_json(value)
+            found[job_id.decode()] = model.model_validate_json(value)
         except (ValidationError, UnicodeDecodeError):
-            log.warning("dataset %s: a damaged count of job %r is read again", dataset, job_id)
+            log.warning("%s: a damaged entry of job %r is read again", key, job_id)
     return found
 
 

@@ -10,7 +10,6 @@ the job's teacher, which is why a queued job may be waiting.
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from redis import Redis
@@ -18,10 +17,9 @@ from redis.exceptions import RedisError
 
 from jobs import queueing, tallies
 from jobs.records import JobRecord, JobState, JobStatus, is_over
+from jobs.storage import read_all
 from jobs.store import DamagedRecordError, JobStore
 from service.models import JobLinks, JobOut, Progress
-
-_QUEUED_IN_RQ = ("queued", "scheduled", "deferred")
 
 
 def links(job_id: str) -> JobLinks:
@@ -37,7 +35,7 @@ def job_status(record: JobRecord, state: JobState | None, rq: str | None) -> Job
         return state.status
     if rq == "failed":
         return JobStatus.FAILED
-    if rq in _QUEUED_IN_RQ:
+    if rq in queueing.WAITING:
         return JobStatus.QUEUED  # also a job requeued after its worker died
     if state is not None or rq == "started":
         return JobStatus.RUNNING
@@ -126,10 +124,7 @@ def _read(store: JobStore, redis: Redis | None, queue_prefix: str, owner: str,
     def count(job_id: str) -> tuple[str, tallies.Ended, bool, bool] | None:
         return _counted(store, redis, queue_prefix, owner, job_id)
 
-    if store.storage.parallel_reads <= 1 or len(job_ids) <= 1:
-        return [r for r in map(count, job_ids) if r is not None]
-    with ThreadPoolExecutor(max_workers=store.storage.parallel_reads) as pool:
-        return [r for r in pool.map(count, job_ids) if r is not None]
+    return [r for r in read_all(store.storage, count, job_ids) if r is not None]
 
 
 def _never_started(redis: Redis | None, job_ids: list[str]) -> set[str]:
