@@ -20,10 +20,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -118,16 +119,59 @@ class Storage(ABC):
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
+# Reader threads of the whole process, shared by every read_all (an API answering many
+# polls of large datasets at once holds at most this many, not 8 per request).
+READ_THREADS = 16
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    """In a forked child (RQ's work horse) the parent's threads do not exist: start anew."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="reads")
+        return _pool
+
 
 def read_all(storage: Storage, read: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
-    """``read`` of each item, in order: one after the other on a local directory,
-    ``storage.parallel_reads`` at a time on a bucket (whose round trips they overlap)."""
+    """``read`` of each item, in order: one after the other on a local directory, at most
+    ``storage.parallel_reads`` at a time on a bucket (whose round trips they overlap), on
+    the process's shared reader threads. A read's exception is raised (no read starts
+    after one failed); ``read`` must not call :func:`read_all` itself."""
     todo = list(items)
     if storage.parallel_reads <= 1 or len(todo) <= 1:
         return [read(i) for i in todo]
-    with ThreadPoolExecutor(min(len(todo), storage.parallel_reads),
-                            thread_name_prefix="reads") as pool:
-        return list(pool.map(read, todo))
+    pool = _reader_pool()
+    # Each call keeps its own window in flight, so concurrent calls interleave on the
+    # shared threads instead of one long count queueing ahead of every other request.
+    window = threading.BoundedSemaphore(storage.parallel_reads)
+    failed = threading.Event()
+
+    def done(future: Future[_R]) -> None:
+        if future.exception() is not None:
+            failed.set()
+        window.release()
+
+    futures: list[Future[_R]] = []
+    for item in todo:
+        window.acquire()
+        if failed.is_set():
+            window.release()
+            break  # no more reads after a failure
+        future = pool.submit(read, item)
+        future.add_done_callback(done)
+        futures.append(future)
+    return [f.result() for f in futures]
 
 
 class LocalStorage(Storage):
