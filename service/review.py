@@ -2,30 +2,35 @@
 the saved selection, and image bytes (thumbnails made once).
 
 The page moves thresholds in the browser, so it gets all predictions (not
-only the kept ones) in one compact document; images load lazily, one request
-each, through an owner-checked endpoint. Nothing here runs a model.
+only the kept ones) of the images it shows in one compact document (a large dataset:
+a uniform sample of them); images load lazily, one request each, through an
+owner-checked endpoint. Nothing here runs a model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import io
+from collections.abc import Collection
 from typing import Any
 
 from PIL import Image, ImageOps
 
+from distill.card import ModelCard
 from distill.images import open_image
 from distill.pseudolabel_file import thresholds_json as _thresholds_json
 from distill.pseudolabel_file import to_coco
 from distill.pseudolabels import select, without_excluded
 from jobs.records import JobRecord, SavedSelection
 from jobs.store import JobStore
-from service.annotations import NotAvailableError, collect, resolve
+from service.annotations import NotAvailableError, resolve, spooled
 
 THUMB_SIZE = 320  # px, the longer side
 
 
 def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection | None,
-                *, kind: str, name: str) -> dict[str, Any]:
+                *, kind: str, name: str, max_images: int) -> dict[str, Any]:
     """The review document of finished jobs (oldest first): one job, or a dataset's.
 
     ``rule`` is the selection a download applies now (the saved one, else the job's),
@@ -34,29 +39,40 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
     counts what the file holds, and applies the same rule when its sliders move.
     ``calibrated`` holds the job's own thresholds and ``min_votes`` (what the page's
     "reset to calibrated" returns to).
+
+    Thresholds are calibrated over every image, but the document holds at most
+    ``max_images`` of them: a larger set is shown as a uniform sample (:func:`sampled`;
+    ``sample`` says how many of how many), whose per-category ``report`` compares the
+    sample's kept counts with the labeled target for the sample's images. The records
+    are streamed from a spool (:func:`jobs.annotations.spooled`), so only the sample is
+    held in memory.
     """
-    preds = collect(store, records)
     config, source = resolve(records, None, saved)
-    kept = without_excluded(list(preds.by_name.values()), config.excluded)
-    selection = select(kept, preds.card, config)
-    coco = to_coco(kept, preds.card, selection)
-    own = (selection if source == "job"
-           else select(list(preds.by_name.values()), preds.card, resolve(records, None, None)[0]))
+    with spooled(store, records) as spool:
+        card = ModelCard.from_dict(spool.stored["card"])
+        every = spool.passes
+        selection = select(without_excluded(every, config.excluded), card, config)
+        own = (selection if source == "job"
+               else select(every, card, resolve(records, None, None)[0]))
+        shown_names = sampled(spool.names, max_images)
+        shown = [rec for rec in every() if shown_names is None or rec.file_name in shown_names]
+        owners = dict(spool.jobs)
+        transforms = len(spool.stored["info"].get("transforms") or [])
+    coco = to_coco(without_excluded(shown, config.excluded), card, selection)
     refs: dict[str, tuple[str, int]] = {}
     for record in records:
         for n, f in enumerate(record.files):
             refs.setdefault(f.name, (record.id, n))
     images: list[dict[str, Any]] = []
-    for file_name, rec in sorted(preds.by_name.items(), key=lambda kv: (
-            refs.get(kv[0], ("", 0)), kv[0])):
-        ref = refs.get(file_name)
-        if ref is None or ref[0] != preds.jobs[file_name]:
+    for rec in sorted(shown, key=lambda r: (refs.get(r.file_name, ("", 0)), r.file_name)):
+        ref = refs.get(rec.file_name)
+        if ref is None or ref[0] != owners[rec.file_name]:
             continue  # not a file of the job it was read from
         status = [selection.status(c, s, None if rec.votes is None else rec.votes[i],
-                                   file_name=file_name, index=i)
+                                   file_name=rec.file_name, index=i)
                   for i, (c, s) in enumerate(zip(rec.category_ids, rec.scores, strict=True))]
         images.append({
-            "file_name": file_name, "job": ref[0], "n": ref[1], "width": rec.width,
+            "file_name": rec.file_name, "job": ref[0], "n": ref[1], "width": rec.width,
             "height": rec.height, "error": rec.error, "boxes": rec.boxes,
             "scores": rec.scores, "category_ids": rec.category_ids,
             "keypoints": rec.keypoints, "keypoint_scores": rec.keypoint_scores,
@@ -64,16 +80,29 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
     info = coco["info"]
     return {
         "kind": kind, "name": name, "teacher": records[0].teacher,
-        "task": preds.card.task, "categories": coco["categories"],
+        "task": card.task, "categories": coco["categories"],
+        "sample": (None if shown_names is None
+                   else {"images": len(shown_names), "of": len(spool.names)}),
         "calibrated": {**_thresholds_json(own), "min_votes": own.min_votes},
         "report": info["categories_report"],
         "rule": {**_thresholds_json(selection), "source": source,
                  "min_votes": selection.min_votes, "excluded": sorted(config.excluded),
                  "accepted": {k: sorted(v) for k, v in config.accepted.items()},
                  "rejected": {k: sorted(v) for k, v in config.rejected.items()}},
-        "transforms": len(preds.info.get("transforms") or []),
+        "transforms": transforms,
         "labeled_stats": info.get("labeled_stats"), "images": images,
         "saved": None if saved is None else saved.model_dump(mode="json")}
+
+
+def sampled(names: Collection[str], limit: int) -> frozenset[str] | None:
+    """The names the review shows of a set larger than ``limit`` (None: all of them):
+    those with the smallest hash of the name, a uniform sample that is the same on every
+    load, so that what a reviewer decided stays in view, and that changes little as the
+    dataset grows (an image leaves it only for a new one with a smaller hash)."""
+    if len(names) <= limit:
+        return None
+    return frozenset(heapq.nsmallest(
+        limit, names, key=lambda n: hashlib.blake2b(n.encode(), digest_size=8).digest()))
 
 
 def image_key(store: JobStore, record: JobRecord, n: int) -> str:

@@ -207,13 +207,16 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
         assert moved.status_code == 307 and "Signature" in moved.headers["location"]
         assert httpx.get(moved.headers["location"]).json() == job_file
         strict = c.get("/datasets/by-ref/annotations", params={"score_threshold": 0.9})
-        # 31 images are more than this review page takes; one batch of 8 is not.
-        too_many = c.get("/datasets/by-ref/review")
+        # 31 images are more than this review page takes (a sample of 20 is shown, with
+        # the thresholds of the whole dataset's file); one batch of 8 is not.
+        sample = c.get("/datasets/by-ref/review")
         one_batch = c.get(f"/jobs/{jobs[0]['id']}/review")
-    assert too_many.status_code == 422, too_many.text
-    assert too_many.json()["detail"]["limit"] == 20
-    assert "DISTILL_REVIEW_MAX_IMAGES" in too_many.json()["detail"]["message"]
+    assert sample.status_code == 200, sample.text
+    assert sample.json()["sample"] == {"images": 20, "of": 31}
+    assert len(sample.json()["images"]) == 20
+    assert sample.json()["rule"]["score"] == coco["info"]["thresholds"]["score"]
     assert one_batch.status_code == 200 and one_batch.json()["images"]
+    assert one_batch.json()["sample"] is None
     assert strict.headers["x-distill-selection"] == "query"
     assert len(strict.json()["annotations"]) < len(coco["annotations"])
 

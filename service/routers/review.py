@@ -36,30 +36,24 @@ def job_review(record: JobDep, store: StoreDep, redis: RedisDep, settings: Setti
     labeled targets and kept counts per category, and the saved selection."""
     _require_finished([record], store, redis, settings.queue)
     saved = store.load_selection(owner, job_id=record.id)
-    return JSONResponse(_review(store, [record], saved, kind="job", name=record.id))
+    return JSONResponse(_review(store, [record], saved, kind="job", name=record.id,
+                                max_images=settings.review_max_images))
 
 
 @router.get("/datasets/{name}/review", summary="Everything the review page shows for a dataset",
             responses=responses(401, 404, 409, 422))
 def dataset_review(name: DatasetName, owner: OwnerDep,
                    store: StoreDep, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
-    """The same over a dataset's finished jobs, calibrated together (at most
-    ``DISTILL_REVIEW_MAX_IMAGES`` images: the document holds every raw prediction)."""
+    """The same over a dataset's finished jobs, calibrated together; a dataset of more
+    than ``DISTILL_REVIEW_MAX_IMAGES`` images is shown as a uniform sample of that many
+    (``sample``), calibrated over all of them."""
     records = [r for _, r in store.list_owner_jobs(owner, dataset=name)][::-1]
     if not records:
         raise problem(404, f"no jobs in dataset {name!r}")
     finished = _require_finished(records, store, redis, settings.queue, some=True)
-    images = len({f.name for r in finished for f in r.files})
-    if images > settings.review_max_images:
-        raise problem(422, f"dataset {name!r} has {images} images in finished jobs, more than "
-                           f"the review page takes ({settings.review_max_images}, "
-                           "DISTILL_REVIEW_MAX_IMAGES): download it with the thresholds you "
-                           f"want (GET /datasets/{name}/annotations?score_threshold=...), or "
-                           "review its jobs one at a time (GET /jobs?dataset=...; a job's "
-                           "saved selection applies to that job's downloads only)",
-                      images=images, limit=settings.review_max_images)
     saved = store.load_selection(owner, dataset=name)
-    return JSONResponse(_review(store, finished, saved, kind="dataset", name=name))
+    return JSONResponse(_review(store, finished, saved, kind="dataset", name=name,
+                                max_images=settings.review_max_images))
 
 
 @router.get("/jobs/{job_id}/images/{n}", summary="One of the job's images (or its thumbnail)",
@@ -127,8 +121,8 @@ def _require_finished(records: list[JobRecord], store: StoreDep, redis: RedisDep
 
 
 def _review(store: StoreDep, records: list[JobRecord], saved: SavedSelection | None, *,
-            kind: str, name: str) -> dict[str, Any]:
+            kind: str, name: str, max_images: int) -> dict[str, Any]:
     try:
-        return review_data(store, records, saved, kind=kind, name=name)
+        return review_data(store, records, saved, kind=kind, name=name, max_images=max_images)
     except NotAvailableError as exc:
         raise problem(409, str(exc)) from exc

@@ -28,7 +28,7 @@ export function buildPanel(host) {
     slider.value = rule.score[id] ?? 1;
     slider.addEventListener("input", () => host.setThreshold(cat.id, Number(slider.value)));
     box.append(title,
-      el("p", `labeled target ${report.target ?? "n/a"}; calibrated threshold ${fmt(doc.calibrated.score[id])}`,
+      el("p", `labeled target ${report.target ?? "n/a"}${doc.sample ? " for the sample" : ""}; calibrated threshold ${fmt(doc.calibrated.score[id])}`,
         { class: "target" }),
       el("canvas", null, { width: 280, height: 60, class: "hist" }), slider,
       el("output"), el("p", null, { class: "kept" }), el("p", null, { class: "ignored" }));
@@ -92,7 +92,8 @@ export function updatePanel(host) {
     const slider = box.querySelector("input[type=range]");
     if (t !== null && Number(slider.value) !== t) slider.value = t;
     setText(box.querySelector("output"), t === null || t === undefined ? "keeps nothing" : `threshold ${t.toFixed(3)}`);
-    setText(box.querySelector(".kept"), `kept ${c.kept} of ${c.candidates} candidates`);
+    setText(box.querySelector(".kept"), `kept ${c.kept} of ${c.candidates} candidates${
+      doc.sample ? " in the sample" : ""}`);
     const ig = rule.ignore[id];
     const ignored = box.querySelector(".ignored");
     ignored.hidden = ig === null || ig === undefined;

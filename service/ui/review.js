@@ -93,8 +93,14 @@ export async function openReview(kind, name, { keep = false } = {}) {
   useRule(ruleFrom(doc.rule));
   R.loaded = JSON.stringify(selectionBody(R.rule));
   if (!keep) { R.page = 0; R.filter = ""; R.view = "gallery"; }
-  $("review-title").textContent = `Review of ${kind} ${name} (teacher ${doc.teacher ?? "?"}, ${
-    doc.images.length} images)`;
+  const shown = doc.sample ? `a sample of ${doc.sample.images} of ${doc.sample.of} images`
+    : `${doc.images.length} images`;
+  $("review-title").textContent = `Review of ${kind} ${name} (teacher ${doc.teacher ?? "?"}, ${shown})`;
+  $("review-sample").hidden = !doc.sample;
+  $("review-sample").textContent = doc.sample ? `This ${kind} has more images than the page `
+    + `holds, so it shows a uniform sample of ${doc.sample.images} (the same ones each time). `
+    + "The saved and calibrated thresholds are those of all images; the counts and targets "
+    + "below are the sample's. Saving and downloading apply the selection to every image." : "";
   $("review").dataset.kind = kind;
   $("review").dataset.name = name;
   buildPanel(host);
@@ -196,6 +202,7 @@ export function clearReview() {
   R.doc = null; R.rule = null; R.loaded = ""; R.statuses = new Map(); R.byName = new Map();
   $("categories").replaceChildren();
   $("review-title").textContent = "Review";
+  $("review-sample").hidden = true;
   $("review-status").textContent = "";
   $("dirty").hidden = true;
   delete $("review").dataset.name;
