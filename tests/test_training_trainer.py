@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,17 +166,23 @@ def test_one_iteration_of_a_torchvision_detector(synth: dict[str, Any], tmp_path
     assert any(k.startswith("roi_heads.keypoint_predictor") for k in state)
 
 
-def test_train_command_line(synth: dict[str, Any], tmp_path: Path) -> None:
+def test_train_command_line(synth: dict[str, Any], tmp_path: Path,
+                            caplog: pytest.LogCaptureFixture) -> None:
     from distill.cli import main
 
     torch.set_num_threads(1)
     out = tmp_path / "cli.pt"
-    code = main(["train", "--task", "boxes", "--train-json",
-                 str(synth["splits"]["labeled"].boxes_json), "--images", str(synth["images"]),
-                 "--iters", "2", "--batch-size", "2", "--min-size", "128", "--max-size", "224",
-                 "--out", str(out), "--quiet", "--device", "cpu", "--no-tensorboard",
-                 "--arch-option", "box_detections_per_img=50"])
+    with caplog.at_level(logging.INFO, logger="training"):
+        code = main(["train", "--task", "boxes", "--train-json",
+                     str(synth["splits"]["labeled"].boxes_json), "--images",
+                     str(synth["images"]), "--iters", "2", "--batch-size", "2", "--min-size",
+                     "128", "--max-size", "224", "--out", str(out), "--quiet", "--device",
+                     "cpu", "--no-tensorboard", "--checkpoint-every", "1",
+                     "--arch-option", "box_detections_per_img=50"])
     assert code == 0
+    # --quiet has no bar, but says where it is at each checkpoint (not after the last).
+    beats = [r.getMessage() for r in caplog.records if "it/s, about" in r.getMessage()]
+    assert len(beats) == 1 and beats[0].startswith("cli: iteration 1 of 2")
     card, _, extra = load_checkpoint(out)
     assert extra["iteration"] == 2 and card.task == "boxes"
     assert [c["name"] for c in card.categories] == ["person", "ball", "cone", "kite"]

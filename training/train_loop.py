@@ -110,6 +110,10 @@ class IterationLoop:
                 t_window = time.perf_counter()
             if done % cfg.checkpoint_every == 0 or done == end:
                 self._save_state(done)
+                if bar.disable and env.is_main and done < cfg.iters:  # --quiet: a heartbeat
+                    rate = (done - start) / (time.perf_counter() - t_start)
+                    log.info("%s: iteration %d of %d (%.2f it/s, about %.0f min left)",
+                             cfg.out.stem, done, cfg.iters, rate, (cfg.iters - done) / rate / 60)
             bar.update(1)
         bar.close()
         if end < cfg.iters:
