@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill.calibrate import IN_FILE, Selection, enough_votes
 from distill.card import ModelCard
+from distill.predictions import ImageRecord
 
 if TYPE_CHECKING:
     from distill.pseudolabels import RecordSource
@@ -41,8 +42,7 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": rec.file_name,
                        "width": rec.width, "height": rec.height})
-        candidates.update(c for i, c in enumerate(rec.category_ids) if enough_votes(
-            None if rec.votes is None else rec.votes[i], selection.min_votes))
+        candidates.update(candidate_categories(rec, selection.min_votes))
         for i, (box, score, cat) in enumerate(zip(rec.boxes, rec.scores, rec.category_ids,
                                                   strict=True)):
             votes = None if rec.votes is None else rec.votes[i]
@@ -81,8 +81,8 @@ def to_coco(records: RecordSource, card: ModelCard, selection: Selection,
         "date_created": datetime.now(UTC).isoformat(timespec="seconds"),
         "teacher": {"arch": card.arch, "task": card.task, **_provenance(card)},
         "thresholds": thresholds_json(selection),
-        "categories_report": _category_report(card, selection, candidates, annotations,
-                                              len(images)),
+        "categories_report": category_report(card, selection, candidates, annotations,
+                                             len(images)),
         "labeled_stats": card.to_dict()["labeled_stats"],  # null: explicit thresholds only
         "num_images": len(images), "num_failed": len(errors), "errors": errors,
         **(info or {}),
@@ -107,7 +107,14 @@ def _add_keypoints(ann: dict[str, Any], points: tuple[tuple[float, float], ...],
     ann["num_keypoints"] = kept
 
 
-def _category_report(card: ModelCard, selection: Selection, candidates: Counter[int],
+def candidate_categories(rec: ImageRecord, min_votes: int) -> list[int]:
+    """The categories of an image's calibration candidates: its predictions enough
+    transforms agree on."""
+    return [c for i, c in enumerate(rec.category_ids)
+            if enough_votes(None if rec.votes is None else rec.votes[i], min_votes)]
+
+
+def category_report(card: ModelCard, selection: Selection, candidates: Counter[int],
                      annotations: list[dict[str, Any]], num_images: int) -> dict[str, Any]:
     """Per category: the labeled target, the candidates, the kept count and the threshold.
 

@@ -41,8 +41,8 @@ class Predictions:
 
 
 def collect(store: JobStore, records: list[JobRecord]) -> Predictions:
-    """The records :func:`spooled` chooses, read into memory (the review document's; a COCO
-    file is built from the spooled records instead)."""
+    """The records :func:`spooled` chooses, read into memory (for comparisons: files and
+    review documents are built from the spooled records)."""
     with spooled(store, records) as spool:
         by_name = {rec.file_name: rec for rec in spool.passes()}
         return Predictions(ModelCard.from_dict(spool.stored["card"]), spool.stored["info"],

@@ -146,8 +146,8 @@ def _reader_pool() -> ThreadPoolExecutor:
 def read_all(storage: Storage, read: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
     """``read`` of each item, in order: one after the other on a local directory, at most
     ``storage.parallel_reads`` at a time on a bucket (whose round trips they overlap), on
-    the process's shared reader threads. A read's exception is raised (no read starts
-    after one failed); ``read`` must not call :func:`read_all` itself."""
+    the process's shared reader threads. A read's exception is raised, and the reads
+    not started yet are cancelled; ``read`` must not call :func:`read_all` itself."""
     todo = list(items)
     if storage.parallel_reads <= 1 or len(todo) <= 1:
         return [read(i) for i in todo]
@@ -158,20 +158,28 @@ def read_all(storage: Storage, read: Callable[[_T], _R], items: Iterable[_T]) ->
     failed = threading.Event()
 
     def done(future: Future[_R]) -> None:
-        if future.exception() is not None:
-            failed.set()
-        window.release()
+        try:
+            if not future.cancelled() and future.exception() is not None:
+                failed.set()
+        finally:
+            window.release()
 
     futures: list[Future[_R]] = []
-    for item in todo:
-        window.acquire()
-        if failed.is_set():
-            window.release()
-            break  # no more reads after a failure
-        future = pool.submit(read, item)
-        future.add_done_callback(done)
-        futures.append(future)
-    return [f.result() for f in futures]
+    try:
+        for item in todo:
+            window.acquire()
+            if failed.is_set():
+                window.release()
+                break  # a read failed: start no more
+            future = pool.submit(read, item)
+            future.add_done_callback(done)
+            futures.append(future)
+        return [f.result() for f in futures]
+    finally:
+        # After a failure, the reads still queued would hold the shared threads for a
+        # result nobody wants (on a bucket that stopped answering, a minute each).
+        for f in futures:
+            f.cancel()
 
 
 class LocalStorage(Storage):

@@ -12,15 +12,17 @@ from __future__ import annotations
 import hashlib
 import heapq
 import io
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from PIL import Image, ImageOps
 
 from distill.card import ModelCard
 from distill.images import open_image
+from distill.predictions import ImageRecord
+from distill.pseudolabel_file import candidate_categories, category_report, to_coco
 from distill.pseudolabel_file import thresholds_json as _thresholds_json
-from distill.pseudolabel_file import to_coco
 from distill.pseudolabels import select, without_excluded
 from jobs.records import JobRecord, SavedSelection
 from jobs.store import JobStore
@@ -43,7 +45,8 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
     Thresholds are calibrated over every image, but the document holds at most
     ``max_images`` of them: a larger set is shown as a uniform sample (:func:`sampled`;
     ``sample`` says how many of how many), whose per-category ``report`` compares the
-    sample's kept counts with the labeled target for the sample's images. The records
+    sample's kept counts with the labeled target for the sample's images (its
+    ``shortfall``, like the thresholds, is the whole set's). The records
     are streamed from a spool (:func:`jobs.annotations.spooled`), so only the sample is
     held in memory.
     """
@@ -54,11 +57,21 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
         selection = select(without_excluded(every, config.excluded), card, config)
         own = (selection if source == "job"
                else select(every, card, resolve(records, None, None)[0]))
-        shown_names = sampled(spool.names, max_images)
-        shown = [rec for rec in every() if shown_names is None or rec.file_name in shown_names]
+        sample = sampled(spool.names, max_images)
+        shown, whole = _shown(every(), sample, config.excluded, selection.min_votes)
         owners = dict(spool.jobs)
         transforms = len(spool.stored["info"].get("transforms") or [])
+        everything = len(spool.names)
+        decided = {*config.excluded, *config.accepted, *config.rejected}
+        elsewhere = sum(1 for n in decided if n in spool.jobs and sample is not None
+                        and n not in sample)
     coco = to_coco(without_excluded(shown, config.excluded), card, selection)
+    report = coco["info"]["categories_report"]
+    if whole is not None:  # a shortfall is the whole set's, as its thresholds are
+        candidates, ok = whole
+        for cid, row in category_report(card, selection, candidates, [], ok).items():
+            if cid != "keypoints":
+                report[cid]["shortfall"] = row["shortfall"]
     refs: dict[str, tuple[str, int]] = {}
     for record in records:
         for n, f in enumerate(record.files):
@@ -77,28 +90,50 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
             "scores": rec.scores, "category_ids": rec.category_ids,
             "keypoints": rec.keypoints, "keypoint_scores": rec.keypoint_scores,
             "votes": rec.votes, "keypoint_spread": rec.keypoint_spread, "status": status})
-    info = coco["info"]
     return {
         "kind": kind, "name": name, "teacher": records[0].teacher,
         "task": card.task, "categories": coco["categories"],
-        "sample": (None if shown_names is None
-                   else {"images": len(shown_names), "of": len(spool.names)}),
+        # A sample: the images shown (failed ones included) of every image the jobs hold,
+        # and how many images with a saved decision (excluded, accepted, rejected) lie
+        # outside it (the decisions still apply to downloads).
+        "sample": (None if sample is None else {
+            "images": len(images), "of": everything, "decided_elsewhere": elsewhere}),
         "calibrated": {**_thresholds_json(own), "min_votes": own.min_votes},
-        "report": info["categories_report"],
+        "report": report,
         "rule": {**_thresholds_json(selection), "source": source,
                  "min_votes": selection.min_votes, "excluded": sorted(config.excluded),
                  "accepted": {k: sorted(v) for k, v in config.accepted.items()},
                  "rejected": {k: sorted(v) for k, v in config.rejected.items()}},
         "transforms": transforms,
-        "labeled_stats": info.get("labeled_stats"), "images": images,
+        "labeled_stats": coco["info"].get("labeled_stats"), "images": images,
         "saved": None if saved is None else saved.model_dump(mode="json")}
+
+
+def _shown(records: Iterable[ImageRecord], sample: frozenset[str] | None,
+           excluded: frozenset[str], min_votes: int
+           ) -> tuple[list[ImageRecord], tuple[Counter[int], int] | None]:
+    """The records of the sample (all of them: None), and with a sample the whole set's
+    calibration candidates per category and images that count (read, not excluded), in
+    the same pass."""
+    if sample is None:
+        return list(records), None
+    shown: list[ImageRecord] = []
+    candidates: Counter[int] = Counter()
+    ok = 0
+    for rec in records:
+        if rec.file_name in sample:
+            shown.append(rec)
+        if rec.error is None and rec.file_name not in excluded:
+            ok += 1
+            candidates.update(candidate_categories(rec, min_votes))
+    return shown, (candidates, ok)
 
 
 def sampled(names: Collection[str], limit: int) -> frozenset[str] | None:
     """The names the review shows of a set larger than ``limit`` (None: all of them):
     those with the smallest hash of the name, a uniform sample that is the same on every
-    load, so that what a reviewer decided stays in view, and that changes little as the
-    dataset grows (an image leaves it only for a new one with a smaller hash)."""
+    load while the set does not change, and that changes little as it grows (an image
+    leaves it only for a new one with a smaller hash)."""
     if len(names) <= limit:
         return None
     return frozenset(heapq.nsmallest(

@@ -212,7 +212,7 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
         sample = c.get("/datasets/by-ref/review")
         one_batch = c.get(f"/jobs/{jobs[0]['id']}/review")
     assert sample.status_code == 200, sample.text
-    assert sample.json()["sample"] == {"images": 20, "of": 31}
+    assert sample.json()["sample"] == {"images": 20, "of": 31, "decided_elsewhere": 0}
     assert len(sample.json()["images"]) == 20
     assert sample.json()["rule"]["score"] == coco["info"]["thresholds"]["score"]
     assert one_batch.status_code == 200 and one_batch.json()["images"]

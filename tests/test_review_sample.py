@@ -26,6 +26,7 @@ CARD = ModelCard(arch="tiny", task="boxes", min_size=64, max_size=64,
 
 
 def _job(store: JobStore, n: int, names: list[str], rng: random.Random) -> JobRecord:
+    """A job of two transforms (votes 1 or 2, min_votes 2); every 25th image failed."""
     lines = []
     for name in names:
         k = rng.randrange(0, 6)
@@ -33,11 +34,16 @@ def _job(store: JobStore, n: int, names: list[str], rng: random.Random) -> JobRe
             file_name=name, width=100, height=20,
             boxes=tuple((10.0 * i, 0.0, 10.0 * i + 8, 8.0) for i in range(k)),
             scores=tuple(round(rng.random(), 4) for _ in range(k)),
-            category_ids=tuple(rng.choice((1, 2)) for _ in range(k))))
+            category_ids=tuple(rng.choice((1, 2)) for _ in range(k)),
+            votes=tuple(rng.choice((1, 2)) for _ in range(k)),
+            spread=tuple(0.0 for _ in range(k)))
+            if int(name[2:6]) % 25 else ImageRecord(
+                file_name=name, width=0, height=0, boxes=(), scores=(), category_ids=(),
+                error="cannot decode"))
     record = JobRecord(
         id=f"{n:032x}", owner="o", dataset="ds", created_at=utcnow() + timedelta(seconds=n),
         files=[StoredFile(name=m, stored="", bytes=1, width=100, height=20, sha256="0" * 64)
-               for m in names], request=JobRequest(tta="identity", fusion="vote"),
+               for m in names], request=JobRequest(tta="flip", fusion="vote", min_votes=2),
         timeout_s=60)
     store.storage.put(store.job_key(record.id, "predictions.jsonl"),
                       encode_records(lines).encode())
@@ -69,32 +75,46 @@ def test_a_sampled_review_keeps_the_whole_sets_thresholds(tmp_path: Path) -> Non
     full = review_data(store, records, None, kind="dataset", name="ds", max_images=1_000)
     part = review_data(store, records, None, kind="dataset", name="ds", max_images=50)
     assert full["sample"] is None and len(full["images"]) == 300
-    assert part["sample"] == {"images": 50, "of": 300} and len(part["images"]) == 50
+    assert part["sample"] == {"images": 50, "of": 300, "decided_elsewhere": 0}
+    assert len(part["images"]) == 50
     assert part["rule"] == full["rule"] and part["calibrated"] == full["calibrated"]
+    assert part["rule"]["min_votes"] == 2
     by_name = {im["file_name"]: im for im in full["images"]}
     for im in part["images"]:
         assert im == by_name[im["file_name"]]
-    # The report of the sample: its own kept counts, against its own images' target.
-    kept: Counter[int] = Counter(c for im in part["images"]
-                                 for c, st in zip(im["category_ids"], im["status"], strict=True)
-                                 if st == "kept")
-    assert kept[1] > 0
+    statuses = Counter(s for im in part["images"] for s in im["status"])
+    assert statuses["kept"] and statuses["filtered"]  # min_votes 2 filters single votes
+    failed = sum(1 for im in part["images"] if im["error"])
+    assert full["report"] != part["report"]
+    # The report of the sample: its own kept and candidate counts, against its own read
+    # images' target; the shortfall is the whole set's (as its thresholds are).
     for cid, mean in ((1, 1.0), (2, 0.5)):
-        assert part["report"][str(cid)]["kept"] == kept[cid]
-        assert part["report"][str(cid)]["target"] == round(mean * 50)
-        assert full["report"][str(cid)]["target"] == round(mean * 300)
+        kept = sum(1 for im in part["images"] for c, st in zip(
+            im["category_ids"], im["status"], strict=True) if st == "kept" and c == cid)
+        candidates = sum(1 for im in part["images"] if not im["error"] for c, v in zip(
+            im["category_ids"], im["votes"], strict=True) if c == cid and v >= 2)
+        row = part["report"][str(cid)]
+        assert (row["kept"], row["candidates"]) == (kept, candidates)
+        assert row["target"] == round(mean * (50 - failed))
+        assert row["shortfall"] == full["report"][str(cid)]["shortfall"]
+        assert full["report"][str(cid)]["target"] == round(mean * (300 - 12))
 
     # A saved selection: images left out and decisions keep the rule as a download has it.
-    shown = sorted(im["file_name"] for im in part["images"])
+    shown = sorted(im["file_name"] for im in part["images"] if not im["error"])
     decided = next(im["file_name"] for im in part["images"]
                    if im["scores"] and im["file_name"] != shown[0])
-    saved = SavedSelection(excluded=[shown[0]], rejected={decided: [0]},
+    outside = sorted(set(names) - set(shown) - {im["file_name"] for im in part["images"]})
+    saved = SavedSelection(excluded=[shown[0], outside[0]],
+                           rejected={decided: [0], outside[1]: [0]},
                            score_thresholds={"1": 0.5, "2": 0.7})
     again = review_data(store, records, saved, kind="dataset", name="ds", max_images=50)
     assert [im["file_name"] for im in again["images"]] == [im["file_name"]
                                                            for im in part["images"]]
+    assert again["sample"]["decided_elsewhere"] == 2
     assert again["rule"]["score"] == {"1": 0.5, "2": 0.7}
-    assert again["rule"]["excluded"] == [shown[0]]
+    assert again["rule"]["excluded"] == sorted([shown[0], outside[0]])
     assert again["calibrated"] == full["calibrated"]
     one = next(im for im in again["images"] if im["file_name"] == decided)
     assert one["status"][0] == "rejected"
+    # The excluded image of the sample is out of its report's target.
+    assert again["report"]["1"]["target"] == round(1.0 * (50 - failed - 1))

@@ -32,7 +32,8 @@ _CACHE = "private, no-cache"
             responses=responses(401, 404, 409, 422))
 def job_review(record: JobDep, store: StoreDep, redis: RedisDep, settings: SettingsDep,
                owner: OwnerDep) -> JSONResponse:
-    """All raw predictions (not only the kept ones), the calibrated thresholds, the
+    """Every raw prediction (not only the kept ones) of the images shown (a job larger
+    than ``DISTILL_REVIEW_MAX_IMAGES``: a uniform sample), the calibrated thresholds, the
     labeled targets and kept counts per category, and the saved selection."""
     _require_finished([record], store, redis, settings.queue)
     saved = store.load_selection(owner, job_id=record.id)
@@ -46,11 +47,23 @@ def dataset_review(name: DatasetName, owner: OwnerDep,
                    store: StoreDep, redis: RedisDep, settings: SettingsDep) -> JSONResponse:
     """The same over a dataset's finished jobs, calibrated together; a dataset of more
     than ``DISTILL_REVIEW_MAX_IMAGES`` images is shown as a uniform sample of that many
-    (``sample``), calibrated over all of them."""
+    (``sample``), calibrated over all of them; one of more than
+    ``DISTILL_REVIEW_MAX_DATASET_IMAGES`` is refused (each load reads every log)."""
     records = [r for _, r in store.list_owner_jobs(owner, dataset=name)][::-1]
     if not records:
         raise problem(404, f"no jobs in dataset {name!r}")
     finished = _require_finished(records, store, redis, settings.queue, some=True)
+    images = len({f.name for r in finished for f in r.files})
+    if images > settings.review_max_dataset_images:
+        raise problem(422, f"dataset {name!r} has {images} images in finished jobs, more than "
+                           "a review reads on each load "
+                           f"({settings.review_max_dataset_images}, "
+                           "DISTILL_REVIEW_MAX_DATASET_IMAGES): download it with the "
+                           f"thresholds you want (GET /datasets/{name}/annotations?"
+                           "score_threshold=...), or review its jobs one at a time "
+                           f"(GET /jobs?dataset={name}; a job's saved selection applies to "
+                           "that job's downloads only)",
+                      images=images, limit=settings.review_max_dataset_images)
     saved = store.load_selection(owner, dataset=name)
     return JSONResponse(_review(store, finished, saved, kind="dataset", name=name,
                                 max_images=settings.review_max_images))

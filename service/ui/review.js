@@ -97,15 +97,22 @@ export async function openReview(kind, name, { keep = false } = {}) {
     : `${doc.images.length} images`;
   $("review-title").textContent = `Review of ${kind} ${name} (teacher ${doc.teacher ?? "?"}, ${shown})`;
   $("review-sample").hidden = !doc.sample;
-  $("review-sample").textContent = doc.sample ? `This ${kind} has more images than the page `
-    + `holds, so it shows a uniform sample of ${doc.sample.images} (the same ones each time). `
-    + "The saved and calibrated thresholds are those of all images; the counts and targets "
-    + "below are the sample's. Saving and downloading apply the selection to every image." : "";
+  $("review-sample").textContent = doc.sample ? sampleNote(kind, doc.sample) : "";
   $("review").dataset.kind = kind;
   $("review").dataset.name = name;
   buildPanel(host);
   recompute();
   render(true);
+}
+
+/** What a sampled review means (review_data's `sample`). */
+function sampleNote(kind, sample) {
+  const elsewhere = sample.decided_elsewhere ? ` ${sample.decided_elsewhere} images with saved `
+    + "decisions (excluded, accepted, rejected) lie outside the sample; those decisions still apply." : "";
+  return `This ${kind} holds more images than the page takes, so it shows a uniform sample of `
+    + `${sample.images} of ${sample.of} (the same images while the ${kind} does not change). `
+    + `The thresholds start from a calibration over all ${sample.of} images and what you save `
+    + `applies to every image; the counts and targets below cover the sample only.${elsewhere}`;
 }
 
 async function saveSelection() {

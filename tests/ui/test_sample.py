@@ -1,6 +1,7 @@
 """A dataset larger than ``DISTILL_REVIEW_MAX_IMAGES`` is reviewed on a uniform sample:
 the page says so, counts the sample against the sample's target, and what it saves
-applies to every image of the dataset's download."""
+applies to every image of the dataset's download; one larger than
+``DISTILL_REVIEW_MAX_DATASET_IMAGES`` is refused."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_a_large_dataset_is_reviewed_on_a_sample(stack: ServiceStack, page: Any,
         sign_in(page, stack)
         open_review(page, "dataset", "sampled")
         doc = review_doc(stack, "/datasets/sampled")
-        assert doc["sample"] == {"images": 4, "of": 6}
+        assert doc["sample"] == {"images": 4, "of": 6, "decided_elsewhere": 0}
         gallery_of(page, doc)
         assert "a sample of 4 of 6 images" in page.inner_text("#review-title")
         assert "uniform sample of 4" in page.inner_text("#review-sample")
@@ -50,7 +51,25 @@ def test_a_large_dataset_is_reviewed_on_a_sample(stack: ServiceStack, page: Any,
         assert coco["info"]["selection_source"] == "saved"
         assert coco["info"]["thresholds"]["score"]["1"] == 0.05
         assert len(coco["images"]) + coco["info"]["num_failed"] == 6
-        assert all(a["score"] >= 0.05 for a in coco["annotations"] if a["category_id"] == 1)
+        # Beyond what a review reads on each load: refused, saying what to do instead.
+        stack.stop_api()
+        stack.start_api(review_max_images="4", review_max_dataset_images="5")
+        with stack.client() as c:
+            refused = c.get("/datasets/sampled/review")
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"]["limit"] == 5
+        assert "DISTILL_REVIEW_MAX_DATASET_IMAGES" in refused.json()["detail"]["message"]
     finally:
         stack.stop_api()
         stack.start_api()
+    # Every image's predictions (the API takes the whole dataset again): the file holds
+    # each of category 1 scoring at least 0.05, those outside the sample too.
+    whole = review_doc(stack, "/datasets/sampled")
+    assert whole["sample"] is None and len(whole["images"]) == 6
+    expected = sum(1 for im in whole["images"] for c, sc in zip(
+        im["category_ids"], im["scores"], strict=True) if c == 1 and sc >= 0.05)
+    outside = sum(1 for im in whole["images"] if im["file_name"] not in
+                  {i["file_name"] for i in doc["images"]} for c, sc in zip(
+                      im["category_ids"], im["scores"], strict=True) if c == 1 and sc >= 0.05)
+    assert outside > 0
+    assert sum(1 for a in coco["annotations"] if a["category_id"] == 1) == expected
