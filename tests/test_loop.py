@@ -108,3 +108,44 @@ def test_a_teacher_of_the_other_task_and_a_dead_url_are_refused(
                  f"http://127.0.0.1:{port}") == 2
     assert "no distill service answers" in capsys.readouterr().err
     assert not list((tmp_path / "run2").glob("*.pt"))
+
+
+def test_a_preflight_hides_labels_and_measures_the_oracle(
+        synthetic: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from distill.checkpoint import load_checkpoint
+
+    labeled, out = synthetic["labeled"], tmp_path / "preflight"
+    base = ["loop", "--labeled", str(labeled.boxes_json), "--images", str(labeled.images_dir),
+            "--out", str(out), *TINY]
+    assert main([*base, "--preflight", "0.5"]) == 0
+    said = capsys.readouterr().out
+    assert "preflight: the labels of 3 of the 6 training images are hidden" in said
+    folder = out / "held-out"
+    train, visible, hidden, test = (json.loads((folder / f"{n}.json").read_text())
+                                    for n in ("train", "visible", "hidden", "test"))
+    # The hidden images are training images, never test ones, and their folder holds them.
+    assert {i["id"] for i in visible["images"]} | {i["id"] for i in hidden["images"]} == {
+        i["id"] for i in train["images"]}
+    assert not {i["id"] for i in visible["images"]} & {i["id"] for i in hidden["images"]}
+    assert not {i["id"] for i in hidden["images"]} & {i["id"] for i in test["images"]}
+    assert sorted(p.name for p in (folder / "hidden-images").iterdir()) == sorted(
+        i["file_name"] for i in hidden["images"])
+    # The teacher saw the visible labels only.
+    card, _, _ = load_checkpoint(out / "teacher.pt")
+    assert card.labeled_stats is not None and card.labeled_stats.images == 3
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["rows"]) == ["teacher", "baseline", "student", "oracle"]
+    quality = report["pseudo_quality"]["pseudo"]["bbox"]
+    assert 0 <= quality["precision50"] <= 1 and 0 <= quality["recall50"] <= 1
+    verdict = report["preflight"]
+    assert verdict["oracle_gain"] == report["deltas"]["oracle"]["single"]
+    assert verdict["student_gain"] == report["deltas"]["student"]["single"]
+    assert verdict["precision50"] == quality["precision50"]
+    md = (out / "report" / "report.md").read_text()
+    assert "| oracle (true labels) |" in md
+    assert "The oracle (the hidden images with their true labels) gains" in md
+    # A teacher or unlabeled folder from elsewhere has seen, or is not, the hidden images.
+    assert main([*base, "--preflight", "0.5", "--unlabeled", str(_unlabeled(labeled))]) == 2
+    assert "not with --unlabeled" in capsys.readouterr().err
+    assert main([*base[:-len(TINY)], "--out", str(tmp_path / "none"), *TINY]) == 2
+    assert "--unlabeled is required" in capsys.readouterr().err

@@ -16,6 +16,9 @@ whether it beat an equal-budget baseline on a held-out split.
 
 Every step is a step of :class:`training.pipeline.Pipeline`: skipped when its output in
 the run folder exists, timed in ``times.json``, so running the same command resumes.
+``--preflight S`` runs the same steps on the labeled set alone, a share of it hidden and
+playing the unlabeled folder, plus an oracle and the pseudo-labels' quality
+(:mod:`training.preflight`).
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ def run_loop(cfg: LoopConfig) -> dict[str, Any] | None:
         models["baseline"] = p.train("baseline", cfg.student_iters)
     unlabeled = data["unlabeled"].images_dir
     _students(cfg, p, models, pseudo, unlabeled)
+    if cfg.preflight is not None:  # the hidden images' true labels: the most they can give
+        models["oracle"] = p.train("oracle", cfg.student_iters, p.json_of("unlabeled"),
+                                   unlabeled)
     rows: dict[str, dict[str, Any]] = {}
     evaluated: dict[Path, str] = {}  # the teacher that is the baseline is evaluated once
     for name, model in models.items():
@@ -87,6 +93,13 @@ def run_loop(cfg: LoopConfig) -> dict[str, Any] | None:
         "deltas": deltas(rows, task),
         "pseudo": {name: pseudo_counts(load_coco(path)) for name, path in pseudo.items()},
         "times": p.times, "commands": p.commands, "wall_s": round(time.perf_counter() - t0, 1)}
+    if cfg.preflight is not None:
+        from training.preflight import verdict
+
+        quality = {name: p.pseudo_summary(name, "unlabeled", models[
+            "teacher" if name == "pseudo" else _labeler(name)])["quality"] for name in pseudo}
+        results["pseudo_quality"] = quality
+        results["preflight"] = verdict(rows, main_metric(task), quality)
     write_json_atomic(cfg.out / "report.json", results, indent=1)
     from training.loop_report import write_report
 
@@ -101,10 +114,16 @@ def _students(cfg: LoopConfig, p: Pipeline, models: dict[str, Path],
     pseudo-labels of the round before's student (added to ``models`` and ``pseudo``)."""
     models["student"] = p.train("student", cfg.student_iters, pseudo["pseudo"], unlabeled)
     for r in range(2, cfg.rounds + 1):
-        labeler = models["student" if r == 2 else f"student-round{r - 1}"]
+        labeler = models[_labeler(f"pseudo-round{r}")]
         pseudo[f"pseudo-round{r}"] = p.annotate(f"pseudo-round{r}", labeler, "unlabeled")
         models[f"student-round{r}"] = p.train(f"student-round{r}", cfg.student_iters,
                                               pseudo[f"pseudo-round{r}"], unlabeled)
+
+
+def _labeler(pseudo: str) -> str:
+    """The model whose pseudo-labels ``pseudo-roundN`` are (round N-1's student)."""
+    n = int(pseudo.removeprefix("pseudo-round"))
+    return "student" if n == 2 else f"student-round{n - 1}"
 
 
 def main_metric(task: Task) -> str:
@@ -183,11 +202,31 @@ def _check_service(url: str) -> None:
 
 def _splits(cfg: LoopConfig, task: Task, labeled: dict[str, Any]
             ) -> tuple[dict[str, SplitFiles], dict[str, Any]]:
-    """The training, unlabeled and held-out splits, and how the held-out one was made."""
+    """The training, unlabeled and held-out splits, and how the held-out one was made;
+    with ``--preflight``, the unlabeled split is the hidden share of the training one."""
+    data, held_out = _held_out(cfg, labeled)
+    if cfg.preflight is not None:
+        from training.preflight import hide
+
+        data["labeled"], data["unlabeled"], held_out["preflight"] = hide(
+            data["labeled"].json_for(task), cfg.images, cfg.preflight, cfg.seed,
+            cfg.out / "held-out")
+        print(f"[{PREFIX}] preflight: the labels of {held_out['preflight']['hidden']} of the "
+              f"{held_out['preflight']['hidden'] + held_out['preflight']['visible']} training "
+              "images are hidden; those images play the unlabeled folder", flush=True)
+    else:
+        assert cfg.unlabeled is not None  # config_from_args requires one of the two
+        data["unlabeled"] = SplitFiles(cfg.unlabeled, cfg.unlabeled, cfg.unlabeled)
+    return data, held_out
+
+
+def _held_out(cfg: LoopConfig, labeled: dict[str, Any]
+              ) -> tuple[dict[str, SplitFiles], dict[str, Any]]:
+    """The training and held-out splits, and how the held-out one was made."""
     def split(images: Path, coco: Path) -> SplitFiles:
         return SplitFiles(images, coco, coco)
 
-    data = {"unlabeled": split(cfg.unlabeled, cfg.unlabeled)}  # no annotations: never read
+    data: dict[str, SplitFiles] = {}
     if cfg.test_json is not None:
         data["labeled"] = split(cfg.images, cfg.labeled)
         data["test"] = split(cfg.test_images or cfg.images, cfg.test_json)

@@ -30,7 +30,13 @@ class LoopConfig:
 
     labeled: Path = field(metadata=cli("labeled COCO file (keypoints or boxes)", result=True))
     images: Path = field(metadata=cli("folder of the labeled images", result=True))
-    unlabeled: Path = field(metadata=cli("folder of the unlabeled images", result=True))
+    unlabeled: Path | None = field(default=None, metadata=cli(
+        "folder of the unlabeled images (required, except with --preflight)", result=True))
+    preflight: float | None = field(default=None, metadata=cli(
+        "will a student pay on this data? Hide the labels of this share of the labeled "
+        "training images and use those images as the unlabeled ones: the report adds how "
+        "good their pseudo-labels are against the hidden truth and an oracle taught that "
+        "truth (no --unlabeled, --teacher or --url)", result=True, before=None))
     out: Path = field(default=Path("runs/loop"), metadata=cli(
         "run folder: every step's output and the report; run again to resume"))
     test_json: Path | None = field(default=None, metadata=cli(
@@ -110,4 +116,18 @@ def config_from_args(args: argparse.Namespace) -> LoopConfig:
         raise ConfigError(f"--test-fraction must be between 0 and 1, got {cfg.test_fraction}")
     if min(cfg.teacher_iters, cfg.student_iters) < 1:
         raise ConfigError("--teacher-iters and --student-iters must be at least 1")
+    if cfg.preflight is None and cfg.unlabeled is None:
+        raise ConfigError("--unlabeled is required (the folder of unlabeled images), unless "
+                          "--preflight tries the loop on the labeled images alone")
+    if cfg.preflight is not None:
+        if not 0 < cfg.preflight < 1:
+            raise ConfigError(f"--preflight must be between 0 and 1, got {cfg.preflight}")
+        given = [flag for flag, value in (("--unlabeled", cfg.unlabeled),
+                                          ("--teacher", cfg.teacher), ("--url", cfg.url))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"--preflight trains its own teacher on the labeled images it "
+                              f"does not hide and labels the hidden ones: not with "
+                              f"{', '.join(given)} (a teacher trained on the whole labeled "
+                              "set has seen the hidden labels)")
     return cfg

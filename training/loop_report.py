@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 from distill.coco import objects
 
 Scores = dict[str, dict[str, float]]  # COCOeval type -> metric -> percent
-ROW_LABELS = {"student": "student", "teacher": "teacher", "baseline": "baseline (equal budget)"}
+ROW_LABELS = {"student": "student", "teacher": "teacher", "baseline": "baseline (equal budget)",
+              "oracle": "oracle (true labels)"}
 _COLOURS = [(230, 60, 60), (60, 160, 230), (250, 200, 40), (120, 220, 120), (200, 120, 230)]
 
 
@@ -139,7 +140,19 @@ def write_report(out: Path, results: dict[str, Any], pseudo: Path, images_dir: P
     teacher = (f"the imported teacher {cfg['teacher']}" if cfg.get("teacher")
                else f"the service's teacher at {cfg['url']}" if "teacher" not in results["rows"]
                else f"teacher {cfg['teacher_iters']} iterations")
-    md = [f"# {title} ({task})", "",
+    preflight: list[str] = []
+    if "preflight" in results:
+        from training.loop import main_metric
+        from training.preflight import verdict_lines
+
+        hidden = results["held_out"]["preflight"]
+        preflight = [f"Preflight: the labels of {hidden['hidden']} of the "
+                     f"{hidden['hidden'] + hidden['visible']} labeled training images were "
+                     "hidden and those images labeled by the teacher, which trained on the "
+                     "others (as did the baseline); the oracle was taught their true labels.",
+                     "", *verdict_lines(results["preflight"], main_metric(task)), ""]
+        print("\n".join(["", *preflight]))
+    md = [f"# {title} ({task})", "", *preflight,
           f"Held-out split: {results['held_out']['source']}. Budgets: {teacher}, "
           "each student and the baseline "
           f"{cfg['student_iters']}; TTA preset `{cfg['tta']}`. Steps' wall time "
