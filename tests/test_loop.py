@@ -130,20 +130,24 @@ def test_a_preflight_hides_labels_and_measures_the_oracle(
     assert not {i["id"] for i in hidden["images"]} & {i["id"] for i in test["images"]}
     assert sorted(p.name for p in (folder / "hidden-images").iterdir()) == sorted(
         i["file_name"] for i in hidden["images"])
-    # The teacher saw the visible labels only.
-    card, _, _ = load_checkpoint(out / "teacher.pt")
-    assert card.labeled_stats is not None and card.labeled_stats.images == 3
+    # Every model learned from the visible labels only (the oracle from the hidden ones
+    # too, as its pseudo-labeled set), and calibrates from their statistics.
+    for model in ("teacher", "baseline", "student", "oracle"):
+        card, _, _ = load_checkpoint(out / f"{model}.pt")
+        assert card.labeled_stats is not None and card.labeled_stats.images == 3, model
+        assert card.provenance["training"]["train_json"].endswith("visible.json"), model
     report = json.loads((out / "report.json").read_text())
     assert list(report["rows"]) == ["teacher", "baseline", "student", "oracle"]
     quality = report["pseudo_quality"]["pseudo"]["bbox"]
     assert 0 <= quality["precision50"] <= 1 and 0 <= quality["recall50"] <= 1
     verdict = report["preflight"]
-    assert verdict["oracle_gain"] == report["deltas"]["oracle"]["single"]
-    assert verdict["student_gain"] == report["deltas"]["student"]["single"]
     assert verdict["precision50"] == quality["precision50"]
     md = (out / "report" / "report.md").read_text()
     assert "| oracle (true labels) |" in md
-    assert "The oracle (the hidden images with their true labels) gains" in md
+    assert "The oracle (the hidden images with their true labels) is" in md
+    # Another share in the same folder would mix models of two splits: refused.
+    assert main([*base, "--preflight", "0.25"]) == 2
+    assert "other settings (preflight: 0.5 -> 0.25)" in capsys.readouterr().err
     # A teacher or unlabeled folder from elsewhere has seen, or is not, the hidden images.
     assert main([*base, "--preflight", "0.5", "--unlabeled", str(_unlabeled(labeled))]) == 2
     assert "not with --unlabeled" in capsys.readouterr().err
