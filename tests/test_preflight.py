@@ -97,8 +97,8 @@ def _rows(**ap: float) -> dict[str, dict[str, Any]]:
 def test_the_verdict_in_numbers_and_words() -> None:
     quality = {"pseudo": {"bbox": {"precision50": 0.8123, "recall50": 0.7}}}
     v = verdict(_rows(baseline=40.0, student=43.0, oracle=46.0), "bbox", quality)
-    assert v == {"oracle_gain": 6.0, "student_gain": 3.0, "student_share": 0.5,
-                 "precision50": 0.8123, "recall50": 0.7}
+    assert v == {"oracle_gain": 6.0, "oracle_gain_tta": None, "student_gain": 3.0,
+                 "student_share": 0.5, "precision50": 0.8123, "recall50": 0.7}
     text = "\n".join(verdict_lines(v, "bbox"))
     assert "is +6.0 box AP" in text and "+3.0 box AP against the baseline: 50% of" in text
     assert "precision 0.81, recall 0.70" in text
@@ -111,3 +111,11 @@ def test_the_verdict_in_numbers_and_words() -> None:
     none = verdict(_rows(baseline=40.0, student=40.5, oracle=39.0), "bbox", quality)
     words = "\n".join(verdict_lines(none, "bbox"))
     assert "do not beat the baseline" in words and "+0.5 box AP" in words
+    assert "disagree" not in words
+    # TTA on both sides says otherwise: the verdict says the two disagree.
+    rows = _rows(baseline=40.0, student=39.0, oracle=39.3)
+    for name, tta in (("baseline", 42.0), ("student", 41.2), ("oracle", 47.2)):
+        rows[name]["tta"] = {"bbox": {"AP": tta}}
+    mixed = verdict(rows, "bbox", quality)
+    assert mixed["oracle_gain"] == -0.7 and mixed["oracle_gain_tta"] == 5.2
+    assert "single pass and TTA disagree" in "\n".join(verdict_lines(mixed, "bbox"))

@@ -217,6 +217,16 @@ def test_a_source_prefix_becomes_one_dataset_like_the_same_uploads(
     assert sample.json()["rule"]["score"] == coco["info"]["thresholds"]["score"]
     assert one_batch.status_code == 200 and one_batch.json()["images"]
     assert one_batch.json()["sample"] is None
+    # A dataset larger than a review reads on each load: a 422 that says what to do.
+    stack.stop_api()
+    stack.start_api(review_max_dataset_images="30")
+    with stack.client() as c:
+        refused = c.get("/datasets/by-ref/review")
+    stack.stop_api()
+    stack.start_api()
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"]["limit"] == 30 and refused.json()["detail"]["images"] == 31
+    assert "GET /datasets/by-ref/annotations" in refused.json()["detail"]["message"]
     assert strict.headers["x-distill-selection"] == "query"
     assert len(strict.json()["annotations"]) < len(coco["annotations"])
 

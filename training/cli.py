@@ -24,10 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "loop", help="your labeled COCO set + unlabeled images -> teacher, pseudo-labels, "
-                     "student(s), equal-budget baseline, held-out report (resumable)",
+                     "student(s), equal-budget baseline, held-out report (resumable); "
+                     "--preflight: will a student pay? on the labeled set alone",
         description="teacher (or --teacher) -> pseudo-labels (locally or --url) -> student "
                     "(--rounds N) vs. an equal-budget baseline on a held-out split; every "
-                    "step's output stays in --out, so the same command resumes")
+                    "step's output stays in --out, so the same command resumes. With "
+                    "--preflight S, no unlabeled folder: a share S of the labeled images "
+                    "plays it, their labels hidden, and the report adds an oracle taught "
+                    "them and the pseudo-labels' precision and recall against them")
     add_loop_arguments(p)
     p.set_defaults(func=_cmd_loop)
     from training.experiment_config import add_arguments

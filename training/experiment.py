@@ -172,6 +172,9 @@ def _worker_init() -> None:
     """A spawned worker starts with no logging set up: warnings should still show. SIGTERM
     becomes SystemExit, so an interrupted step still records the time it ran."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Progress bars are off in workers: the quiet training's one line per checkpoint says
+    # where each run is.
+    logging.getLogger("training.train_loop").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
 
 

@@ -50,6 +50,7 @@ def run_loop(cfg: LoopConfig) -> dict[str, Any] | None:
     from distill.threads import apply_thread_budget
 
     t0 = time.perf_counter()
+    cfg.check()
     apply_thread_budget(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
     labeled = load_coco(cfg.labeled)

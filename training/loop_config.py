@@ -96,6 +96,30 @@ class LoopConfig:
         """The ``distill loop`` command line of these settings (never with the API key)."""
         return config_flags.command_line(replace(self, key=None), ("distill", "loop"))
 
+    def check(self) -> None:
+        """Refuses settings that cannot run (from the command line or built in Python)."""
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds must be at least 1, got {self.rounds}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"--test-fraction must be between 0 and 1, got {self.test_fraction}")
+        if min(self.teacher_iters, self.student_iters) < 1:
+            raise ConfigError("--teacher-iters and --student-iters must be at least 1")
+        if self.preflight is None and self.unlabeled is None:
+            raise ConfigError("--unlabeled is required (the folder of unlabeled images), unless "
+                              "--preflight tries the loop on the labeled images alone")
+        if self.preflight is not None:
+            if not 0 < self.preflight < 1:
+                raise ConfigError(f"--preflight must be between 0 and 1, got {self.preflight}")
+            if self.unlabeled is not None:
+                raise ConfigError("--preflight makes its unlabeled folder from the labeled images "
+                                  "it hides: not with --unlabeled")
+            given = [flag for flag, value in (("--teacher", self.teacher), ("--url", self.url))
+                     if value is not None]
+            if given:
+                raise ConfigError(f"--preflight trains its own teacher on the labeled images it "
+                                  f"does not hide: not with {', '.join(given)} (a teacher trained "
+                                  "on the whole labeled set has seen the hidden labels)")
+
     def api_key(self) -> str | None:
         """``--key``, else ``$DISTILL_API_KEY`` (never written to the run folder)."""
         return self.key or os.environ.get("DISTILL_API_KEY")
@@ -107,27 +131,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> LoopConfig:
-    """Maps the flags onto :class:`LoopConfig` and checks what argparse cannot."""
+    """Maps the flags onto :class:`LoopConfig` and checks what argparse cannot
+    (:meth:`LoopConfig.check`)."""
     cfg: LoopConfig = config_flags.from_namespace(LoopConfig, args)
     cfg = replace(cfg, command=cfg.to_command())
-    if cfg.rounds < 1:
-        raise ConfigError(f"--rounds must be at least 1, got {cfg.rounds}")
-    if not 0 < cfg.test_fraction < 1:
-        raise ConfigError(f"--test-fraction must be between 0 and 1, got {cfg.test_fraction}")
-    if min(cfg.teacher_iters, cfg.student_iters) < 1:
-        raise ConfigError("--teacher-iters and --student-iters must be at least 1")
-    if cfg.preflight is None and cfg.unlabeled is None:
-        raise ConfigError("--unlabeled is required (the folder of unlabeled images), unless "
-                          "--preflight tries the loop on the labeled images alone")
-    if cfg.preflight is not None:
-        if not 0 < cfg.preflight < 1:
-            raise ConfigError(f"--preflight must be between 0 and 1, got {cfg.preflight}")
-        given = [flag for flag, value in (("--unlabeled", cfg.unlabeled),
-                                          ("--teacher", cfg.teacher), ("--url", cfg.url))
-                 if value is not None]
-        if given:
-            raise ConfigError(f"--preflight trains its own teacher on the labeled images it "
-                              f"does not hide and labels the hidden ones: not with "
-                              f"{', '.join(given)} (a teacher trained on the whole labeled "
-                              "set has seen the hidden labels)")
+    cfg.check()
     return cfg

@@ -12,9 +12,9 @@ before spending compute:
   hidden truth, :func:`training.pseudo_quality.pseudo_label_quality`), and
 - the oracle: a student taught the hidden images' true labels, what those images would
   give labeled by hand (pseudo-labels of them usually give less; the sweep's students
-  took 22-57% of it). If the oracle does not beat the baseline, pseudo-labels of such
-  images are unlikely to; the student's share of the oracle's gain says how much of it
-  the teacher's labels deliver.
+  took 22-63% of it, per task and seed). If the oracle does not beat the baseline,
+  pseudo-labels of such images are unlikely to; the student's share of the oracle's
+  gain says how much of it the teacher's labels deliver.
 
 With fewer labels than the real run (the teacher sees ``1 - S`` of them), a preflight
 errs on the student's side: distillation pays more where labels are scarcer.
@@ -53,8 +53,9 @@ def hide(train_json: Path, images: Path, share: float, seed: int, folder: Path
         raise ConfigError(f"--preflight {share:g} of the {len(ids)} labeled training images "
                           "leaves no image on one side; use more labeled images or another "
                           "share")
-    hidden = set(random.Random(seed + 1).sample(ids, n_hidden))
-    record = {"share": share, "seed": seed + 1, "labeled_sha256": file_sha256(train_json),
+    draw = _hiding_seed(seed)
+    hidden = set(random.Random(draw).sample(ids, n_hidden))
+    record = {"share": share, "seed": draw, "labeled_sha256": file_sha256(train_json),
               "hidden": sorted(hidden, key=_id_order)}
     folder.mkdir(parents=True, exist_ok=True)
     _claim(folder / RECORD, record)
@@ -68,10 +69,15 @@ def hide(train_json: Path, images: Path, share: float, seed: int, folder: Path
                            if im["id"] in hidden],
         "annotations": [a for a in coco["annotations"] if a["image_id"] in hidden]})
     _link(dict(flat.values()), folder / HIDDEN_IMAGES)
-    info = {"share": share, "hidden": n_hidden, "visible": len(ids) - n_hidden,
-            "seed": seed + 1}
+    info = {"share": share, "hidden": n_hidden, "visible": len(ids) - n_hidden, "seed": draw}
     return (SplitFiles(images, visible_json, visible_json),
             SplitFiles(folder / HIDDEN_IMAGES, hidden_json, hidden_json), info)
+
+
+def _hiding_seed(seed: int) -> int:
+    """The draw of the hidden images: not the held-out split's own ``seed``, so that the
+    two draws do not repeat each other."""
+    return seed + 1
 
 
 def _id_order(image_id: Any) -> tuple[bool, Any]:
@@ -140,10 +146,13 @@ def verdict(rows: dict[str, dict[str, Any]], metric: str,
     oracle gains at least ``MIN_GAIN_FOR_SHARE``), and the round-1 pseudo-labels'
     precision and recall against the hidden truth."""
     ap = {name: row["single"][metric]["AP"] for name, row in rows.items()}
+    tta = {name: row["tta"][metric]["AP"] for name, row in rows.items() if "tta" in row}
     oracle_gain = ap["oracle"] - ap["baseline"]
     student_gain = ap["student"] - ap["baseline"]
     first = quality["pseudo"][metric]
     return {"oracle_gain": round(oracle_gain, 1) + 0.0,
+            "oracle_gain_tta": (round(tta["oracle"] - tta["baseline"], 1) + 0.0
+                                if {"oracle", "baseline"} <= tta.keys() else None),
             "student_gain": round(student_gain, 1) + 0.0,
             "student_share": (round(student_gain / oracle_gain, 2)
                               if oracle_gain >= MIN_GAIN_FOR_SHARE else None),
@@ -157,6 +166,11 @@ def verdict_lines(v: dict[str, Any], metric: str) -> list[str]:
     lines = [f"- The oracle (the hidden images with their true labels) is {oracle:+.1f} "
              f"{unit} against the equal-budget baseline: what these images would give "
              "labeled by hand, usually more than pseudo-labels of them can."]
+    with_tta = v.get("oracle_gain_tta")
+    if with_tta is not None and (with_tta > 0) != (oracle > 0):
+        lines.append(f"- With TTA on both sides the oracle is {with_tta:+.1f} {unit}: single "
+                     "pass and TTA disagree, so this budget (or this test split) cannot tell; "
+                     "train longer or hold out more images before deciding.")
     if oracle <= 0:
         lines.append("- Even true labels of these images do not beat the baseline at this "
                      "budget, so pseudo-labels of images like them are unlikely to: train "

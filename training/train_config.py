@@ -95,7 +95,8 @@ class TrainConfig:
     tensorboard: bool | None = field(default=None, metadata=cli(
         "TensorBoard events next to the checkpoint (default: if installed)"))
     progress: bool = field(default=True, metadata=cli(
-        "no progress bar", flag="--quiet", invert=True))
+        "no progress bar (one log line per checkpoint instead)", flag="--quiet",
+        invert=True))
     command: list[str] | None = None  # for the card; None: this process's sys.argv
 
     def to_command(self) -> list[str]:

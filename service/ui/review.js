@@ -117,9 +117,20 @@ function sampleNote(kind, sample) {
 
 async function saveSelection() {
   const { kind, name } = R.doc;
+  const body = selectionBody(R.rule);
   await api(resourcePath(kind, name, "selection"), { method: "PUT",
-    headers: { "Content-Type": "application/json" }, body: JSON.stringify(selectionBody(R.rule)) });
-  await openReview(kind, name, { keep: true });  // the server's statuses under what was saved
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  if (!R.doc.sample) {
+    await openReview(kind, name, { keep: true });  // the server's statuses under what was saved
+    return;
+  }
+  // A sample's document costs a read of every log of the dataset: the page keeps its own
+  // statuses (rule.js applies the server's rule) and takes what it saved as the saved rule.
+  R.doc.rule = { ...R.doc.rule, score: { ...body.score_thresholds }, keypoint: body.keypoint_threshold,
+    min_votes: body.min_votes, excluded: body.excluded, accepted: body.accepted,
+    rejected: body.rejected, source: "saved" };
+  R.loaded = JSON.stringify(body);
+  render(false);
 }
 
 export async function save() {

@@ -45,9 +45,15 @@ def test_a_large_dataset_is_reviewed_on_a_sample(stack: ServiceStack, page: Any,
         assert page.inner_text(".category[data-category='1'] .kept").endswith("in the sample")
         assert "for the sample" in page.inner_text(".category[data-category='1'] .target")
 
-        # A threshold chosen on the sample applies to all six images of the download.
+        # A threshold chosen on the sample applies to all six images of the download; saving
+        # does not load the sample's document again (that reads every log of the dataset).
+        loads: list[str] = []
+        page.on("request", lambda r: loads.append(r.url) if r.url.endswith("/review") else None)
         set_range(page, ".category[data-category='1'] input[type=range]", 0.05)
         coco = download(page)
+        assert loads == []
+        assert page.input_value(".category[data-category='1'] input[type=range]") == "0.05"
+        assert page.is_hidden("#dirty") and page.is_disabled("#reset-saved")
         assert coco["info"]["selection_source"] == "saved"
         assert coco["info"]["thresholds"]["score"]["1"] == 0.05
         assert len(coco["images"]) + coco["info"]["num_failed"] == 6
